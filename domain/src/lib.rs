@@ -1,0 +1,19 @@
+//! Cairn's domain: aggregates, commands, events and value types.
+//!
+//! **This crate is pure.** It does no I/O, reads no clock and generates no ids: anything a
+//! decision needs from outside (the time, a fresh id, a lookup) arrives inside the command, put
+//! there by the `commands` crate. That is what makes a command safe to retry after a
+//! concurrency conflict.
+//!
+//! Each aggregate lives in its own module with its commands, events and error enum. Events are a
+//! stored contract: their JSON is pinned by tests in each module, and their wire type is
+//! `noun.verb` (see [`organization::OrganizationEvent`]). Start reading at [`organization`].
+
+pub mod ids;
+pub mod organization;
+pub mod permission;
+pub mod values;
+
+pub use ids::{OrgId, TeamId, UserId};
+pub use permission::Permission;
+pub use values::{Name, ValueError};

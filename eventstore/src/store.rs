@@ -1,0 +1,94 @@
+use std::sync::Arc;
+
+use cqrs_es::Aggregate;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::append::{self, AppendRequest, Appender, Committed};
+use crate::{AggregateStore, Cursor, Receipt, StoreError};
+
+/// Tuning for a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Group-commit writer tasks; each holds at most one transaction open at a time.
+    pub writers: usize,
+    /// The most commands one transaction carries.
+    pub max_batch: usize,
+    /// Write a snapshot once this many events follow the last one (0 disables snapshots).
+    pub snapshot_every: i64,
+    /// Aggregates kept in memory per aggregate type (0 disables the cache).
+    pub cache_capacity: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            writers: 3,
+            max_batch: 256,
+            snapshot_every: 100,
+            cache_capacity: 10_000,
+        }
+    }
+}
+
+/// The shared handle to the event store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    options: StoreOptions,
+    appender: Appender,
+    committed: watch::Receiver<Cursor>,
+}
+
+impl Store {
+    /// Starts the group-commit writer on `pool`. Must be called inside a tokio runtime.
+    pub fn new(pool: PgPool, options: StoreOptions) -> Self {
+        let (tx, committed) = watch::channel(Cursor::START);
+        let appender = Appender::start(pool.clone(), options.writers, options.max_batch, tx);
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                options,
+                appender,
+                committed,
+            }),
+        }
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The options this store was built with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// A typed store for one aggregate, with its own cache.
+    pub fn aggregate<A: Aggregate + Clone>(&self) -> AggregateStore<A> {
+        AggregateStore::new(self.clone())
+    }
+
+    /// Appends one command's events through the group-commit writer.
+    pub async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
+        self.inner.appender.append(request).await
+    }
+
+    /// The stored receipt of a command, if it ran.
+    pub async fn find_receipt(&self, command_id: Uuid) -> Result<Option<Receipt>, StoreError> {
+        append::find_receipt(&self.inner.pool, command_id).await
+    }
+
+    /// Changes whenever this process commits events: a wake-up for tailers, never a source of
+    /// events (a tailer must still read the table, which is the correctness path).
+    pub fn commits(&self) -> watch::Receiver<Cursor> {
+        self.inner.committed.clone()
+    }
+}
