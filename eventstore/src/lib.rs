@@ -42,3 +42,5 @@ pub mod metadata_keys {
     /// The tenant; stored in the generated `org_id` column.
     pub const ORG_ID: &str = "org_id";
 }
+
+pub mod testing;

@@ -1,0 +1,318 @@
+//! The event store against the real PostgreSQL: appends, idempotency, snapshots, the gapless
+//! tail, chain verification and the append-only guarantees.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use cqrs_es::{AggregateContext, CqrsFramework, EventStore};
+use eventstore::testing::TestDb;
+use eventstore::{Cursor, Store, StoreError, StoreOptions};
+use rand::Rng;
+use support::{add, Counter, CounterCommand};
+use uuid::Uuid;
+
+async fn store(db: &TestDb, options: StoreOptions) -> Store {
+    Store::new(db.pool(8).await, options)
+}
+
+fn no_cache() -> StoreOptions {
+    StoreOptions {
+        cache_capacity: 0,
+        ..StoreOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn appends_return_receipts_with_contiguous_sequences_and_cursors() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    let counters = store.aggregate::<Counter>();
+    let first = add(&counters, "c1", vec![1, 2, 3], Uuid::new_v4()).await.expect("append");
+    let second = add(&counters, "c1", vec![4], Uuid::new_v4()).await.expect("append");
+    assert_eq!(
+        first.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(second.events[0].sequence, 4);
+    assert!(first.cursor < second.cursor);
+    assert_eq!(*store.commits().borrow(), second.cursor.expect("cursor"));
+    let tail = store.tail(Cursor::START, 100).await.expect("tail");
+    assert_eq!(tail.len(), 4);
+    assert_eq!(tail[3].cursor(), second.cursor.expect("cursor"));
+    assert_eq!(tail[0].org_id.as_deref(), Some("org-1"));
+    assert!(store.verify(|_| {}).await.expect("verify").is_intact());
+}
+
+#[tokio::test]
+async fn a_stale_writer_gets_a_conflict_and_appends_nothing() {
+    let db = TestDb::new().await;
+    // Two stores on one database behave like two nodes: separate caches and locks.
+    let node_a = store(&db, StoreOptions::default()).await.aggregate::<Counter>();
+    let node_b = store(&db, StoreOptions::default()).await.aggregate::<Counter>();
+    add(&node_a, "c", vec![1], Uuid::new_v4()).await.expect("first");
+    add(&node_b, "c", vec![1], Uuid::new_v4()).await.expect("b loads fresh state");
+    let stale = add(&node_a, "c", vec![1], Uuid::new_v4()).await;
+    assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
+    // The conflict evicted the stale entry, so the retry sees node B's event.
+    let retry = add(&node_a, "c", vec![1], Uuid::new_v4()).await.expect("retry");
+    assert_eq!(retry.events[0].sequence, 3);
+    let ctx = node_a.load_fresh("c").await.expect("load");
+    assert_eq!(ctx.sequence(), 3);
+}
+
+#[tokio::test]
+async fn the_same_command_id_twice_appends_once() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    let counters = store.aggregate::<Counter>();
+    let id = Uuid::new_v4();
+    let first = add(&counters, "c", vec![5], id).await.expect("first");
+    let again = add(&counters, "c", vec![5], id).await;
+    match again {
+        Err(StoreError::Duplicate(receipt)) => {
+            assert_eq!(receipt.events, first.events);
+            assert_eq!(receipt.cursor, first.cursor);
+            assert!(receipt.replayed);
+        }
+        other => panic!("expected the first receipt back, got {other:?}"),
+    }
+    let found = store.find_receipt(id).await.expect("lookup").expect("stored");
+    assert_eq!(found.events, first.events);
+    assert_eq!(store.tail(Cursor::START, 10).await.expect("tail").len(), 1);
+    // The same id for another aggregate is refused outright.
+    let reused = add(&counters, "other", vec![1], id).await;
+    assert!(matches!(reused, Err(StoreError::CommandIdReused(_))), "{reused:?}");
+}
+
+#[tokio::test]
+async fn snapshots_apply_each_event_once_and_equal_a_full_fold() {
+    let db = TestDb::new().await;
+    let options = StoreOptions {
+        snapshot_every: 3,
+        cache_capacity: 0,
+        ..StoreOptions::default()
+    };
+    let store = store(&db, options).await;
+    let counters = store.aggregate::<Counter>();
+
+    // The cqrs-es 0.5.0 regression: one event, a snapshot, a reload: applied must be 1.
+    let single = StoreOptions {
+        snapshot_every: 1,
+        cache_capacity: 0,
+        ..StoreOptions::default()
+    };
+    let single = Store::new(db.pool(2).await, single).aggregate::<Counter>();
+    add(&single, "one", vec![7], Uuid::new_v4()).await.expect("append");
+    let mut ctx = single.load("one").await.expect("load");
+    assert_eq!(*ctx.aggregate(), Counter { total: 7, applied: 1 });
+
+    let mut rng = rand::rng();
+    let mut expected = Counter::default();
+    for _ in 0..20 {
+        let values: Vec<i64> = (0..rng.random_range(1..4))
+            .map(|_| rng.random_range(-50..50))
+            .collect();
+        for v in &values {
+            expected.total += v;
+            expected.applied += 1;
+        }
+        add(&counters, "c", values, Uuid::new_v4()).await.expect("append");
+    }
+    let snapshot_at: i64 = sqlx::query_scalar(
+        "SELECT last_sequence FROM snapshots WHERE aggregate_type = 'counter' AND aggregate_id = 'c'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("a snapshot was written");
+    assert!(snapshot_at > 3 && snapshot_at <= expected.applied as i64);
+
+    // Snapshot + tail ...
+    let mut from_snapshot = counters.load("c").await.expect("load");
+    // ... equals folding every event from the first.
+    let mut folded = Counter::default();
+    for envelope in counters.load_events("c").await.expect("events") {
+        cqrs_es::Aggregate::apply(&mut folded, envelope.payload);
+    }
+    assert_eq!(*from_snapshot.aggregate(), expected);
+    assert_eq!(folded, expected);
+}
+
+#[tokio::test]
+async fn cqrs_framework_runs_on_the_store() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    let cqrs = CqrsFramework::new(store.aggregate::<Counter>(), vec![], ());
+    cqrs.execute("c", CounterCommand::Add(vec![2, 3])).await.expect("execute");
+    cqrs.execute("c", CounterCommand::Add(vec![4])).await.expect("execute");
+    let fresh = store.aggregate::<Counter>();
+    let mut ctx = fresh.load("c").await.expect("load");
+    assert_eq!(*ctx.aggregate(), Counter { total: 9, applied: 3 });
+}
+
+#[tokio::test]
+async fn postgres_es_can_still_read_and_write_the_table() {
+    use postgres_es::PostgresEventRepository;
+    use cqrs_es::persist::{PersistedEventStore, PersistedEventRepository};
+
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    add(&store.aggregate::<Counter>(), "c", vec![1, 2], Uuid::new_v4()).await.expect("cairn append");
+    let repo = PostgresEventRepository::new(store.pool().clone());
+    let events = repo.get_events::<Counter>("c").await.expect("postgres-es reads");
+    assert_eq!(events.len(), 2);
+    // postgres-es appends without a prev_hash; the trigger looks the predecessor up.
+    let pg_store = PersistedEventStore::<_, Counter>::new_event_store(repo);
+    let cqrs = CqrsFramework::new(pg_store, vec![], ());
+    cqrs.execute("c", CounterCommand::Add(vec![3, 4])).await.expect("postgres-es writes");
+    let report = store.verify(|_| {}).await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events, 4);
+}
+
+#[tokio::test]
+async fn many_concurrent_appends_share_transactions_and_keep_every_chain() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    let counters = std::sync::Arc::new(store.aggregate::<Counter>());
+    let mut tasks = Vec::new();
+    for writer in 0..16 {
+        let counters = counters.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                add(&counters, &format!("c{writer}"), vec![1, 1], Uuid::new_v4())
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT transaction_id) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert!(transactions < 400, "16 writers x 25 commands used {transactions} transactions");
+    let report = store.verify(|_| {}).await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.streams, report.events), (16, 800));
+}
+
+#[tokio::test]
+async fn the_tail_never_skips_or_repeats_while_writers_commit_out_of_order() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    const WRITERS: usize = 8;
+    const PER_WRITER: i64 = 30;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let pool = store.pool().clone();
+        writers.push(tokio::spawn(async move {
+            for seq in 1..=PER_WRITER {
+                let hold_ms = rand::rng().random_range(0..20);
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                     VALUES ('counter', $1, $2, 'counter.added', '1', '{\"type\":\"counter.added\",\"by\":1}', '{}')",
+                )
+                .bind(format!("w{w}"))
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+                // Hold the transaction open for a random time, so later transactions commit first.
+                sqlx::query("SELECT pg_sleep($1)")
+                    .bind(hold_ms as f64 / 1000.0)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("sleep");
+                tx.commit().await.expect("commit");
+            }
+        }));
+    }
+    let total = WRITERS * PER_WRITER as usize;
+    let mut seen = HashSet::new();
+    let mut per_stream: HashMap<String, i64> = HashMap::new();
+    let mut cursor = Cursor::START;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < total {
+        assert!(tokio::time::Instant::now() < deadline, "tail stalled at {}", seen.len());
+        let batch = store.tail(cursor, 7).await.expect("tail");
+        if batch.is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for e in batch {
+            assert!(e.cursor() > cursor, "the tail went backwards");
+            cursor = e.cursor();
+            assert!(seen.insert(e.event_id), "event delivered twice");
+            let last = per_stream.entry(e.aggregate_id.clone()).or_default();
+            assert_eq!(e.sequence, *last + 1, "a stream's events arrived out of order");
+            *last = e.sequence;
+        }
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    assert!(store.tail(cursor, 10).await.expect("tail").is_empty());
+    assert_eq!(seen.len(), total);
+}
+
+#[tokio::test]
+async fn verify_names_the_first_altered_event() {
+    let db = TestDb::new().await;
+    let store = store(&db, no_cache()).await;
+    let counters = store.aggregate::<Counter>();
+    for id in ["a", "b"] {
+        for _ in 0..3 {
+            add(&counters, id, vec![1, 2], Uuid::new_v4()).await.expect("append");
+        }
+    }
+    let report = store.verify(|_| {}).await.expect("verify");
+    assert!(report.is_intact());
+    assert_eq!((report.streams, report.events), (2, 12));
+
+    let position: i64 = sqlx::query_scalar(
+        "SELECT global_position FROM events WHERE aggregate_id = 'b' AND sequence = 4",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("position");
+    let mut conn = store.pool().acquire().await.expect("conn");
+    for sql in [
+        "ALTER TABLE events DISABLE TRIGGER USER",
+        "UPDATE events SET payload = '{\"type\":\"counter.added\",\"by\":1000}' WHERE aggregate_id = 'b' AND sequence = 4",
+        "ALTER TABLE events ENABLE TRIGGER USER",
+    ] {
+        sqlx::query(sql).execute(&mut *conn).await.expect(sql);
+    }
+    drop(conn);
+    let report = store.verify(|_| {}).await.expect("verify");
+    let broken = report.first_break.expect("a break is reported");
+    assert_eq!(
+        (broken.aggregate_id.as_str(), broken.sequence, broken.global_position),
+        ("b", 4, position)
+    );
+    assert_eq!(report.broken_streams, 1);
+}
+
+#[tokio::test]
+async fn events_are_append_only() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    add(&store.aggregate::<Counter>(), "c", vec![1], Uuid::new_v4()).await.expect("append");
+    for sql in [
+        "UPDATE events SET payload = '{}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ] {
+        let err = sqlx::query(sql).execute(store.pool()).await.expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
+    assert_eq!(count, 1);
+}
