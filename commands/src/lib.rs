@@ -1,1 +1,87 @@
-//! placeholder
+//! Cairn's command handling.
+//!
+//! `commands` turns a domain command plus request [`Metadata`] into stored events and a
+//! [`Receipt`]. It owns what surrounds a decision but is not part of it:
+//! - the metadata every event carries (actor, tenant, correlation, request details);
+//! - idempotency: a client's `Idempotency-Key` becomes the command id, and a repeat returns the
+//!   first receipt without appending;
+//! - optimistic concurrency: a conflict (another node appended first) reloads the aggregate and
+//!   handles the command again, up to a bound, then answers [`CommandError::Conflict`].
+//!
+//! **It must not** know HTTP or JSON wire shapes (that is `gateway`) or make decisions (that is
+//! `domain`). Start at [`Commands::execute`].
+//!
+//! Each aggregate runs through cqrs-es's `Aggregate::handle` and `EventStore`, driven by
+//! [`Handler`] rather than `CqrsFramework`: the framework discards the commit result (so no
+//! receipt) and cannot tell a refusal made on cached state from one made on fresh state.
+
+mod handler;
+mod metadata;
+
+use std::sync::Arc;
+
+use domain::organization::Organization;
+use eventstore::Store;
+
+pub use eventstore::{Cursor, Receipt};
+pub use handler::{CommandError, Handler};
+pub use metadata::{Actor, CommandId, Metadata};
+
+/// Routes a command type to its aggregate's handler.
+pub trait Dispatch<A: cqrs_es::Aggregate> {
+    /// The handler for `A`.
+    fn handler(&self) -> &Handler<A>;
+}
+
+/// The command side of Cairn: one handler per aggregate over one event store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Commands {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    organizations: Handler<Organization>,
+}
+
+impl Commands {
+    /// Handlers for every aggregate on `store`.
+    pub fn new(store: Store) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                organizations: Handler::new(store.aggregate(), ()),
+                store,
+            }),
+        }
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Executes `command` against aggregate `A` with id `aggregate_id`.
+    ///
+    /// The aggregate is named by type, as in
+    /// `commands.execute::<Organization>(&org_id, OrganizationCommand::Rename { name }, &meta)`.
+    pub async fn execute<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Receipt, CommandError<A::Error>>
+    where
+        Self: Dispatch<A>,
+        A: cqrs_es::Aggregate + Clone,
+        A::Command: Clone,
+    {
+        self.handler().execute(aggregate_id, command, metadata).await
+    }
+}
+
+impl Dispatch<Organization> for Commands {
+    fn handler(&self) -> &Handler<Organization> {
+        &self.inner.organizations
+    }
+}

@@ -1,0 +1,160 @@
+use std::collections::HashMap;
+use std::fmt;
+
+use uuid::Uuid;
+
+/// Who issued a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// Cairn itself, or an operator at the CLI.
+    System,
+    /// A signed-in person.
+    User(domain::UserId),
+    /// An API key, by its public prefix.
+    ApiKey(String),
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::System => f.write_str("system"),
+            Self::User(id) => write!(f, "user:{id}"),
+            Self::ApiKey(prefix) => write!(f, "apikey:{prefix}"),
+        }
+    }
+}
+
+/// A command's id, and whether the client chose it (an `Idempotency-Key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandId {
+    id: Uuid,
+    from_client: bool,
+}
+
+/// Idempotency keys are namespaced so the same key from two actors never collides.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6361_6972_6e2d_6964_656d_706f_7465_6e74);
+
+impl CommandId {
+    /// A fresh id for a command the client did not key.
+    pub fn generate() -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            from_client: false,
+        }
+    }
+
+    /// The id a client's `Idempotency-Key` maps to, scoped to the actor.
+    pub fn from_idempotency_key(actor: &Actor, key: &str) -> Self {
+        let name = format!("{actor}\u{0}{key}");
+        Self {
+            id: Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()),
+            from_client: true,
+        }
+    }
+
+    /// The id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Whether the client chose it, so that a repeat is possible and worth checking for.
+    pub fn from_client(&self) -> bool {
+        self.from_client
+    }
+}
+
+/// What every event records besides its payload.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    /// Who.
+    pub actor: Actor,
+    /// The tenant the command belongs to.
+    pub org_id: Option<String>,
+    /// The command's id.
+    pub command_id: CommandId,
+    /// Ties together everything one user action caused.
+    pub correlation_id: Uuid,
+    /// The event or command that caused this one, if any.
+    pub causation_id: Option<Uuid>,
+    /// The HTTP request id.
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub ip: Option<String>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+}
+
+impl Metadata {
+    /// Metadata for `actor` with a fresh command id, correlated to nothing else.
+    pub fn new(actor: Actor) -> Self {
+        let command_id = CommandId::generate();
+        Self {
+            actor,
+            org_id: None,
+            correlation_id: command_id.id(),
+            command_id,
+            causation_id: None,
+            request_id: None,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    /// Sets the tenant.
+    pub fn in_org(mut self, org_id: impl ToString) -> Self {
+        self.org_id = Some(org_id.to_string());
+        self
+    }
+
+    /// The map stored in each event's `metadata` column.
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut m = HashMap::with_capacity(8);
+        m.insert("actor".to_owned(), self.actor.to_string());
+        m.insert(
+            eventstore::metadata_keys::COMMAND_ID.to_owned(),
+            self.command_id.id().to_string(),
+        );
+        m.insert("correlation_id".to_owned(), self.correlation_id.to_string());
+        let optional = [
+            (eventstore::metadata_keys::ORG_ID, self.org_id.clone()),
+            ("causation_id", self.causation_id.map(|c| c.to_string())),
+            ("request_id", self.request_id.clone()),
+            ("ip", self.ip.clone()),
+            ("user_agent", self.user_agent.clone()),
+        ];
+        for (k, v) in optional {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v);
+            }
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_scoped_per_actor_and_stable() {
+        let a = CommandId::from_idempotency_key(&Actor::System, "k1");
+        assert_eq!(a, CommandId::from_idempotency_key(&Actor::System, "k1"));
+        assert_ne!(
+            a,
+            CommandId::from_idempotency_key(&Actor::ApiKey("x".into()), "k1")
+        );
+        assert!(a.from_client() && !CommandId::generate().from_client());
+    }
+
+    #[test]
+    fn metadata_map_has_the_design_keys() {
+        let mut m = Metadata::new(Actor::System).in_org("o1");
+        m.ip = Some("127.0.0.1".into());
+        let map = m.to_map();
+        for key in ["actor", "org_id", "command_id", "correlation_id", "ip"] {
+            assert!(map.contains_key(key), "{key}");
+        }
+        assert!(!map.contains_key("user_agent"));
+        assert_eq!(map["actor"], "system");
+    }
+}
