@@ -57,6 +57,18 @@ impl CommandId {
         self.id
     }
 
+    /// A new id for something this command creates (`purpose` names it, such as `"team"`).
+    ///
+    /// Deterministic for a client-chosen command id, so a repeated create addresses the same
+    /// aggregate and gets the first receipt back; time-ordered (v7) otherwise.
+    pub fn derive_id(&self, purpose: &str) -> Uuid {
+        if self.from_client {
+            Uuid::new_v5(&self.id, purpose.as_bytes())
+        } else {
+            Uuid::now_v7()
+        }
+    }
+
     /// Whether the client chose it, so that a repeat is possible and worth checking for.
     pub fn from_client(&self) -> bool {
         self.from_client

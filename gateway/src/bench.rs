@@ -1,0 +1,382 @@
+//! `cairn bench`: Cairn's figures beside anchors measured in the same run, on this machine.
+//!
+//! Benchmarks are programs, not timed tests: they print numbers and ratios; nothing asserts on
+//! wall-clock time. Each run uses a fresh database (dropped afterwards unless `--keep`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use commands::{Actor, Commands, Metadata};
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::CqrsFramework;
+use domain::organization::{Organization, OrganizationCommand as C};
+use domain::{Name, OrgId, UserId};
+use eventstore::{Store, StoreOptions};
+use futures::future::BoxFuture;
+use hdrhistogram::Histogram;
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::Config;
+
+/// Which benchmark to run.
+#[derive(Debug, clap::Subcommand)]
+pub enum Which {
+    /// Command throughput and latency, beside raw INSERT and plain postgres-es, and latency
+    /// against stream length.
+    Write(WriteArgs),
+}
+
+/// Options for `cairn bench write`.
+#[derive(Debug, clap::Args)]
+pub struct WriteArgs {
+    /// Concurrent clients in every phase.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Seconds each throughput phase runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// The long stream length for the latency-against-length phase.
+    #[arg(long, default_value_t = 10_000)]
+    long_stream: i64,
+    /// Commands per client measured at each stream length.
+    #[arg(long, default_value_t = 200)]
+    samples: u64,
+    /// Keep the benchmark database instead of dropping it.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Runs one benchmark.
+pub async fn run(config: &Config, which: Which) -> anyhow::Result<()> {
+    match which {
+        Which::Write(args) => write(config, args).await,
+    }
+}
+
+type Op = Arc<dyn Fn(usize, u64) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+/// What one phase measured.
+struct Outcome {
+    ops: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+    fn p(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// Runs `op` from `clients` tasks until `duration` passes (or each has done `max_ops`),
+/// printing progress every second.
+async fn drive(
+    label: &str,
+    clients: usize,
+    duration: Duration,
+    max_ops: Option<u64>,
+    op: Op,
+) -> anyhow::Result<Outcome> {
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let ticker = {
+        let done = done.clone();
+        let label = label.to_owned();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprintln!(
+                    "  {label}: {} ops after {:.0} s",
+                    done.load(Ordering::Relaxed),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        })
+    };
+    let mut tasks = Vec::with_capacity(clients);
+    for client in 0..clients {
+        let op = op.clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut i = 0;
+            while Instant::now() < deadline && max_ops.is_none_or(|m| i < m) {
+                let t = Instant::now();
+                op(client, i).await?;
+                latency.saturating_record(t.elapsed().as_micros() as u64);
+                done.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+            anyhow::Ok(latency)
+        }));
+    }
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        latency.add(t.await??)?;
+    }
+    ticker.abort();
+    Ok(Outcome {
+        ops: done.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        latency,
+    })
+}
+
+fn metadata_map(org: &str) -> HashMap<String, String> {
+    Metadata::new(Actor::System).in_org(org).to_map()
+}
+
+/// The organization command a client issues on its `i`th turn: rename, add, remove, ...
+fn org_command(client: usize, i: u64) -> anyhow::Result<C> {
+    let user_id = UserId::from_uuid(Uuid::from_u128(client as u128 + 1));
+    Ok(match i % 3 {
+        0 => C::Rename {
+            name: Name::parse("name", &format!("Bench {client} {i}"))?,
+        },
+        1 => C::AddMember { user_id },
+        _ => C::RemoveMember { user_id },
+    })
+}
+
+fn fresh_org() -> OrgId {
+    OrgId::from_uuid(Uuid::now_v7())
+}
+
+async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
+    let name = format!(
+        "cairn_bench_{}",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    );
+    let options = config.database.clone().database(&name);
+    eventstore::ensure_database(&options)
+        .await
+        .context("cannot reach PostgreSQL (DATABASE_URL)")?;
+    let pool = eventstore::connect(options, args.clients as u32 + 8).await?;
+    eventstore::MIGRATOR.run(&pool).await?;
+    for table in ["bench_raw_events", "bench_pges_events"] {
+        sqlx::query(&format!(
+            "CREATE TABLE {table} (aggregate_type text NOT NULL, aggregate_id text NOT NULL,
+               sequence bigint NOT NULL, event_type text NOT NULL, event_version text NOT NULL,
+               payload jsonb NOT NULL, metadata jsonb NOT NULL,
+               PRIMARY KEY (aggregate_type, aggregate_id, sequence))"
+        ))
+        .execute(&pool)
+        .await?;
+    }
+    sqlx::query(
+        "CREATE TABLE bench_pges_snapshots (aggregate_type text NOT NULL, aggregate_id text NOT NULL,
+           last_sequence bigint NOT NULL, current_snapshot bigint NOT NULL, payload jsonb NOT NULL,
+           timestamp timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (aggregate_type, aggregate_id))",
+    )
+    .execute(&pool)
+    .await?;
+
+    let clients = args.clients;
+    let duration = Duration::from_secs(args.seconds);
+    println!(
+        "cairn bench write: {clients} clients, {} s per phase, fresh database {name}",
+        args.seconds
+    );
+
+    eprintln!("phase 1/4: raw single-row INSERT, autocommit (anchor)");
+    let raw = raw_inserts(&pool, clients, duration).await?;
+    eprintln!("phase 2/4: plain postgres-es execute (anchor)");
+    let pges = postgres_es_execute(&pool, clients, duration).await?;
+    eprintln!("phase 3/4: cairn commands::execute");
+    let cairn = cairn_execute(&pool, clients, duration).await?;
+    eprintln!("phase 4/4: latency against stream length (aggregate cache off)");
+    let short = by_length(&pool, clients, 10, args.samples).await?;
+    let long = by_length(&pool, clients, args.long_stream, args.samples).await?;
+
+    let check = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!();
+    println!("{:<44} {:>10} {:>9} {:>9}", "", "ops/s", "p50 ms", "p99 ms");
+    println!("{:<44} {:>10.0} {:>9} {:>9}", "raw single-row INSERT, autocommit (anchor)", raw.rate(), "-", "-");
+    println!("{:<44} {:>10.0} {:>9.2} {:>9.2}", "plain postgres-es execute (anchor)", pges.rate(), pges.p(0.5), pges.p(0.99));
+    println!("{:<44} {:>10.0} {:>9.2} {:>9.2}", "cairn commands::execute", cairn.rate(), cairn.p(0.5), cairn.p(0.99));
+    println!();
+    let vs_raw = cairn.rate() / raw.rate();
+    let vs_pges = cairn.rate() / pges.rate();
+    let growth = long.p(0.5) / short.p(0.5);
+    println!("cairn / raw INSERT        {vs_raw:>6.2}x   target >= 0.70x   {}", check(vs_raw >= 0.7));
+    println!("cairn / plain postgres-es {vs_pges:>6.2}x   target >= 2.50x   {}", check(vs_pges >= 2.5));
+    println!("cairn p99                 {:>6.2} ms  target <= 10 ms    {}", cairn.p(0.99), check(cairn.p(0.99) <= 10.0));
+    println!(
+        "p50 at stream length {}  {:>6.2} ms; at length 10: {:.2} ms; ratio {growth:.2}  target <= 1.5  {}",
+        args.long_stream,
+        long.p(0.5),
+        short.p(0.5),
+        check(growth <= 1.5)
+    );
+
+    pool.close().await;
+    if !args.keep {
+        let admin = eventstore::connect(config.database.clone().database("postgres"), 1).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn raw_inserts(pool: &PgPool, clients: usize, duration: Duration) -> anyhow::Result<Outcome> {
+    let pool = pool.clone();
+    let op: Op = Arc::new(move |client, i| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let org = format!("raw-{client}");
+            let payload = serde_json::json!({"type": "organization.renamed", "name": format!("Bench {client} {i}")});
+            sqlx::query(
+                "INSERT INTO bench_raw_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 VALUES ('organization', $1, $2, 'organization.renamed', '1', $3, $4)",
+            )
+            .bind(&org)
+            .bind(i as i64 + 1)
+            .bind(payload)
+            .bind(serde_json::to_value(metadata_map(&org))?)
+            .execute(&pool)
+            .await?;
+            Ok(())
+        })
+    });
+    drive("raw INSERT", clients, duration, None, op).await
+}
+
+async fn postgres_es_execute(
+    pool: &PgPool,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let repo = PostgresEventRepository::new(pool.clone())
+        .with_tables("bench_pges_events", "bench_pges_snapshots");
+    let cqrs = Arc::new(CqrsFramework::new(
+        PersistedEventStore::<_, Organization>::new_event_store(repo),
+        vec![],
+        (),
+    ));
+    let mut orgs = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let org = fresh_org();
+        cqrs.execute_with_metadata(
+            &org.to_string(),
+            C::Create {
+                org_id: org,
+                name: Name::parse("name", "Bench")?,
+            },
+            metadata_map(&org.to_string()),
+        )
+        .await?;
+        orgs.push(org.to_string());
+    }
+    let orgs = Arc::new(orgs);
+    let op: Op = Arc::new(move |client, i| {
+        let cqrs = cqrs.clone();
+        let orgs = orgs.clone();
+        Box::pin(async move {
+            let org = &orgs[client];
+            cqrs.execute_with_metadata(org, org_command(client, i)?, metadata_map(org))
+                .await?;
+            Ok(())
+        })
+    });
+    drive("postgres-es", clients, duration, None, op).await
+}
+
+async fn setup_orgs(commands: &Commands, clients: usize) -> anyhow::Result<Arc<Vec<String>>> {
+    let mut orgs = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let org = fresh_org();
+        commands
+            .execute::<Organization>(
+                &org.to_string(),
+                C::Create {
+                    org_id: org,
+                    name: Name::parse("name", "Bench")?,
+                },
+                &Metadata::new(Actor::System).in_org(org),
+            )
+            .await?;
+        orgs.push(org.to_string());
+    }
+    Ok(Arc::new(orgs))
+}
+
+fn commands_op(commands: Commands, orgs: Arc<Vec<String>>) -> Op {
+    Arc::new(move |client, i| {
+        let commands = commands.clone();
+        let orgs = orgs.clone();
+        Box::pin(async move {
+            let org = &orgs[client];
+            commands
+                .execute::<Organization>(
+                    org,
+                    org_command(client, i)?,
+                    &Metadata::new(Actor::System).in_org(org),
+                )
+                .await?;
+            Ok(())
+        })
+    })
+}
+
+async fn cairn_execute(pool: &PgPool, clients: usize, duration: Duration) -> anyhow::Result<Outcome> {
+    let commands = Commands::new(Store::new(pool.clone(), StoreOptions::default()));
+    let orgs = setup_orgs(&commands, clients).await?;
+    drive("cairn", clients, duration, None, commands_op(commands, orgs)).await
+}
+
+/// Latency of commands on streams that already hold `length` events, with the aggregate cache
+/// off so every command loads from the database (snapshot plus tail).
+async fn by_length(
+    pool: &PgPool,
+    clients: usize,
+    length: i64,
+    samples: u64,
+) -> anyhow::Result<Outcome> {
+    let options = StoreOptions {
+        cache_capacity: 0,
+        ..StoreOptions::default()
+    };
+    let commands = Commands::new(Store::new(pool.clone(), options));
+    let mut orgs = Vec::with_capacity(clients);
+    eprintln!("  writing {clients} streams of {length} events");
+    for _ in 0..clients {
+        let org = fresh_org().to_string();
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'organization', $1, s,
+                    CASE WHEN s = 1 THEN 'organization.created' ELSE 'organization.renamed' END, '1',
+                    CASE WHEN s = 1
+                         THEN jsonb_build_object('type', 'organization.created', 'org_id', $1::text, 'name', 'Bench')
+                         ELSE jsonb_build_object('type', 'organization.renamed', 'name', 'Bench ' || s) END,
+                    jsonb_build_object('actor', 'system', 'org_id', $1::text)
+               FROM generate_series(1, $2::int8) AS s
+              ORDER BY s",
+        )
+        .bind(&org)
+        .bind(length)
+        .execute(pool)
+        .await?;
+        orgs.push(org);
+    }
+    let label = format!("length {length}");
+    drive(
+        &label,
+        clients,
+        Duration::from_secs(600),
+        Some(samples),
+        commands_op(commands, Arc::new(orgs)),
+    )
+    .await
+}

@@ -1,0 +1,175 @@
+//! Configuration from the environment. Every setting has a working default; a bad value fails
+//! at start with one line naming the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+use url::Url;
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Cairn's settings. See README "Configuration".
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `CAIRN_BIND`: where the HTTP server listens.
+    pub bind: SocketAddr,
+    /// `DATABASE_URL`: the PostgreSQL database (created if missing).
+    pub database: PgConnectOptions,
+    /// `CAIRN_DB_POOL`: the most connections to PostgreSQL.
+    pub db_pool: u32,
+    /// `NATS_URL`: unset means the in-process bus (one node).
+    pub nats_url: Option<Url>,
+    /// `MEILISEARCH_URL`: unset means PostgreSQL full-text search.
+    pub meilisearch_url: Option<Url>,
+    /// `SMTP_URL`: unset means mail is written under the data dir.
+    pub smtp_url: Option<Url>,
+    /// `STORAGE_URL`: unset means files under the data dir.
+    pub storage_url: Option<Url>,
+    /// `CAIRN_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// `CAIRN_PUBLIC_URL`: the base of every link Cairn sends out.
+    pub public_url: Url,
+    /// `CAIRN_LOG_FORMAT`: `pretty` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// Reads settings through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
+        Ok(Self {
+            bind: parse(&get, "CAIRN_BIND", "127.0.0.1:3000", |v| {
+                SocketAddr::from_str(v).map_err(|e| format!("expected host:port, such as 127.0.0.1:3000 ({e})"))
+            })?,
+            database: parse(
+                &get,
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/cairn",
+                |v| {
+                    if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
+                        return Err("expected a postgres:// URL".to_owned());
+                    }
+                    PgConnectOptions::from_str(v).map_err(|e| format!("invalid PostgreSQL URL ({e})"))
+                },
+            )?,
+            db_pool: parse(&get, "CAIRN_DB_POOL", "16", |v| match v.parse::<u32>() {
+                Ok(n) if (2..=512).contains(&n) => Ok(n),
+                _ => Err("expected a number of connections from 2 to 512".to_owned()),
+            })?,
+            nats_url: optional_url(&get, "NATS_URL", &["nats", "tls", "ws", "wss"])?,
+            meilisearch_url: optional_url(&get, "MEILISEARCH_URL", &["http", "https"])?,
+            smtp_url: optional_url(&get, "SMTP_URL", &["smtp", "smtps"])?,
+            storage_url: optional_url(&get, "STORAGE_URL", &["file", "s3"])?,
+            data_dir: PathBuf::from(get("CAIRN_DATA_DIR").unwrap_or_else(|| "./data".to_owned())),
+            public_url: parse(&get, "CAIRN_PUBLIC_URL", "http://localhost:3000", |v| {
+                let url = Url::parse(v).map_err(|e| format!("invalid URL ({e})"))?;
+                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                    return Err("expected an http:// or https:// URL with a host".to_owned());
+                }
+                Ok(url)
+            })?,
+            log_format: parse(&get, "CAIRN_LOG_FORMAT", "pretty", |v| match v {
+                "pretty" => Ok(LogFormat::Pretty),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected `pretty` or `json`".to_owned()),
+            })?,
+        })
+    }
+}
+
+fn parse<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let value = get(var).unwrap_or_else(|| default.to_owned());
+    f(value.trim()).map_err(|message| ConfigError { var, message })
+}
+
+fn optional_url(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    schemes: &[&str],
+) -> Result<Option<Url>, ConfigError> {
+    let Some(raw) = get(var) else {
+        return Ok(None);
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| ConfigError {
+        var,
+        message: format!("invalid URL ({e})"),
+    })?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(ConfigError {
+            var,
+            message: format!("unsupported scheme `{}`; expected one of {}", url.scheme(), schemes.join(", ")),
+        });
+    }
+    Ok(Some(url))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_work() {
+        let c = with(&[]).expect("defaults are valid");
+        assert_eq!(c.bind.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.database.get_database(), Some("cairn"));
+        assert!(c.nats_url.is_none());
+        assert_eq!(c.public_url.as_str(), "http://localhost:3000/");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("DATABASE_URL", "not a url"),
+            ("DATABASE_URL", "mysql://x/y"),
+            ("CAIRN_BIND", "localhost"),
+            ("NATS_URL", "http://x"),
+            ("CAIRN_PUBLIC_URL", "ftp://x"),
+            ("CAIRN_LOG_FORMAT", "xml"),
+            ("CAIRN_DB_POOL", "1"),
+        ] {
+            let err = with(&[(var, value)]).expect_err(var);
+            assert_eq!(err.var, var);
+            assert!(err.to_string().starts_with(var));
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+}

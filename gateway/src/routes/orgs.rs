@@ -1,0 +1,307 @@
+//! Organizations, members and teams: every `Organization` command over REST.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, patch, post, put};
+use axum::{Json, Router};
+use commands::{CommandError, Receipt};
+use cqrs_es::Aggregate;
+use domain::organization::{Organization, OrganizationCommand as C};
+use domain::{Name, OrgId, Permission, TeamId, UserId, ValueError};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::CURSOR_HEADER;
+use crate::error::ApiError;
+use crate::extract::{parse_id, ApiJson, ApiPath, RequestMeta};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orgs", post(create))
+        .route("/orgs/{org}", patch(rename))
+        .route("/orgs/{org}/members", post(add_member))
+        .route("/orgs/{org}/members/{user}", delete(remove_member))
+        .route("/orgs/{org}/teams", post(create_team))
+        .route("/orgs/{org}/teams/{team}", patch(rename_team).delete(delete_team))
+        .route("/orgs/{org}/teams/{team}/permissions", put(set_permissions))
+        .route("/orgs/{org}/teams/{team}/members", post(add_team_member))
+        .route(
+            "/orgs/{org}/teams/{team}/members/{user}",
+            delete(remove_team_member),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameBody {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    user_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PermissionsBody {
+    permissions: Vec<String>,
+}
+
+/// The wire form of a receipt (API types are not store types).
+#[derive(Debug, Serialize)]
+struct ReceiptBody {
+    command_id: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    events: Vec<AppendedBody>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AppendedBody {
+    sequence: i64,
+    position: i64,
+}
+
+impl From<&Receipt> for ReceiptBody {
+    fn from(r: &Receipt) -> Self {
+        Self {
+            command_id: r.command_id.to_string(),
+            aggregate_type: r.aggregate_type.clone(),
+            aggregate_id: r.aggregate_id.clone(),
+            events: r
+                .events
+                .iter()
+                .map(|e| AppendedBody {
+                    sequence: e.sequence,
+                    position: e.position,
+                })
+                .collect(),
+            cursor: r.cursor.map(|c| c.to_string()),
+        }
+    }
+}
+
+fn name(raw: &str) -> Result<Name, ApiError> {
+    Name::parse("name", raw).map_err(invalid)
+}
+
+fn invalid(e: ValueError) -> ApiError {
+    ApiError::Unprocessable {
+        code: "validation_failed",
+        message: e.to_string(),
+    }
+}
+
+fn user(raw: &str) -> Result<UserId, ApiError> {
+    parse_id(raw, "user")
+}
+
+/// Runs an organization command, recording its latency and outcome.
+async fn execute(
+    state: &AppState,
+    org: OrgId,
+    command: C,
+    meta: RequestMeta,
+) -> Result<Receipt, ApiError> {
+    let ready = state.ready()?;
+    let meta = meta.0.in_org(org);
+    let started = Instant::now();
+    let result = ready
+        .commands
+        .execute::<Organization>(&org.to_string(), command, &meta)
+        .await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(CommandError::Domain(_)) => "refused",
+        Err(CommandError::Conflict | CommandError::IdempotencyKeyReused) => "conflict",
+        Err(CommandError::Store(_)) => "error",
+    };
+    state
+        .metrics()
+        .command(<Organization as Aggregate>::TYPE, outcome, started.elapsed());
+    Ok(result?)
+}
+
+/// A write's response: the receipt (and `extra` fields), `Cairn-Cursor`, and
+/// `Idempotent-Replayed` when it answers a repeat.
+fn written(status: StatusCode, receipt: &Receipt, extra: serde_json::Value) -> Response {
+    let mut body = json!({ "receipt": ReceiptBody::from(receipt) });
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    let mut headers = HeaderMap::new();
+    if let Some(cursor) = receipt.cursor {
+        if let Ok(v) = HeaderValue::from_str(&cursor.to_string()) {
+            headers.insert(CURSOR_HEADER, v);
+        }
+    }
+    if receipt.replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    (status, headers, Json(body)).into_response()
+}
+
+async fn create(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<NameBody>,
+) -> Result<Response, ApiError> {
+    let name = name(&body.name)?;
+    let org = OrgId::from_uuid(meta.0.command_id.derive_id("organization"));
+    let receipt = execute(&state, org, C::Create { org_id: org, name }, meta).await?;
+    let mut response = written(StatusCode::CREATED, &receipt, json!({ "id": org }));
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/orgs/{org}")) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    ApiPath(org): ApiPath<String>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<NameBody>,
+) -> Result<Response, ApiError> {
+    let org = parse_id(&org, "organization")?;
+    let command = C::Rename {
+        name: name(&body.name)?,
+    };
+    let receipt = execute(&state, org, command, meta).await?;
+    Ok(written(StatusCode::OK, &receipt, json!({})))
+}
+
+async fn add_member(
+    State(state): State<AppState>,
+    ApiPath(org): ApiPath<String>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<UserBody>,
+) -> Result<Response, ApiError> {
+    let org = parse_id(&org, "organization")?;
+    let command = C::AddMember {
+        user_id: user(&body.user_id)?,
+    };
+    let receipt = execute(&state, org, command, meta).await?;
+    Ok(written(StatusCode::OK, &receipt, json!({})))
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    ApiPath((org, user_id)): ApiPath<(String, String)>,
+    meta: RequestMeta,
+) -> Result<Response, ApiError> {
+    let org = parse_id(&org, "organization")?;
+    let command = C::RemoveMember {
+        user_id: user(&user_id)?,
+    };
+    let receipt = execute(&state, org, command, meta).await?;
+    Ok(written(StatusCode::OK, &receipt, json!({})))
+}
+
+async fn create_team(
+    State(state): State<AppState>,
+    ApiPath(org): ApiPath<String>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<NameBody>,
+) -> Result<Response, ApiError> {
+    let org = parse_id(&org, "organization")?;
+    let team_id = TeamId::from_uuid(meta.0.command_id.derive_id("team"));
+    let command = C::CreateTeam {
+        team_id,
+        name: name(&body.name)?,
+    };
+    let receipt = execute(&state, org, command, meta).await?;
+    Ok(written(StatusCode::CREATED, &receipt, json!({ "id": team_id })))
+}
+
+async fn rename_team(
+    State(state): State<AppState>,
+    ApiPath((org, team)): ApiPath<(String, String)>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<NameBody>,
+) -> Result<Response, ApiError> {
+    let org = parse_id(&org, "organization")?;
+    let command = C::RenameTeam {
+        team_id: parse_id(&team, "team")?,
+        name: name(&body.name)?,
+    };
+    let receipt = execute(&state, org, command, meta).await?;
+    Ok(written(StatusCode::OK, &receipt, json!({})))
+}
+
+async fn delete_team(
+    State(state): State<AppState>,
+    ApiPath((org, team)): ApiPath<(String, String)>,
+    meta: RequestMeta,
+) -> Result<Response, ApiError> {
+    let org = parse_id(&org, "organization")?;
+    let command = C::DeleteTeam {
+        team_id: parse_id(&team, "team")?,
+    };
+    let receipt = execute(&state, org, command, meta).await?;
+    Ok(written(StatusCode::OK, &receipt, json!({})))
+}
+
+async fn set_permissions(
+    State(state): State<AppState>,
+    ApiPath((org, team)): ApiPath<(String, String)>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<PermissionsBody>,
+) -> Result<Response, ApiError> {
+    let org = parse_id(&org, "organization")?;
+    let permissions = body
+        .permissions
+        .iter()
+        .map(|p| {
+            p.parse::<Permission>().map_err(|e| {
+                ApiError::bad_request(
+                    "unknown_permission",
+                    format!("{e}; expected one of {}", Permission::ALL.map(|p| p.as_str()).join(", ")),
+                )
+            })
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    let command = C::SetTeamPermissions {
+        team_id: parse_id(&team, "team")?,
+        permissions,
+    };
+    let receipt = execute(&state, org, command, meta).await?;
+    Ok(written(StatusCode::OK, &receipt, json!({})))
+}
+
+async fn add_team_member(
+    State(state): State<AppState>,
+    ApiPath((org, team)): ApiPath<(String, String)>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<UserBody>,
+) -> Result<Response, ApiError> {
+    let org = parse_id(&org, "organization")?;
+    let command = C::AddTeamMember {
+        team_id: parse_id(&team, "team")?,
+        user_id: user(&body.user_id)?,
+    };
+    let receipt = execute(&state, org, command, meta).await?;
+    Ok(written(StatusCode::OK, &receipt, json!({})))
+}
+
+async fn remove_team_member(
+    State(state): State<AppState>,
+    ApiPath((org, team, user_id)): ApiPath<(String, String, String)>,
+    meta: RequestMeta,
+) -> Result<Response, ApiError> {
+    let org = parse_id(&org, "organization")?;
+    let command = C::RemoveTeamMember {
+        team_id: parse_id(&team, "team")?,
+        user_id: user(&user_id)?,
+    };
+    let receipt = execute(&state, org, command, meta).await?;
+    Ok(written(StatusCode::OK, &receipt, json!({})))
+}

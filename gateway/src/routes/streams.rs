@@ -1,0 +1,114 @@
+//! A stream's history with metadata: who did what and when, with the hash chain.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use eventstore::RecordedEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+
+use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
+use crate::state::AppState;
+
+/// The most events one page returns.
+const MAX_LIMIT: i64 = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/streams/{aggregate_type}/{aggregate_id}/events", get(history))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    /// First sequence to return (inclusive), from 1.
+    from: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct EventBody {
+    event_id: String,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    #[serde(rename = "type")]
+    event_type: String,
+    version: String,
+    data: Value,
+    metadata: Value,
+    position: i64,
+    cursor: String,
+    recorded_at: String,
+    prev_hash: Option<String>,
+    hash: String,
+}
+
+impl From<RecordedEvent> for EventBody {
+    fn from(e: RecordedEvent) -> Self {
+        let cursor = e.cursor().to_string();
+        Self {
+            event_id: e.event_id.to_string(),
+            recorded_at: e.recorded_at.format(&Rfc3339).unwrap_or_default(),
+            prev_hash: e.prev_hash.as_deref().map(hex),
+            hash: hex(&e.hash),
+            aggregate_type: e.aggregate_type,
+            aggregate_id: e.aggregate_id,
+            sequence: e.sequence,
+            event_type: e.event_type,
+            version: e.event_version,
+            data: e.payload,
+            metadata: e.metadata,
+            position: e.global_position,
+            cursor,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryBody {
+    events: Vec<EventBody>,
+    /// The `from` of the next page, when this one was full.
+    next_from: Option<i64>,
+}
+
+async fn history(
+    State(state): State<AppState>,
+    ApiPath((aggregate_type, aggregate_id)): ApiPath<(String, String)>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<HistoryBody>, ApiError> {
+    let from = page.from.unwrap_or(1);
+    if from < 1 {
+        return Err(ApiError::bad_request("invalid_query", "`from` must be 1 or more"));
+    }
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`limit` must be from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let store = &state.ready()?.store;
+    let events = store
+        .read_stream(&aggregate_type, &aggregate_id, from, limit)
+        .await?;
+    if events.is_empty() && from == 1 {
+        return Err(ApiError::not_found(
+            "stream_not_found",
+            format!("no events in stream {aggregate_type}/{aggregate_id}"),
+        ));
+    }
+    let next_from = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.sequence + 1))
+        .flatten();
+    Ok(Json(HistoryBody {
+        events: events.into_iter().map(EventBody::from).collect(),
+        next_from,
+    }))
+}
