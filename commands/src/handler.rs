@@ -5,6 +5,7 @@ use cqrs_es::{Aggregate, AggregateContext};
 use eventstore::{AggregateStore, Receipt, StoreError};
 use rand::Rng;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::Metadata;
 
@@ -45,7 +46,7 @@ impl<A: Aggregate> std::fmt::Debug for Handler<A> {
 impl<A> Handler<A>
 where
     A: Aggregate + Clone,
-    A::Command: Clone,
+    A::Command: Clone + std::fmt::Debug,
 {
     /// A handler over `store`, passing `services` to the aggregate.
     pub fn new(store: AggregateStore<A>, services: A::Services) -> Self {
@@ -83,6 +84,11 @@ where
         metadata: &Metadata,
     ) -> Result<Receipt, CommandError<A::Error>> {
         let command_id = metadata.command_id.id();
+        // Only a client-chosen id can repeat, so only then is the command worth a digest.
+        let fingerprint = metadata
+            .command_id
+            .from_client()
+            .then(|| fingerprint::<A>(aggregate_id, &command));
         if metadata.command_id.from_client() {
             let stored = self
                 .store
@@ -91,7 +97,7 @@ where
                 .await
                 .map_err(CommandError::Store)?;
             if let Some(receipt) = stored {
-                return same_target::<A>(receipt, aggregate_id);
+                return same_request::<A>(receipt, aggregate_id, fingerprint);
             }
         }
         let map = metadata.to_map();
@@ -117,7 +123,10 @@ where
                 return Err(CommandError::Domain(refusal));
             }
             let events = sink.collect().await;
-            match self.store.append(events, context, command_id, &map).await {
+            match self
+                .store
+                .append(events, context, command_id, fingerprint, &map)
+                .await {
                 Ok(receipt) => return Ok(receipt),
                 Err(StoreError::Conflict) => {
                     tracing::debug!(attempt, "conflict; reloading and retrying");
@@ -126,7 +135,9 @@ where
                     let pause = rand::rng().random_range(0..=ceiling);
                     tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                Err(StoreError::Duplicate(receipt)) => return same_target::<A>(*receipt, aggregate_id),
+                Err(StoreError::Duplicate(receipt)) => {
+                    return same_request::<A>(*receipt, aggregate_id, fingerprint)
+                }
                 Err(StoreError::CommandIdReused(_)) => {
                     return Err(CommandError::IdempotencyKeyReused)
                 }
@@ -137,11 +148,28 @@ where
     }
 }
 
-fn same_target<A: Aggregate>(
+/// Namespace for command digests.
+const FINGERPRINT_NAMESPACE: Uuid = Uuid::from_u128(0x6361_6972_6e2d_6669_6e67_6572_7072_696e);
+
+/// A digest of what the command asks, to tell a repeat from a key reused for something else.
+fn fingerprint<A: Aggregate>(aggregate_id: &str, command: &A::Command) -> Uuid
+where
+    A::Command: std::fmt::Debug,
+{
+    let text = format!("{}\u{0}{aggregate_id}\u{0}{command:?}", A::TYPE);
+    Uuid::new_v5(&FINGERPRINT_NAMESPACE, text.as_bytes())
+}
+
+/// The stored receipt if it answers this very request; a conflict if the key was reused.
+fn same_request<A: Aggregate>(
     receipt: Receipt,
     aggregate_id: &str,
+    fingerprint: Option<Uuid>,
 ) -> Result<Receipt, CommandError<A::Error>> {
-    if receipt.aggregate_type == A::TYPE && receipt.aggregate_id == aggregate_id {
+    if receipt.aggregate_type == A::TYPE
+        && receipt.aggregate_id == aggregate_id
+        && receipt.fingerprint == fingerprint
+    {
         Ok(receipt)
     } else {
         Err(CommandError::IdempotencyKeyReused)

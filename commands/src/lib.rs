@@ -74,7 +74,7 @@ impl Commands {
     where
         Self: Dispatch<A>,
         A: cqrs_es::Aggregate + Clone,
-        A::Command: Clone,
+        A::Command: Clone + std::fmt::Debug,
     {
         self.handler().execute(aggregate_id, command, metadata).await
     }

@@ -229,6 +229,7 @@ impl<A: Aggregate + Clone> AggregateStore<A> {
         events: Vec<A::Event>,
         context: StoreContext<A>,
         command_id: Uuid,
+        fingerprint: Option<Uuid>,
         metadata: &HashMap<String, String>,
     ) -> Result<Receipt, StoreError> {
         let StoreContext {
@@ -238,7 +239,9 @@ impl<A: Aggregate + Clone> AggregateStore<A> {
             ..
         } = context;
         if events.is_empty() {
-            return Ok(Receipt::empty(command_id, A::TYPE, &aggregate_id));
+            let mut receipt = Receipt::empty(command_id, A::TYPE, &aggregate_id);
+            receipt.fingerprint = fingerprint;
+            return Ok(receipt);
         }
         let first = loaded.sequence + 1;
         let new_events = events
@@ -270,6 +273,7 @@ impl<A: Aggregate + Clone> AggregateStore<A> {
         };
         let request = AppendRequest {
             command_id,
+            fingerprint,
             aggregate_type: A::TYPE.to_owned(),
             aggregate_id: aggregate_id.clone(),
             prev_hash: loaded.last_hash.clone(),
@@ -362,7 +366,7 @@ impl<A: Aggregate + Clone> EventStore<A> for AggregateStore<A> {
         let aggregate_id = context.aggregate_id.clone();
         let first = context.sequence() + 1;
         let receipt = match self
-            .append(events.clone(), context, command_id, &metadata)
+            .append(events.clone(), context, command_id, None, &metadata)
             .await
         {
             Ok(receipt) => receipt,

@@ -47,6 +47,8 @@ pub struct SnapshotWrite {
 pub struct AppendRequest {
     /// The command id, for idempotency.
     pub command_id: Uuid,
+    /// The command's digest, stored in its receipt (see [`Receipt::fingerprint`]).
+    pub fingerprint: Option<Uuid>,
     /// The aggregate type.
     pub aggregate_type: String,
     /// The aggregate id.
@@ -304,6 +306,7 @@ async fn insert_all(
                 aggregate_id: r.aggregate_id.clone(),
                 events,
                 cursor,
+                fingerprint: r.fingerprint,
                 replayed: false,
             },
             last_hash,

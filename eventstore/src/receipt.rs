@@ -26,6 +26,10 @@ pub struct Receipt {
     pub events: Vec<Appended>,
     /// The cursor just after the last appended event; `None` when nothing was appended.
     pub cursor: Option<Cursor>,
+    /// A digest of the command, set when the client chose the command id, so a key reused for
+    /// a different request can be told apart from a repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Uuid>,
     /// True when this receipt answers a repeat of an earlier command (nothing new appended).
     #[serde(skip)]
     pub replayed: bool,
@@ -40,6 +44,7 @@ impl Receipt {
             aggregate_id: aggregate_id.to_owned(),
             events: Vec::new(),
             cursor: None,
+            fingerprint: None,
             replayed: false,
         }
     }

@@ -82,5 +82,5 @@ pub async fn add(
         .expect("counter commands never fail");
     let events = sink.collect().await;
     let metadata = HashMap::from([("org_id".to_owned(), "org-1".to_owned())]);
-    store.append(events, ctx, command_id, &metadata).await
+    store.append(events, ctx, command_id, None, &metadata).await
 }
