@@ -126,7 +126,8 @@ where
             match self
                 .store
                 .append(events, context, command_id, fingerprint, &map)
-                .await {
+                .await
+            {
                 Ok(receipt) => return Ok(receipt),
                 Err(StoreError::Conflict) => {
                     tracing::debug!(attempt, "conflict; reloading and retrying");

@@ -76,7 +76,9 @@ impl Commands {
         A: cqrs_es::Aggregate + Clone,
         A::Command: Clone + std::fmt::Debug,
     {
-        self.handler().execute(aggregate_id, command, metadata).await
+        self.handler()
+            .execute(aggregate_id, command, metadata)
+            .await
     }
 }
 

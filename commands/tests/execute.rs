@@ -99,7 +99,10 @@ async fn an_idempotency_key_repeated_appends_once_and_returns_the_first_receipt(
             &meta,
         )
         .await;
-    assert!(matches!(reused, Err(CommandError::IdempotencyKeyReused)), "{reused:?}");
+    assert!(
+        matches!(reused, Err(CommandError::IdempotencyKeyReused)),
+        "{reused:?}"
+    );
     assert_eq!(sequences(&db, &other).await, vec![1]);
 }
 
@@ -109,18 +112,33 @@ async fn a_refusal_on_stale_cached_state_is_rechecked() {
     let (a, b) = (node(&db).await, node(&db).await);
     let org = create_org(&a).await; // node A now caches the organization
     let user = UserId::from_uuid(Uuid::new_v4());
-    b.execute::<Organization>(&org, C::AddMember { user_id: user }, &Metadata::new(Actor::System))
-        .await
-        .expect("added on node B");
+    b.execute::<Organization>(
+        &org,
+        C::AddMember { user_id: user },
+        &Metadata::new(Actor::System),
+    )
+    .await
+    .expect("added on node B");
     // Node A's cache says the user is not a member; the fresh state says they are.
-    a.execute::<Organization>(&org, C::RemoveMember { user_id: user }, &Metadata::new(Actor::System))
-        .await
-        .expect("removed on node A");
+    a.execute::<Organization>(
+        &org,
+        C::RemoveMember { user_id: user },
+        &Metadata::new(Actor::System),
+    )
+    .await
+    .expect("removed on node A");
     let refused = a
-        .execute::<Organization>(&org, C::RemoveMember { user_id: user }, &Metadata::new(Actor::System))
+        .execute::<Organization>(
+            &org,
+            C::RemoveMember { user_id: user },
+            &Metadata::new(Actor::System),
+        )
         .await;
     assert!(
-        matches!(refused, Err(CommandError::Domain(OrganizationError::NotMember(_)))),
+        matches!(
+            refused,
+            Err(CommandError::Domain(OrganizationError::NotMember(_)))
+        ),
         "{refused:?}"
     );
 }

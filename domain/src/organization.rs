@@ -571,9 +571,7 @@ mod tests {
     async fn rename_to_the_same_name_changes_nothing() {
         Given::with(())
             .given(vec![created()])
-            .when_async(C::Rename {
-                name: name("Acme"),
-            })
+            .when_async(C::Rename { name: name("Acme") })
             .await
             .then_expect_events(vec![]);
         Given::with(())
@@ -774,16 +772,61 @@ mod tests {
         let t = team();
         let u = alice();
         let cases: Vec<(V, &str)> = vec![
-            (created(), r#"{"type":"organization.created","org_id":"00000000-0000-0000-0000-000000000001","name":"Acme"}"#),
-            (V::Renamed { name: name("B") }, r#"{"type":"organization.renamed","name":"B"}"#),
-            (V::MemberAdded { user_id: u }, r#"{"type":"organization.member_added","user_id":"00000000-0000-0000-0000-000000000003"}"#),
-            (V::MemberRemoved { user_id: u }, r#"{"type":"organization.member_removed","user_id":"00000000-0000-0000-0000-000000000003"}"#),
-            (V::TeamCreated { team_id: t, name: name("Core") }, r#"{"type":"organization.team_created","team_id":"00000000-0000-0000-0000-000000000002","name":"Core"}"#),
-            (V::TeamRenamed { team_id: t, name: name("Ops") }, r#"{"type":"organization.team_renamed","team_id":"00000000-0000-0000-0000-000000000002","name":"Ops"}"#),
-            (V::TeamDeleted { team_id: t }, r#"{"type":"organization.team_deleted","team_id":"00000000-0000-0000-0000-000000000002"}"#),
-            (V::TeamPermissionsSet { team_id: t, permissions: [Permission::EditTasks, Permission::Administrator].into() }, r#"{"type":"organization.team_permissions_set","team_id":"00000000-0000-0000-0000-000000000002","permissions":["admin.administrator","tasks.edit"]}"#),
-            (V::TeamMemberAdded { team_id: t, user_id: u }, r#"{"type":"organization.team_member_added","team_id":"00000000-0000-0000-0000-000000000002","user_id":"00000000-0000-0000-0000-000000000003"}"#),
-            (V::TeamMemberRemoved { team_id: t, user_id: u }, r#"{"type":"organization.team_member_removed","team_id":"00000000-0000-0000-0000-000000000002","user_id":"00000000-0000-0000-0000-000000000003"}"#),
+            (
+                created(),
+                r#"{"type":"organization.created","org_id":"00000000-0000-0000-0000-000000000001","name":"Acme"}"#,
+            ),
+            (
+                V::Renamed { name: name("B") },
+                r#"{"type":"organization.renamed","name":"B"}"#,
+            ),
+            (
+                V::MemberAdded { user_id: u },
+                r#"{"type":"organization.member_added","user_id":"00000000-0000-0000-0000-000000000003"}"#,
+            ),
+            (
+                V::MemberRemoved { user_id: u },
+                r#"{"type":"organization.member_removed","user_id":"00000000-0000-0000-0000-000000000003"}"#,
+            ),
+            (
+                V::TeamCreated {
+                    team_id: t,
+                    name: name("Core"),
+                },
+                r#"{"type":"organization.team_created","team_id":"00000000-0000-0000-0000-000000000002","name":"Core"}"#,
+            ),
+            (
+                V::TeamRenamed {
+                    team_id: t,
+                    name: name("Ops"),
+                },
+                r#"{"type":"organization.team_renamed","team_id":"00000000-0000-0000-0000-000000000002","name":"Ops"}"#,
+            ),
+            (
+                V::TeamDeleted { team_id: t },
+                r#"{"type":"organization.team_deleted","team_id":"00000000-0000-0000-0000-000000000002"}"#,
+            ),
+            (
+                V::TeamPermissionsSet {
+                    team_id: t,
+                    permissions: [Permission::EditTasks, Permission::Administrator].into(),
+                },
+                r#"{"type":"organization.team_permissions_set","team_id":"00000000-0000-0000-0000-000000000002","permissions":["admin.administrator","tasks.edit"]}"#,
+            ),
+            (
+                V::TeamMemberAdded {
+                    team_id: t,
+                    user_id: u,
+                },
+                r#"{"type":"organization.team_member_added","team_id":"00000000-0000-0000-0000-000000000002","user_id":"00000000-0000-0000-0000-000000000003"}"#,
+            ),
+            (
+                V::TeamMemberRemoved {
+                    team_id: t,
+                    user_id: u,
+                },
+                r#"{"type":"organization.team_member_removed","team_id":"00000000-0000-0000-0000-000000000002","user_id":"00000000-0000-0000-0000-000000000003"}"#,
+            ),
         ];
         for (event, json) in cases {
             assert_eq!(serde_json::to_string(&event).expect("serialize"), json);

@@ -74,7 +74,10 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(Name::parse("name", "  Acme ").map(|n| n.0), Ok("Acme".into()));
+        assert_eq!(
+            Name::parse("name", "  Acme ").map(|n| n.0),
+            Ok("Acme".into())
+        );
         assert_eq!(
             Name::parse("name", "   "),
             Err(ValueError::Empty { field: "name" })

@@ -3,7 +3,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, DomainEvent, EventEnvelope, EventStore};
+use cqrs_es::{
+    Aggregate, AggregateContext, AggregateError, DomainEvent, EventEnvelope, EventStore,
+};
 use lru::LruCache;
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
@@ -343,7 +345,9 @@ impl<A: Aggregate + Clone> EventStore<A> for AggregateStore<A> {
         &self,
         aggregate_id: &str,
     ) -> Result<Vec<EventEnvelope<A>>, AggregateError<A::Error>> {
-        self.envelopes(aggregate_id).await.map_err(to_aggregate_error)
+        self.envelopes(aggregate_id)
+            .await
+            .map_err(to_aggregate_error)
     }
 
     async fn load_aggregate(

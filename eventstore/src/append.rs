@@ -323,8 +323,18 @@ async fn insert_all(
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
     )
     .bind(&command_ids)
-    .bind(requests.iter().map(|r| r.aggregate_type.as_str()).collect::<Vec<_>>())
-    .bind(requests.iter().map(|r| r.aggregate_id.as_str()).collect::<Vec<_>>())
+    .bind(
+        requests
+            .iter()
+            .map(|r| r.aggregate_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        requests
+            .iter()
+            .map(|r| r.aggregate_id.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(&receipts)
     .execute(&mut **tx)
     .await?;

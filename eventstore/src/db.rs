@@ -38,7 +38,8 @@ pub async fn ensure_database(options: &PgConnectOptions) -> Result<(), sqlx::Err
         {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another node created it between the check and the create.
-            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(e) => return Err(e),
         }
     }

@@ -44,7 +44,8 @@ impl RecordedEvent {
     }
 }
 
-const COLUMNS: &str = "event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+const COLUMNS: &str =
+    "event_id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
     payload, metadata, global_position, transaction_id::text::int8 AS transaction_id, recorded_at, \
     org_id, prev_hash, hash";
 

@@ -29,8 +29,12 @@ async fn appends_return_receipts_with_contiguous_sequences_and_cursors() {
     let db = TestDb::new().await;
     let store = store(&db, StoreOptions::default()).await;
     let counters = store.aggregate::<Counter>();
-    let first = add(&counters, "c1", vec![1, 2, 3], Uuid::new_v4()).await.expect("append");
-    let second = add(&counters, "c1", vec![4], Uuid::new_v4()).await.expect("append");
+    let first = add(&counters, "c1", vec![1, 2, 3], Uuid::new_v4())
+        .await
+        .expect("append");
+    let second = add(&counters, "c1", vec![4], Uuid::new_v4())
+        .await
+        .expect("append");
     assert_eq!(
         first.events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
         vec![1, 2, 3]
@@ -49,14 +53,24 @@ async fn appends_return_receipts_with_contiguous_sequences_and_cursors() {
 async fn a_stale_writer_gets_a_conflict_and_appends_nothing() {
     let db = TestDb::new().await;
     // Two stores on one database behave like two nodes: separate caches and locks.
-    let node_a = store(&db, StoreOptions::default()).await.aggregate::<Counter>();
-    let node_b = store(&db, StoreOptions::default()).await.aggregate::<Counter>();
-    add(&node_a, "c", vec![1], Uuid::new_v4()).await.expect("first");
-    add(&node_b, "c", vec![1], Uuid::new_v4()).await.expect("b loads fresh state");
+    let node_a = store(&db, StoreOptions::default())
+        .await
+        .aggregate::<Counter>();
+    let node_b = store(&db, StoreOptions::default())
+        .await
+        .aggregate::<Counter>();
+    add(&node_a, "c", vec![1], Uuid::new_v4())
+        .await
+        .expect("first");
+    add(&node_b, "c", vec![1], Uuid::new_v4())
+        .await
+        .expect("b loads fresh state");
     let stale = add(&node_a, "c", vec![1], Uuid::new_v4()).await;
     assert!(matches!(stale, Err(StoreError::Conflict)), "{stale:?}");
     // The conflict evicted the stale entry, so the retry sees node B's event.
-    let retry = add(&node_a, "c", vec![1], Uuid::new_v4()).await.expect("retry");
+    let retry = add(&node_a, "c", vec![1], Uuid::new_v4())
+        .await
+        .expect("retry");
     assert_eq!(retry.events[0].sequence, 3);
     let ctx = node_a.load_fresh("c").await.expect("load");
     assert_eq!(ctx.sequence(), 3);
@@ -78,12 +92,19 @@ async fn the_same_command_id_twice_appends_once() {
         }
         other => panic!("expected the first receipt back, got {other:?}"),
     }
-    let found = store.find_receipt(id).await.expect("lookup").expect("stored");
+    let found = store
+        .find_receipt(id)
+        .await
+        .expect("lookup")
+        .expect("stored");
     assert_eq!(found.events, first.events);
     assert_eq!(store.tail(Cursor::START, 10).await.expect("tail").len(), 1);
     // The same id for another aggregate is refused outright.
     let reused = add(&counters, "other", vec![1], id).await;
-    assert!(matches!(reused, Err(StoreError::CommandIdReused(_))), "{reused:?}");
+    assert!(
+        matches!(reused, Err(StoreError::CommandIdReused(_))),
+        "{reused:?}"
+    );
 }
 
 #[tokio::test]
@@ -104,9 +125,17 @@ async fn snapshots_apply_each_event_once_and_equal_a_full_fold() {
         ..StoreOptions::default()
     };
     let single = Store::new(db.pool(2).await, single).aggregate::<Counter>();
-    add(&single, "one", vec![7], Uuid::new_v4()).await.expect("append");
+    add(&single, "one", vec![7], Uuid::new_v4())
+        .await
+        .expect("append");
     let mut ctx = single.load("one").await.expect("load");
-    assert_eq!(*ctx.aggregate(), Counter { total: 7, applied: 1 });
+    assert_eq!(
+        *ctx.aggregate(),
+        Counter {
+            total: 7,
+            applied: 1
+        }
+    );
 
     let mut rng = rand::rng();
     let mut expected = Counter::default();
@@ -118,7 +147,9 @@ async fn snapshots_apply_each_event_once_and_equal_a_full_fold() {
             expected.total += v;
             expected.applied += 1;
         }
-        add(&counters, "c", values, Uuid::new_v4()).await.expect("append");
+        add(&counters, "c", values, Uuid::new_v4())
+            .await
+            .expect("append");
     }
     let snapshot_at: i64 = sqlx::query_scalar(
         "SELECT last_sequence FROM snapshots WHERE aggregate_type = 'counter' AND aggregate_id = 'c'",
@@ -144,28 +175,50 @@ async fn cqrs_framework_runs_on_the_store() {
     let db = TestDb::new().await;
     let store = store(&db, StoreOptions::default()).await;
     let cqrs = CqrsFramework::new(store.aggregate::<Counter>(), vec![], ());
-    cqrs.execute("c", CounterCommand::Add(vec![2, 3])).await.expect("execute");
-    cqrs.execute("c", CounterCommand::Add(vec![4])).await.expect("execute");
+    cqrs.execute("c", CounterCommand::Add(vec![2, 3]))
+        .await
+        .expect("execute");
+    cqrs.execute("c", CounterCommand::Add(vec![4]))
+        .await
+        .expect("execute");
     let fresh = store.aggregate::<Counter>();
     let mut ctx = fresh.load("c").await.expect("load");
-    assert_eq!(*ctx.aggregate(), Counter { total: 9, applied: 3 });
+    assert_eq!(
+        *ctx.aggregate(),
+        Counter {
+            total: 9,
+            applied: 3
+        }
+    );
 }
 
 #[tokio::test]
 async fn postgres_es_can_still_read_and_write_the_table() {
+    use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
     use postgres_es::PostgresEventRepository;
-    use cqrs_es::persist::{PersistedEventStore, PersistedEventRepository};
 
     let db = TestDb::new().await;
     let store = store(&db, StoreOptions::default()).await;
-    add(&store.aggregate::<Counter>(), "c", vec![1, 2], Uuid::new_v4()).await.expect("cairn append");
+    add(
+        &store.aggregate::<Counter>(),
+        "c",
+        vec![1, 2],
+        Uuid::new_v4(),
+    )
+    .await
+    .expect("cairn append");
     let repo = PostgresEventRepository::new(store.pool().clone());
-    let events = repo.get_events::<Counter>("c").await.expect("postgres-es reads");
+    let events = repo
+        .get_events::<Counter>("c")
+        .await
+        .expect("postgres-es reads");
     assert_eq!(events.len(), 2);
     // postgres-es appends without a prev_hash; the trigger looks the predecessor up.
     let pg_store = PersistedEventStore::<_, Counter>::new_event_store(repo);
     let cqrs = CqrsFramework::new(pg_store, vec![], ());
-    cqrs.execute("c", CounterCommand::Add(vec![3, 4])).await.expect("postgres-es writes");
+    cqrs.execute("c", CounterCommand::Add(vec![3, 4]))
+        .await
+        .expect("postgres-es writes");
     let report = store.verify(|_| {}).await.expect("verify");
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.events, 4);
@@ -194,7 +247,10 @@ async fn many_concurrent_appends_share_transactions_and_keep_every_chain() {
         .fetch_one(store.pool())
         .await
         .expect("count");
-    assert!(transactions < 400, "16 writers x 25 commands used {transactions} transactions");
+    assert!(
+        transactions < 400,
+        "16 writers x 25 commands used {transactions} transactions"
+    );
     let report = store.verify(|_| {}).await.expect("verify");
     assert!(report.is_intact(), "{report:?}");
     assert_eq!((report.streams, report.events), (16, 800));
@@ -238,7 +294,11 @@ async fn the_tail_never_skips_or_repeats_while_writers_commit_out_of_order() {
     let mut cursor = Cursor::START;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < total {
-        assert!(tokio::time::Instant::now() < deadline, "tail stalled at {}", seen.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tail stalled at {}",
+            seen.len()
+        );
         let batch = store.tail(cursor, 7).await.expect("tail");
         if batch.is_empty() {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -248,7 +308,11 @@ async fn the_tail_never_skips_or_repeats_while_writers_commit_out_of_order() {
             cursor = e.cursor();
             assert!(seen.insert(e.event_id), "event delivered twice");
             let last = per_stream.entry(e.aggregate_id.clone()).or_default();
-            assert_eq!(e.sequence, *last + 1, "a stream's events arrived out of order");
+            assert_eq!(
+                e.sequence,
+                *last + 1,
+                "a stream's events arrived out of order"
+            );
             *last = e.sequence;
         }
     }
@@ -266,7 +330,9 @@ async fn verify_names_the_first_altered_event() {
     let counters = store.aggregate::<Counter>();
     for id in ["a", "b"] {
         for _ in 0..3 {
-            add(&counters, id, vec![1, 2], Uuid::new_v4()).await.expect("append");
+            add(&counters, id, vec![1, 2], Uuid::new_v4())
+                .await
+                .expect("append");
         }
     }
     let report = store.verify(|_| {}).await.expect("verify");
@@ -291,7 +357,11 @@ async fn verify_names_the_first_altered_event() {
     let report = store.verify(|_| {}).await.expect("verify");
     let broken = report.first_break.expect("a break is reported");
     assert_eq!(
-        (broken.aggregate_id.as_str(), broken.sequence, broken.global_position),
+        (
+            broken.aggregate_id.as_str(),
+            broken.sequence,
+            broken.global_position
+        ),
         ("b", 4, position)
     );
     assert_eq!(report.broken_streams, 1);
@@ -301,7 +371,9 @@ async fn verify_names_the_first_altered_event() {
 async fn events_are_append_only() {
     let db = TestDb::new().await;
     let store = store(&db, StoreOptions::default()).await;
-    add(&store.aggregate::<Counter>(), "c", vec![1], Uuid::new_v4()).await.expect("append");
+    add(&store.aggregate::<Counter>(), "c", vec![1], Uuid::new_v4())
+        .await
+        .expect("append");
     for sql in [
         "UPDATE events SET payload = '{}'",
         "DELETE FROM events",

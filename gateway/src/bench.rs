@@ -202,16 +202,44 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
     let check = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!();
     println!("{:<44} {:>10} {:>9} {:>9}", "", "ops/s", "p50 ms", "p99 ms");
-    println!("{:<44} {:>10.0} {:>9} {:>9}", "raw single-row INSERT, autocommit (anchor)", raw.rate(), "-", "-");
-    println!("{:<44} {:>10.0} {:>9.2} {:>9.2}", "plain postgres-es execute (anchor)", pges.rate(), pges.p(0.5), pges.p(0.99));
-    println!("{:<44} {:>10.0} {:>9.2} {:>9.2}", "cairn commands::execute", cairn.rate(), cairn.p(0.5), cairn.p(0.99));
+    println!(
+        "{:<44} {:>10.0} {:>9} {:>9}",
+        "raw single-row INSERT, autocommit (anchor)",
+        raw.rate(),
+        "-",
+        "-"
+    );
+    println!(
+        "{:<44} {:>10.0} {:>9.2} {:>9.2}",
+        "plain postgres-es execute (anchor)",
+        pges.rate(),
+        pges.p(0.5),
+        pges.p(0.99)
+    );
+    println!(
+        "{:<44} {:>10.0} {:>9.2} {:>9.2}",
+        "cairn commands::execute",
+        cairn.rate(),
+        cairn.p(0.5),
+        cairn.p(0.99)
+    );
     println!();
     let vs_raw = cairn.rate() / raw.rate();
     let vs_pges = cairn.rate() / pges.rate();
     let growth = long.p(0.5) / short.p(0.5);
-    println!("cairn / raw INSERT        {vs_raw:>6.2}x   target >= 0.70x   {}", check(vs_raw >= 0.7));
-    println!("cairn / plain postgres-es {vs_pges:>6.2}x   target >= 2.50x   {}", check(vs_pges >= 2.5));
-    println!("cairn p99                 {:>6.2} ms  target <= 10 ms    {}", cairn.p(0.99), check(cairn.p(0.99) <= 10.0));
+    println!(
+        "cairn / raw INSERT        {vs_raw:>6.2}x   target >= 0.70x   {}",
+        check(vs_raw >= 0.7)
+    );
+    println!(
+        "cairn / plain postgres-es {vs_pges:>6.2}x   target >= 2.50x   {}",
+        check(vs_pges >= 2.5)
+    );
+    println!(
+        "cairn p99                 {:>6.2} ms  target <= 10 ms    {}",
+        cairn.p(0.99),
+        check(cairn.p(0.99) <= 10.0)
+    );
     println!(
         "p50 at stream length {}  {:>6.2} ms; at length 10: {:.2} ms; ratio {growth:.2}  target <= 1.5  {}",
         args.long_stream,
@@ -330,10 +358,21 @@ fn commands_op(commands: Commands, orgs: Arc<Vec<String>>) -> Op {
     })
 }
 
-async fn cairn_execute(pool: &PgPool, clients: usize, duration: Duration) -> anyhow::Result<Outcome> {
+async fn cairn_execute(
+    pool: &PgPool,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
     let commands = Commands::new(Store::new(pool.clone(), StoreOptions::default()));
     let orgs = setup_orgs(&commands, clients).await?;
-    drive("cairn", clients, duration, None, commands_op(commands, orgs)).await
+    drive(
+        "cairn",
+        clients,
+        duration,
+        None,
+        commands_op(commands, orgs),
+    )
+    .await
 }
 
 /// Latency of commands on streams that already hold `length` events, with the aggregate cache

@@ -63,7 +63,8 @@ impl Config {
         let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
         Ok(Self {
             bind: parse(&get, "CAIRN_BIND", "127.0.0.1:3000", |v| {
-                SocketAddr::from_str(v).map_err(|e| format!("expected host:port, such as 127.0.0.1:3000 ({e})"))
+                SocketAddr::from_str(v)
+                    .map_err(|e| format!("expected host:port, such as 127.0.0.1:3000 ({e})"))
             })?,
             database: parse(
                 &get,
@@ -73,7 +74,8 @@ impl Config {
                     if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
                         return Err("expected a postgres:// URL".to_owned());
                     }
-                    PgConnectOptions::from_str(v).map_err(|e| format!("invalid PostgreSQL URL ({e})"))
+                    PgConnectOptions::from_str(v)
+                        .map_err(|e| format!("invalid PostgreSQL URL ({e})"))
                 },
             )?,
             db_pool: parse(&get, "CAIRN_DB_POOL", "16", |v| match v.parse::<u32>() {
@@ -126,7 +128,11 @@ fn optional_url(
     if !schemes.contains(&url.scheme()) {
         return Err(ConfigError {
             var,
-            message: format!("unsupported scheme `{}`; expected one of {}", url.scheme(), schemes.join(", ")),
+            message: format!(
+                "unsupported scheme `{}`; expected one of {}",
+                url.scheme(),
+                schemes.join(", ")
+            ),
         });
     }
     Ok(Some(url))

@@ -120,7 +120,9 @@ impl IntoResponse for ApiError {
                 Self::Unavailable(Some(e)) | Self::Internal(e) => error_chain(e.as_ref()),
                 _ => self.to_string(),
             };
-            response.extensions_mut().insert(LoggedCause(Arc::new(cause)));
+            response
+                .extensions_mut()
+                .insert(LoggedCause(Arc::new(cause)));
         }
         response
     }

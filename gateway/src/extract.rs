@@ -39,7 +39,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "unsupported_content_type",
             "expected `Content-Type: application/json`",
         ),
-        JsonRejection::BytesRejection(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+        JsonRejection::BytesRejection(e)
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+        {
             ApiError::PayloadTooLarge
         }
         other => ApiError::bad_request("invalid_body", other.body_text()),
@@ -86,8 +88,9 @@ where
 
 /// Parses an id from a path segment, naming what was expected.
 pub fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::bad_request("invalid_id", format!("`{raw}` is not a valid {what} id")))
+    raw.parse().map_err(|_| {
+        ApiError::bad_request("invalid_id", format!("`{raw}` is not a valid {what} id"))
+    })
 }
 
 /// The command metadata a request carries: actor, idempotency key, request details.

@@ -39,7 +39,10 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cairn: cannot start the async runtime: {e}");
@@ -73,7 +76,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot reach PostgreSQL (DATABASE_URL)")?;
             let pool = eventstore::connect(config.database.clone(), 2).await?;
-            eventstore::MIGRATOR.run(&pool).await.context("migrations failed")?;
+            eventstore::MIGRATOR
+                .run(&pool)
+                .await
+                .context("migrations failed")?;
             let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
                 .fetch_one(&pool)
                 .await?;

@@ -93,19 +93,44 @@ impl Metrics {
     pub fn render(&self, ready: bool, committed_position: i64) -> String {
         let mut out = String::new();
         out.push_str("# HELP cairn_http_requests_total HTTP requests by method and status.\n# TYPE cairn_http_requests_total counter\n");
-        for ((method, status), n) in self.http_requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "cairn_http_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}");
+        for ((method, status), n) in self
+            .http_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "cairn_http_requests_total{{method=\"{method}\",status=\"{status}\"}} {n}"
+            );
         }
         out.push_str("# HELP cairn_http_request_duration_seconds HTTP request latency.\n# TYPE cairn_http_request_duration_seconds histogram\n");
         self.http_duration
             .render(&mut out, "cairn_http_request_duration_seconds", "");
         out.push_str("# HELP cairn_commands_total Commands by aggregate and outcome.\n# TYPE cairn_commands_total counter\n");
-        for ((aggregate, outcome), n) in self.commands.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "cairn_commands_total{{aggregate=\"{aggregate}\",outcome=\"{outcome}\"}} {n}");
+        for ((aggregate, outcome), n) in self
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "cairn_commands_total{{aggregate=\"{aggregate}\",outcome=\"{outcome}\"}} {n}"
+            );
         }
         out.push_str("# HELP cairn_command_duration_seconds Command latency, load to commit.\n# TYPE cairn_command_duration_seconds histogram\n");
-        for (aggregate, h) in self.command_duration.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            h.render(&mut out, "cairn_command_duration_seconds", &format!("aggregate=\"{aggregate}\""));
+        for (aggregate, h) in self
+            .command_duration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            h.render(
+                &mut out,
+                "cairn_command_duration_seconds",
+                &format!("aggregate=\"{aggregate}\""),
+            );
         }
         let _ = writeln!(out, "# HELP cairn_ready Whether the database is connected and migrated.\n# TYPE cairn_ready gauge\ncairn_ready {}", u8::from(ready));
         let _ = writeln!(out, "# HELP cairn_committed_position Global position of the last event this process committed.\n# TYPE cairn_committed_position gauge\ncairn_committed_position {committed_position}");

@@ -87,7 +87,10 @@ async fn connect_with_backoff(state: AppState, shutdown: CancellationToken) {
         };
         match attempt {
             Ok(ready) => {
-                tracing::info!(database = state.config().database.get_database(), "database ready");
+                tracing::info!(
+                    database = state.config().database.get_database(),
+                    "database ready"
+                );
                 state.set_ready(ready);
                 return;
             }
@@ -113,10 +116,7 @@ async fn connect(config: &Config) -> anyhow::Result<Ready> {
     let pool = eventstore::connect(config.database.clone(), config.db_pool)
         .await
         .context("cannot open a connection pool (DATABASE_URL)")?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("migrations failed")?;
+    MIGRATOR.run(&pool).await.context("migrations failed")?;
     let store = Store::new(pool, StoreOptions::default());
     Ok(Ready {
         commands: Commands::new(store.clone()),

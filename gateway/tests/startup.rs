@@ -35,8 +35,15 @@ async fn verify_reports_intact_chains_and_names_a_tampered_event() {
     app.create_org("Other").await;
     let url = app.db.url();
     let run = |url: String| {
-        let out = cairn().env("DATABASE_URL", url).arg("verify").output().expect("run cairn");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        let out = cairn()
+            .env("DATABASE_URL", url)
+            .arg("verify")
+            .output()
+            .expect("run cairn");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let (code, stdout) = tokio::task::spawn_blocking({
         let url = url.clone();
@@ -57,9 +64,14 @@ async fn verify_reports_intact_chains_and_names_a_tampered_event() {
         sqlx::query(&sql).execute(&mut *tx).await.expect("tamper");
     }
     tx.commit().await.expect("commit");
-    let (code, stdout) = tokio::task::spawn_blocking(move || run(url)).await.expect("join");
+    let (code, stdout) = tokio::task::spawn_blocking(move || run(url))
+        .await
+        .expect("join");
     assert_eq!(code, Some(1), "{stdout}");
-    assert!(stdout.contains(&format!("organization/{org} sequence 1")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("organization/{org} sequence 1")),
+        "{stdout}"
+    );
     app.stop().await;
 }
 
@@ -87,16 +99,25 @@ async fn postgres_down_at_start_fails_readyz_then_recovers() {
     };
     let url = format!("postgres://postgres@127.0.0.1:{port}/{}", db.name());
     let app = start(db, url).await;
-    let health = app.http.get(app.url("/healthz")).send().await.expect("healthz");
+    let health = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
     assert_eq!(app.ready_status().await, 503);
-    let api = app.post("/api/v1/orgs", serde_json::json!({"name": "Acme"})).await;
+    let api = app
+        .post("/api/v1/orgs", serde_json::json!({"name": "Acme"}))
+        .await;
     assert_eq!(support::error_code(api, 503).await, "unavailable");
     tokio::time::sleep(Duration::from_millis(600)).await; // let it fail and back off at least once
     assert_eq!(app.ready_status().await, 503);
 
     // PostgreSQL "comes up" on that port.
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("rebind the port");
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind the port");
     tokio::spawn(forward_to_postgres(listener));
     app.wait_ready(Duration::from_secs(20)).await;
     app.create_org("Acme").await;

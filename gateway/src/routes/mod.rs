@@ -85,7 +85,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         } else {
             tracing::error!(status = status.as_u16(), cause = %cause, "request failed");
         }
-    } else if status == StatusCode::PAYLOAD_TOO_LARGE && response.headers().get("content-type").is_none() {
+    } else if status == StatusCode::PAYLOAD_TOO_LARGE
+        && response.headers().get("content-type").is_none()
+    {
         // A limit hit below the extractors (e.g. by DefaultBodyLimit on a raw body).
         return ApiError::PayloadTooLarge.into_response();
     }

@@ -28,7 +28,10 @@ pub fn router() -> Router<AppState> {
         .route("/orgs/{org}/members", post(add_member))
         .route("/orgs/{org}/members/{user}", delete(remove_member))
         .route("/orgs/{org}/teams", post(create_team))
-        .route("/orgs/{org}/teams/{team}", patch(rename_team).delete(delete_team))
+        .route(
+            "/orgs/{org}/teams/{team}",
+            patch(rename_team).delete(delete_team),
+        )
         .route("/orgs/{org}/teams/{team}/permissions", put(set_permissions))
         .route("/orgs/{org}/teams/{team}/members", post(add_team_member))
         .route(
@@ -125,9 +128,11 @@ async fn execute(
         Err(CommandError::Conflict | CommandError::IdempotencyKeyReused) => "conflict",
         Err(CommandError::Store(_)) => "error",
     };
-    state
-        .metrics()
-        .command(<Organization as Aggregate>::TYPE, outcome, started.elapsed());
+    state.metrics().command(
+        <Organization as Aggregate>::TYPE,
+        outcome,
+        started.elapsed(),
+    );
     Ok(result?)
 }
 
@@ -219,7 +224,11 @@ async fn create_team(
         name: name(&body.name)?,
     };
     let receipt = execute(&state, org, command, meta).await?;
-    Ok(written(StatusCode::CREATED, &receipt, json!({ "id": team_id })))
+    Ok(written(
+        StatusCode::CREATED,
+        &receipt,
+        json!({ "id": team_id }),
+    ))
 }
 
 async fn rename_team(
@@ -264,7 +273,10 @@ async fn set_permissions(
             p.parse::<Permission>().map_err(|e| {
                 ApiError::bad_request(
                     "unknown_permission",
-                    format!("{e}; expected one of {}", Permission::ALL.map(|p| p.as_str()).join(", ")),
+                    format!(
+                        "{e}; expected one of {}",
+                        Permission::ALL.map(|p| p.as_str()).join(", ")
+                    ),
                 )
             })
         })

@@ -16,7 +16,10 @@ use crate::state::AppState;
 const MAX_LIMIT: i64 = 1000;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/streams/{aggregate_type}/{aggregate_id}/events", get(history))
+    Router::new().route(
+        "/streams/{aggregate_type}/{aggregate_id}/events",
+        get(history),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,7 +88,10 @@ async fn history(
 ) -> Result<Json<HistoryBody>, ApiError> {
     let from = page.from.unwrap_or(1);
     if from < 1 {
-        return Err(ApiError::bad_request("invalid_query", "`from` must be 1 or more"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`from` must be 1 or more",
+        ));
     }
     let limit = page.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {

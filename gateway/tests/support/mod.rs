@@ -81,7 +81,10 @@ impl TestApp {
     pub async fn wait_ready(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         while self.ready_status().await != 200 {
-            assert!(tokio::time::Instant::now() < deadline, "server never became ready");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "server never became ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -107,7 +110,9 @@ impl TestApp {
 
     /// Creates an organization and returns its id.
     pub async fn create_org(&self, name: &str) -> String {
-        let r = self.post("/api/v1/orgs", serde_json::json!({"name": name})).await;
+        let r = self
+            .post("/api/v1/orgs", serde_json::json!({"name": name}))
+            .await;
         assert_eq!(r.status(), 201);
         let body: serde_json::Value = r.json().await.expect("json");
         body["id"].as_str().expect("id").to_owned()
@@ -117,7 +122,10 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server stops cleanly");
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
         }
     }
 }
