@@ -97,26 +97,29 @@ CREATE TRIGGER events_no_update BEFORE UPDATE OR DELETE ON events
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
     FOR EACH STATEMENT EXECUTE FUNCTION cairn_events_immutable();
 
--- Aggregate snapshots: state after `last_sequence`, plus that event's hash so the next append
--- can carry the chain without reading the event back.
+-- Aggregate snapshots: the state after `last_sequence` (that event's hash is joined from
+-- `events` on load, so a snapshot can be written in the same statement as its events).
 CREATE TABLE snapshots (
     aggregate_type   text        NOT NULL,
     aggregate_id     text        NOT NULL,
     last_sequence    bigint      NOT NULL,
-    last_hash        bytea       NOT NULL,
     snapshot_version integer     NOT NULL,
     payload          jsonb       NOT NULL,
     taken_at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (aggregate_type, aggregate_id)
 );
 
--- One row per executed command, written in the same transaction as its events. A repeated
--- command id (an Idempotency-Key) returns the stored receipt and appends nothing.
+-- One row per command that appended events, written in the same statement as its events. A
+-- repeated command id (an Idempotency-Key) is answered from here, the receipt's positions read
+-- back from `events`, and nothing is appended. `fingerprint` tells a repeat from a key reused
+-- for a different request.
 CREATE TABLE command_receipts (
     command_id     uuid        PRIMARY KEY,
     aggregate_type text        NOT NULL,
     aggregate_id   text        NOT NULL,
-    receipt        jsonb       NOT NULL,
+    first_sequence bigint      NOT NULL,
+    last_sequence  bigint      NOT NULL,
+    fingerprint    uuid,
     recorded_at    timestamptz NOT NULL DEFAULT now()
 );
 

@@ -171,9 +171,16 @@ impl<A: Aggregate + Clone> AggregateStore<A> {
 
     async fn read(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
         let pool = self.store.pool();
-        let snapshot: Option<(i64, Vec<u8>, i32, Value)> = sqlx::query_as(
-            "SELECT last_sequence, last_hash, snapshot_version, payload FROM snapshots
-              WHERE aggregate_type = $1 AND aggregate_id = $2",
+        let snapshot: Option<(i64, Option<Vec<u8>>, i32, Value)> = sqlx::query_as(
+            // A correlated lookup on the full primary key, not a join: a prepared statement's
+            // generic plan for the join can scan the whole stream, so its cost grew with length.
+            "SELECT s.last_sequence,
+                    (SELECT e.hash FROM events e
+                      WHERE e.aggregate_type = $1 AND e.aggregate_id = $2
+                        AND e.sequence = s.last_sequence),
+                    s.snapshot_version, s.payload
+               FROM snapshots s
+              WHERE s.aggregate_type = $1 AND s.aggregate_id = $2",
         )
         .bind(A::TYPE)
         .bind(aggregate_id)
@@ -185,7 +192,7 @@ impl<A: Aggregate + Clone> AggregateStore<A> {
             last_hash: None,
             snapshot_sequence: 0,
         };
-        if let Some((sequence, hash, version, payload)) = snapshot {
+        if let Some((sequence, Some(hash), version, payload)) = snapshot {
             if version == self.snapshot_version {
                 match serde_json::from_value(payload) {
                     Ok(aggregate) => {

@@ -1,10 +1,11 @@
 //! The group-commit writer.
 //!
 //! Every append becomes a request on a channel. A few worker tasks each take whatever requests
-//! are waiting (up to a batch limit) and write them in one transaction: one multi-row INSERT
-//! for the events, one for the receipts, one for any snapshots. Under load this turns N commits
-//! into one, which is how Cairn's command throughput can exceed the single-row INSERT rate
-//! (DESIGN "Performance").
+//! are waiting (up to a batch limit) and write them in one statement: a multi-row INSERT of the
+//! events, with the receipts and any due snapshots inserted by CTEs of the same statement. Under
+//! load this turns N commits of several round trips each into one commit of one round trip,
+//! which is how command throughput can approach the single-row INSERT rate (DESIGN
+//! "Performance").
 //!
 //! A batch is all-or-nothing. When it fails (a concurrency conflict, a repeated command id, or
 //! anything else the database rejects), each request is retried alone in its own transaction,
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use uuid::Uuid;
 
@@ -202,37 +203,48 @@ async fn classify(pool: &PgPool, request: &AppendRequest, error: StoreError) -> 
     }
 }
 
-/// Looks up a stored receipt by command id.
+/// Looks up a stored receipt by command id, with its events' positions read from `events`.
 pub(crate) async fn find_receipt(
     pool: &PgPool,
     command_id: Uuid,
 ) -> Result<Option<Receipt>, StoreError> {
-    let stored: Option<Value> =
-        sqlx::query_scalar("SELECT receipt FROM command_receipts WHERE command_id = $1")
-            .bind(command_id)
-            .fetch_optional(pool)
-            .await?;
-    stored
-        .map(|v| {
-            let mut receipt: Receipt = serde_json::from_value(v)?;
-            receipt.replayed = true;
-            Ok(receipt)
-        })
-        .transpose()
+    let rows: Vec<(String, String, Option<Uuid>, i64, i64, i64)> = sqlx::query_as(
+        "SELECT r.aggregate_type, r.aggregate_id, r.fingerprint, e.sequence, e.global_position,
+                e.transaction_id::text::int8
+           FROM command_receipts r
+           JOIN events e ON e.aggregate_type = r.aggregate_type AND e.aggregate_id = r.aggregate_id
+                        AND e.sequence BETWEEN r.first_sequence AND r.last_sequence
+          WHERE r.command_id = $1
+          ORDER BY e.sequence",
+    )
+    .bind(command_id)
+    .fetch_all(pool)
+    .await?;
+    let Some((aggregate_type, aggregate_id, fingerprint, ..)) = rows.first().cloned() else {
+        return Ok(None);
+    };
+    let cursor = rows
+        .last()
+        .map(|&(.., position, xid)| Cursor::new(xid as u64, position));
+    Ok(Some(Receipt {
+        command_id,
+        aggregate_type,
+        aggregate_id,
+        events: rows
+            .iter()
+            .map(|&(_, _, _, sequence, position, _)| Appended { sequence, position })
+            .collect(),
+        cursor,
+        fingerprint,
+        replayed: true,
+    }))
 }
 
+/// Writes every request in one autocommit statement: the events, their receipts and any due
+/// snapshots, through data-modifying CTEs. One round trip and one commit for the whole batch;
+/// all or nothing.
 async fn write_batch(
     pool: &PgPool,
-    requests: &[AppendRequest],
-) -> Result<Vec<Committed>, StoreError> {
-    let mut tx = pool.begin().await?;
-    let done = insert_all(&mut tx, requests).await?;
-    tx.commit().await?;
-    Ok(done)
-}
-
-async fn insert_all(
-    tx: &mut Transaction<'_, Postgres>,
     requests: &[AppendRequest],
 ) -> Result<Vec<Committed>, StoreError> {
     let n: usize = requests.iter().map(|r| r.events.len()).sum();
@@ -243,7 +255,7 @@ async fn insert_all(
     let mut versions = Vec::with_capacity(n);
     let mut payloads = Vec::with_capacity(n);
     let mut metadata = Vec::with_capacity(n);
-    let mut prev_hashes: Vec<Option<Vec<u8>>> = Vec::with_capacity(n);
+    let mut prev_hashes: Vec<Option<&[u8]>> = Vec::with_capacity(n);
     for r in requests {
         for (i, e) in r.events.iter().enumerate() {
             types.push(r.aggregate_type.as_str());
@@ -255,11 +267,45 @@ async fn insert_all(
             metadata.push(&r.metadata);
             // Only the first event of a command carries its predecessor's hash; the trigger
             // chains the rest from the row it has just hashed.
-            prev_hashes.push(if i == 0 { r.prev_hash.clone() } else { None });
+            prev_hashes.push(if i == 0 { r.prev_hash.as_deref() } else { None });
         }
     }
+
+    // Receipts: one per request.
+    let first_sequences: Vec<i64> = requests
+        .iter()
+        .map(|r| r.events.first().map_or(0, |e| e.sequence))
+        .collect();
+    let last_sequences: Vec<i64> = requests
+        .iter()
+        .map(|r| r.events.last().map_or(0, |e| e.sequence))
+        .collect();
+
+    // Snapshots: at most one per stream (ON CONFLICT cannot touch a row twice in a statement).
+    let mut snapshots: HashMap<(&str, &str), (i64, &SnapshotWrite)> = HashMap::new();
+    for (r, last) in requests.iter().zip(&last_sequences) {
+        if let Some(s) = &r.snapshot {
+            let key = (r.aggregate_type.as_str(), r.aggregate_id.as_str());
+            if snapshots.get(&key).is_none_or(|(old, _)| old < last) {
+                snapshots.insert(key, (*last, s));
+            }
+        }
+    }
+    let (snap_keys, snap_values): (Vec<_>, Vec<_>) = snapshots.into_iter().unzip();
+
     let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, prev_hash)
+        "WITH receipts AS (
+             INSERT INTO command_receipts (command_id, aggregate_type, aggregate_id, first_sequence, last_sequence, fingerprint)
+             SELECT * FROM UNNEST($9::uuid[], $10::text[], $11::text[], $12::int8[], $13::int8[], $14::uuid[])
+         ), snaps AS (
+             INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, snapshot_version, payload)
+             SELECT * FROM UNNEST($15::text[], $16::text[], $17::int8[], $18::int4[], $19::jsonb[])
+             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+                SET last_sequence = EXCLUDED.last_sequence, snapshot_version = EXCLUDED.snapshot_version,
+                    payload = EXCLUDED.payload, taken_at = now()
+              WHERE snapshots.last_sequence < EXCLUDED.last_sequence
+         )
+         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, prev_hash)
          SELECT t, i, s, et, ev, p, m, h
            FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
                 WITH ORDINALITY AS u(t, i, s, et, ev, p, m, h, n)
@@ -274,7 +320,18 @@ async fn insert_all(
     .bind(&payloads)
     .bind(&metadata)
     .bind(&prev_hashes)
-    .fetch_all(&mut **tx)
+    .bind(requests.iter().map(|r| r.command_id).collect::<Vec<_>>())
+    .bind(requests.iter().map(|r| r.aggregate_type.as_str()).collect::<Vec<_>>())
+    .bind(requests.iter().map(|r| r.aggregate_id.as_str()).collect::<Vec<_>>())
+    .bind(&first_sequences)
+    .bind(&last_sequences)
+    .bind(requests.iter().map(|r| r.fingerprint).collect::<Vec<_>>())
+    .bind(snap_keys.iter().map(|k| k.0).collect::<Vec<_>>())
+    .bind(snap_keys.iter().map(|k| k.1).collect::<Vec<_>>())
+    .bind(snap_values.iter().map(|v| v.0).collect::<Vec<_>>())
+    .bind(snap_values.iter().map(|v| v.1.version).collect::<Vec<_>>())
+    .bind(snap_values.iter().map(|v| &v.1.payload).collect::<Vec<_>>())
+    .fetch_all(pool)
     .await?;
     if rows.len() != n {
         return Err(StoreError::Database(sqlx::Error::Protocol(format!(
@@ -311,63 +368,6 @@ async fn insert_all(
             },
             last_hash,
         });
-    }
-
-    let command_ids: Vec<Uuid> = done.iter().map(|c| c.receipt.command_id).collect();
-    let receipts = done
-        .iter()
-        .map(|c| serde_json::to_value(&c.receipt))
-        .collect::<Result<Vec<_>, _>>()?;
-    sqlx::query(
-        "INSERT INTO command_receipts (command_id, aggregate_type, aggregate_id, receipt)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
-    )
-    .bind(&command_ids)
-    .bind(
-        requests
-            .iter()
-            .map(|r| r.aggregate_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        requests
-            .iter()
-            .map(|r| r.aggregate_id.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(&receipts)
-    .execute(&mut **tx)
-    .await?;
-
-    // At most one snapshot per stream per statement (ON CONFLICT cannot touch a row twice).
-    let mut snapshots: HashMap<(&str, &str), (i64, &[u8], &SnapshotWrite)> = HashMap::new();
-    for (r, c) in requests.iter().zip(&done) {
-        if let (Some(s), Some(seq)) = (&r.snapshot, c.receipt.last_sequence()) {
-            let key = (r.aggregate_type.as_str(), r.aggregate_id.as_str());
-            if snapshots.get(&key).is_none_or(|(old, _, _)| *old < seq) {
-                snapshots.insert(key, (seq, c.last_hash.as_slice(), s));
-            }
-        }
-    }
-    if !snapshots.is_empty() {
-        let (keys, values): (Vec<_>, Vec<_>) = snapshots.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, last_hash, snapshot_version, payload)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::bytea[], $5::int4[], $6::jsonb[])
-             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
-                SET last_sequence = EXCLUDED.last_sequence, last_hash = EXCLUDED.last_hash,
-                    snapshot_version = EXCLUDED.snapshot_version, payload = EXCLUDED.payload,
-                    taken_at = now()
-              WHERE snapshots.last_sequence < EXCLUDED.last_sequence",
-        )
-        .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
-        .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
-        .bind(values.iter().map(|v| v.0).collect::<Vec<_>>())
-        .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
-        .bind(values.iter().map(|v| v.2.version).collect::<Vec<_>>())
-        .bind(values.iter().map(|v| &v.2.payload).collect::<Vec<_>>())
-        .execute(&mut **tx)
-        .await?;
     }
     Ok(done)
 }
