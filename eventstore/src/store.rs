@@ -24,7 +24,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
-            writers: 3,
+            writers: 2,
             max_batch: 256,
             snapshot_every: 100,
             cache_capacity: 10_000,

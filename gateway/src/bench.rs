@@ -46,6 +46,9 @@ pub struct WriteArgs {
     /// Commands per client measured at each stream length.
     #[arg(long, default_value_t = 200)]
     samples: u64,
+    /// Group-commit writer tasks for Cairn's store (see `StoreOptions::writers`).
+    #[arg(long, default_value_t = StoreOptions::default().writers)]
+    writers: usize,
     /// Keep the benchmark database instead of dropping it.
     #[arg(long)]
     keep: bool,
@@ -194,7 +197,7 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
     eprintln!("phase 2/4: plain postgres-es execute (anchor)");
     let pges = postgres_es_execute(&pool, clients, duration).await?;
     eprintln!("phase 3/4: cairn commands::execute");
-    let cairn = cairn_execute(&pool, clients, duration).await?;
+    let cairn = cairn_execute(&pool, clients, duration, args.writers).await?;
     eprintln!("phase 4/4: latency against stream length (aggregate cache off)");
     let short = by_length(&pool, clients, 10, args.samples).await?;
     let long = by_length(&pool, clients, args.long_stream, args.samples).await?;
@@ -362,8 +365,13 @@ async fn cairn_execute(
     pool: &PgPool,
     clients: usize,
     duration: Duration,
+    writers: usize,
 ) -> anyhow::Result<Outcome> {
-    let commands = Commands::new(Store::new(pool.clone(), StoreOptions::default()));
+    let options = StoreOptions {
+        writers,
+        ..StoreOptions::default()
+    };
+    let commands = Commands::new(Store::new(pool.clone(), options));
     let orgs = setup_orgs(&commands, clients).await?;
     drive(
         "cairn",

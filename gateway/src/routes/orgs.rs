@@ -136,6 +136,18 @@ async fn execute(
     Ok(result?)
 }
 
+/// Runs a command on an existing organization and answers 200 with its receipt.
+async fn update(
+    state: &AppState,
+    org: &str,
+    meta: RequestMeta,
+    command: C,
+) -> Result<Response, ApiError> {
+    let org = parse_id(org, "organization")?;
+    let receipt = execute(state, org, command, meta).await?;
+    Ok(written(StatusCode::OK, &receipt, json!({})))
+}
+
 /// A write's response: the receipt (and `extra` fields), `Cairn-Cursor`, and
 /// `Idempotent-Replayed` when it answers a repeat.
 fn written(status: StatusCode, receipt: &Receipt, extra: serde_json::Value) -> Response {
@@ -176,12 +188,10 @@ async fn rename(
     meta: RequestMeta,
     ApiJson(body): ApiJson<NameBody>,
 ) -> Result<Response, ApiError> {
-    let org = parse_id(&org, "organization")?;
     let command = C::Rename {
         name: name(&body.name)?,
     };
-    let receipt = execute(&state, org, command, meta).await?;
-    Ok(written(StatusCode::OK, &receipt, json!({})))
+    update(&state, &org, meta, command).await
 }
 
 async fn add_member(
@@ -190,12 +200,10 @@ async fn add_member(
     meta: RequestMeta,
     ApiJson(body): ApiJson<UserBody>,
 ) -> Result<Response, ApiError> {
-    let org = parse_id(&org, "organization")?;
     let command = C::AddMember {
         user_id: user(&body.user_id)?,
     };
-    let receipt = execute(&state, org, command, meta).await?;
-    Ok(written(StatusCode::OK, &receipt, json!({})))
+    update(&state, &org, meta, command).await
 }
 
 async fn remove_member(
@@ -203,12 +211,10 @@ async fn remove_member(
     ApiPath((org, user_id)): ApiPath<(String, String)>,
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
-    let org = parse_id(&org, "organization")?;
     let command = C::RemoveMember {
         user_id: user(&user_id)?,
     };
-    let receipt = execute(&state, org, command, meta).await?;
-    Ok(written(StatusCode::OK, &receipt, json!({})))
+    update(&state, &org, meta, command).await
 }
 
 async fn create_team(
@@ -237,13 +243,11 @@ async fn rename_team(
     meta: RequestMeta,
     ApiJson(body): ApiJson<NameBody>,
 ) -> Result<Response, ApiError> {
-    let org = parse_id(&org, "organization")?;
     let command = C::RenameTeam {
         team_id: parse_id(&team, "team")?,
         name: name(&body.name)?,
     };
-    let receipt = execute(&state, org, command, meta).await?;
-    Ok(written(StatusCode::OK, &receipt, json!({})))
+    update(&state, &org, meta, command).await
 }
 
 async fn delete_team(
@@ -251,12 +255,10 @@ async fn delete_team(
     ApiPath((org, team)): ApiPath<(String, String)>,
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
-    let org = parse_id(&org, "organization")?;
     let command = C::DeleteTeam {
         team_id: parse_id(&team, "team")?,
     };
-    let receipt = execute(&state, org, command, meta).await?;
-    Ok(written(StatusCode::OK, &receipt, json!({})))
+    update(&state, &org, meta, command).await
 }
 
 async fn set_permissions(
@@ -265,7 +267,6 @@ async fn set_permissions(
     meta: RequestMeta,
     ApiJson(body): ApiJson<PermissionsBody>,
 ) -> Result<Response, ApiError> {
-    let org = parse_id(&org, "organization")?;
     let permissions = body
         .permissions
         .iter()
@@ -285,8 +286,7 @@ async fn set_permissions(
         team_id: parse_id(&team, "team")?,
         permissions,
     };
-    let receipt = execute(&state, org, command, meta).await?;
-    Ok(written(StatusCode::OK, &receipt, json!({})))
+    update(&state, &org, meta, command).await
 }
 
 async fn add_team_member(
@@ -295,13 +295,11 @@ async fn add_team_member(
     meta: RequestMeta,
     ApiJson(body): ApiJson<UserBody>,
 ) -> Result<Response, ApiError> {
-    let org = parse_id(&org, "organization")?;
     let command = C::AddTeamMember {
         team_id: parse_id(&team, "team")?,
         user_id: user(&body.user_id)?,
     };
-    let receipt = execute(&state, org, command, meta).await?;
-    Ok(written(StatusCode::OK, &receipt, json!({})))
+    update(&state, &org, meta, command).await
 }
 
 async fn remove_team_member(
@@ -309,11 +307,9 @@ async fn remove_team_member(
     ApiPath((org, team, user_id)): ApiPath<(String, String, String)>,
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
-    let org = parse_id(&org, "organization")?;
     let command = C::RemoveTeamMember {
         team_id: parse_id(&team, "team")?,
         user_id: user(&user_id)?,
     };
-    let receipt = execute(&state, org, command, meta).await?;
-    Ok(written(StatusCode::OK, &receipt, json!({})))
+    update(&state, &org, meta, command).await
 }
