@@ -53,6 +53,13 @@ where
         Self { store, services }
     }
 
+    /// The aggregate's current state (from the cache when warm). For authorization checks
+    /// until read models cover them; never for decisions, which go through [`Self::execute`].
+    pub async fn current(&self, aggregate_id: &str) -> Result<A, StoreError> {
+        let mut context = self.store.load(aggregate_id).await?;
+        Ok(context.aggregate().clone())
+    }
+
     /// Handles `command` against the aggregate and appends what it decided.
     ///
     /// - A client-chosen command id that already ran returns its first receipt.

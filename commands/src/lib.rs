@@ -16,10 +16,13 @@
 //! receipt) and cannot tell a refusal made on cached state from one made on fresh state.
 
 mod handler;
+pub mod identity;
 mod metadata;
+pub mod secrets;
 
 use std::sync::Arc;
 
+use domain::account::Account;
 use domain::organization::Organization;
 use eventstore::Store;
 
@@ -43,6 +46,7 @@ pub struct Commands {
 struct Inner {
     store: Store,
     organizations: Handler<Organization>,
+    accounts: Handler<Account>,
 }
 
 impl Commands {
@@ -51,6 +55,7 @@ impl Commands {
         Self {
             inner: Arc::new(Inner {
                 organizations: Handler::new(store.aggregate(), ()),
+                accounts: Handler::new(store.aggregate(), ()),
                 store,
             }),
         }
@@ -82,8 +87,26 @@ impl Commands {
     }
 }
 
+impl Commands {
+    /// The current state of aggregate `A` with id `aggregate_id` (see [`Handler::current`]).
+    pub async fn current<A>(&self, aggregate_id: &str) -> Result<A, eventstore::StoreError>
+    where
+        Self: Dispatch<A>,
+        A: cqrs_es::Aggregate + Clone,
+        A::Command: Clone + std::fmt::Debug,
+    {
+        self.handler().current(aggregate_id).await
+    }
+}
+
 impl Dispatch<Organization> for Commands {
     fn handler(&self) -> &Handler<Organization> {
         &self.inner.organizations
+    }
+}
+
+impl Dispatch<Account> for Commands {
+    fn handler(&self) -> &Handler<Account> {
+        &self.inner.accounts
     }
 }

@@ -10,8 +10,31 @@ pub enum Actor {
     System,
     /// A signed-in person.
     User(domain::UserId),
-    /// An API key, by its public prefix.
-    ApiKey(String),
+    /// An API key (recorded by its public prefix), acting for its owner.
+    ApiKey {
+        /// The key's public prefix.
+        prefix: String,
+        /// The person it acts for.
+        owner: domain::UserId,
+    },
+}
+
+impl Actor {
+    /// The party the domain authorizes: a key acts with its owner's memberships.
+    pub fn caller(&self) -> domain::Caller {
+        match self {
+            Self::System => domain::Caller::System,
+            Self::User(id) | Self::ApiKey { owner: id, .. } => domain::Caller::User(*id),
+        }
+    }
+
+    /// The person behind this actor, if any.
+    pub fn user(&self) -> Option<domain::UserId> {
+        match self {
+            Self::System => None,
+            Self::User(id) | Self::ApiKey { owner: id, .. } => Some(*id),
+        }
+    }
 }
 
 impl fmt::Display for Actor {
@@ -19,7 +42,7 @@ impl fmt::Display for Actor {
         match self {
             Self::System => f.write_str("system"),
             Self::User(id) => write!(f, "user:{id}"),
-            Self::ApiKey(prefix) => write!(f, "apikey:{prefix}"),
+            Self::ApiKey { prefix, .. } => write!(f, "apikey:{prefix}"),
         }
     }
 }
@@ -153,7 +176,13 @@ mod tests {
         assert_eq!(a, CommandId::from_idempotency_key(&Actor::System, "k1"));
         assert_ne!(
             a,
-            CommandId::from_idempotency_key(&Actor::ApiKey("x".into()), "k1")
+            CommandId::from_idempotency_key(
+                &Actor::ApiKey {
+                    prefix: "x".into(),
+                    owner: domain::UserId::from_uuid(Uuid::nil())
+                },
+                "k1"
+            )
         );
         assert!(a.from_client() && !CommandId::generate().from_client());
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use commands::{Actor, CommandError, CommandId, Commands, Metadata};
 use domain::organization::{Organization, OrganizationCommand as C, OrganizationError};
-use domain::{Name, OrgId, UserId};
+use domain::{Name, OrgId, Request, TeamId, UserId};
 use eventstore::testing::TestDb;
 use eventstore::{Store, StoreOptions};
 use uuid::Uuid;
@@ -18,10 +18,11 @@ async fn create_org(commands: &Commands) -> String {
     commands
         .execute::<Organization>(
             &org.to_string(),
-            C::Create {
+            Request::system(C::Create {
                 org_id: org,
+                admin_team: TeamId::from_uuid(Uuid::now_v7()),
                 name: Name::parse("name", "Acme").expect("name"),
-            },
+            }),
             &Metadata::new(Actor::System).in_org(org),
         )
         .await
@@ -51,9 +52,9 @@ async fn concurrent_commands_on_one_aggregate_all_land_with_contiguous_sequences
             commands
                 .execute::<Organization>(
                     &org,
-                    C::AddMember {
+                    Request::system(C::AddMember {
                         user_id: UserId::from_uuid(Uuid::new_v4()),
-                    },
+                    }),
                     &Metadata::new(Actor::System),
                 )
                 .await
@@ -76,12 +77,12 @@ async fn an_idempotency_key_repeated_appends_once_and_returns_the_first_receipt(
         user_id: UserId::from_uuid(Uuid::from_u128(7)),
     };
     let first = commands
-        .execute::<Organization>(&org, add.clone(), &meta)
+        .execute::<Organization>(&org, Request::system(add.clone()), &meta)
         .await
         .expect("first");
     // The repeat would be refused by the domain (already a member) if it were handled again.
     let again = commands
-        .execute::<Organization>(&org, add, &meta)
+        .execute::<Organization>(&org, Request::system(add), &meta)
         .await
         .expect("repeat answers with the first receipt");
     assert_eq!(again.events, first.events);
@@ -93,9 +94,9 @@ async fn an_idempotency_key_repeated_appends_once_and_returns_the_first_receipt(
     let reused = commands
         .execute::<Organization>(
             &other,
-            C::Rename {
+            Request::system(C::Rename {
                 name: Name::parse("name", "B").expect("name"),
-            },
+            }),
             &meta,
         )
         .await;
@@ -114,7 +115,7 @@ async fn a_refusal_on_stale_cached_state_is_rechecked() {
     let user = UserId::from_uuid(Uuid::new_v4());
     b.execute::<Organization>(
         &org,
-        C::AddMember { user_id: user },
+        Request::system(C::AddMember { user_id: user }),
         &Metadata::new(Actor::System),
     )
     .await
@@ -122,7 +123,7 @@ async fn a_refusal_on_stale_cached_state_is_rechecked() {
     // Node A's cache says the user is not a member; the fresh state says they are.
     a.execute::<Organization>(
         &org,
-        C::RemoveMember { user_id: user },
+        Request::system(C::RemoveMember { user_id: user }),
         &Metadata::new(Actor::System),
     )
     .await
@@ -130,7 +131,7 @@ async fn a_refusal_on_stale_cached_state_is_rechecked() {
     let refused = a
         .execute::<Organization>(
             &org,
-            C::RemoveMember { user_id: user },
+            Request::system(C::RemoveMember { user_id: user }),
             &Metadata::new(Actor::System),
         )
         .await;
@@ -154,9 +155,9 @@ async fn metadata_is_stored_on_every_event() {
     commands
         .execute::<Organization>(
             &org,
-            C::AddMember {
+            Request::system(C::AddMember {
                 user_id: UserId::from_uuid(Uuid::new_v4()),
-            },
+            }),
             &meta,
         )
         .await

@@ -53,3 +53,11 @@ id_type!(
     /// A person with an account.
     UserId
 );
+id_type!(
+    /// A signed-in session.
+    SessionId
+);
+id_type!(
+    /// An API key.
+    ApiKeyId
+);

@@ -7,13 +7,19 @@
 //!
 //! Each aggregate lives in its own module with its commands, events and error enum. Events are a
 //! stored contract: their JSON is pinned by tests in each module, and their wire type is
-//! `noun.verb` (see [`organization::OrganizationEvent`]). Start reading at [`organization`].
+//! `noun.verb` (see [`organization::OrganizationEvent`]). Start reading at [`organization`], then
+//! [`account`] (identity: magic links, sessions, API keys, erasure).
 
+pub mod account;
+mod caller;
 pub mod ids;
 pub mod organization;
 pub mod permission;
+pub mod scope;
 pub mod values;
 
-pub use ids::{OrgId, TeamId, UserId};
+pub use caller::{Caller, Request};
+pub use ids::{ApiKeyId, OrgId, SessionId, TeamId, UserId};
 pub use permission::Permission;
-pub use values::{Name, ValueError};
+pub use scope::Scope;
+pub use values::{Digest, Email, Name, Sealed, ValueError};

@@ -21,6 +21,12 @@ pub enum ValueError {
         /// The maximum number of characters.
         max: usize,
     },
+    /// The value is not an email address.
+    #[error("{field} is not a valid email address")]
+    InvalidEmail {
+        /// The field that was checked.
+        field: &'static str,
+    },
     /// The value contained control characters.
     #[error("{field} must not contain control characters")]
     ControlCharacters {
@@ -68,9 +74,143 @@ impl fmt::Display for Name {
     }
 }
 
+/// An email address: trimmed, lower-cased, at most 254 characters, `local@domain.tld`.
+///
+/// Personal data: it never appears in an event in the clear (events carry a [`Sealed`] copy).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    /// Validates and normalises an address.
+    pub fn parse(raw: &str) -> Result<Self, ValueError> {
+        let field = "email";
+        let email = raw.trim().to_lowercase();
+        let valid = email.len() <= 254
+            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+            && match email.split_once('@') {
+                Some((local, domain)) => {
+                    !local.is_empty()
+                        && local.len() <= 64
+                        && !domain.contains('@')
+                        && domain.contains('.')
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.')
+                        && !domain.contains("..")
+                }
+                None => false,
+            };
+        if valid {
+            Ok(Self(email))
+        } else {
+            Err(ValueError::InvalidEmail { field })
+        }
+    }
+
+    /// The normalised address.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Email {
+    // Keep addresses out of logs and panic messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Email(..)")
+    }
+}
+
+/// A SHA-256 digest (of a token or key), shown as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// Wraps digest bytes computed outside the domain.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        if s.len() != 64 {
+            return Err(serde::de::Error::custom("expected 64 hex digits"));
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+                .map_err(|_| serde::de::Error::custom("expected 64 hex digits"))?;
+        }
+        Ok(Self(out))
+    }
+}
+
+/// Personal data encrypted with its subject's key (see the event store's vault). Opaque here:
+/// the domain stores and compares it, never reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sealed(String);
+
+impl Sealed {
+    /// Wraps ciphertext produced outside the domain.
+    pub fn new(ciphertext: String) -> Self {
+        Self(ciphertext)
+    }
+
+    /// The ciphertext.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_validated() {
+        assert_eq!(
+            Email::parse("  Ada@Example.COM ").map(|e| e.0),
+            Ok("ada@example.com".into())
+        );
+        for bad in [
+            "", "ada", "@x.io", "ada@", "ada@io", "a b@x.io", "a@b@x.io", "a@.x.io", "a@x..io",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        assert!(!format!("{:?}", Email::parse("ada@x.io")).contains("ada"));
+    }
+
+    #[test]
+    fn digests_round_trip_as_hex() {
+        let d = Digest::from_bytes([0xab; 32]);
+        let json = serde_json::to_string(&d).expect("serialize");
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<Digest>(&json).expect("parse"), d);
+    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {

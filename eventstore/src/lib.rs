@@ -12,6 +12,7 @@
 //!   correct snapshots and per-aggregate ordering.
 //! - [`Store::tail`] and [`Cursor`]: the gapless `(xid, position)` tail.
 //! - [`Store::verify`]: recomputes every hash chain.
+//! - [`vault`]: per-person keys for personal data in events (crypto-shredding).
 //!
 //! The table stays readable and writable by postgres-es (its columns are postgres-es's, every
 //! extra column has a default); a test shows postgres-es appending into it.
@@ -24,6 +25,7 @@ mod error;
 mod read;
 mod receipt;
 mod store;
+pub mod vault;
 mod verify;
 
 pub use aggregate::{AggregateStore, StoreContext};

@@ -13,7 +13,7 @@ use commands::{Actor, Commands, Metadata};
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::CqrsFramework;
 use domain::organization::{Organization, OrganizationCommand as C};
-use domain::{Name, OrgId, UserId};
+use domain::{Name, OrgId, Request, TeamId, UserId};
 use eventstore::{Store, StoreOptions};
 use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
@@ -301,10 +301,11 @@ async fn postgres_es_execute(
         let org = fresh_org();
         cqrs.execute_with_metadata(
             &org.to_string(),
-            C::Create {
+            Request::system(C::Create {
                 org_id: org,
+                admin_team: TeamId::from_uuid(Uuid::now_v7()),
                 name: Name::parse("name", "Bench")?,
-            },
+            }),
             metadata_map(&org.to_string()),
         )
         .await?;
@@ -316,8 +317,12 @@ async fn postgres_es_execute(
         let orgs = orgs.clone();
         Box::pin(async move {
             let org = &orgs[client];
-            cqrs.execute_with_metadata(org, org_command(client, i)?, metadata_map(org))
-                .await?;
+            cqrs.execute_with_metadata(
+                org,
+                Request::system(org_command(client, i)?),
+                metadata_map(org),
+            )
+            .await?;
             Ok(())
         })
     });
@@ -331,10 +336,11 @@ async fn setup_orgs(commands: &Commands, clients: usize) -> anyhow::Result<Arc<V
         commands
             .execute::<Organization>(
                 &org.to_string(),
-                C::Create {
+                Request::system(C::Create {
                     org_id: org,
+                    admin_team: TeamId::from_uuid(Uuid::now_v7()),
                     name: Name::parse("name", "Bench")?,
-                },
+                }),
                 &Metadata::new(Actor::System).in_org(org),
             )
             .await?;
@@ -352,7 +358,7 @@ fn commands_op(commands: Commands, orgs: Arc<Vec<String>>) -> Op {
             commands
                 .execute::<Organization>(
                     org,
-                    org_command(client, i)?,
+                    Request::system(org_command(client, i)?),
                     &Metadata::new(Actor::System).in_org(org),
                 )
                 .await?;

@@ -50,6 +50,19 @@ pub struct Config {
     pub public_url: Url,
     /// `CAIRN_LOG_FORMAT`: `pretty` or `json`.
     pub log_format: LogFormat,
+    /// `CAIRN_SECRET_KEY`: 64 hex digits; unset means a key kept in the data dir.
+    pub secret_key: Option<[u8; 32]>,
+    /// `CAIRN_DEV_INSECURE_COOKIES`: drop `Secure` and the `__Host-` prefix from the session
+    /// cookie so it works over plain-http localhost. Never set this in production.
+    pub dev_insecure_cookies: bool,
+    /// `CAIRN_MAIL_FROM`: the sender of Cairn's mail.
+    pub mail_from: lettre::message::Mailbox,
+    /// `CAIRN_LINKS_PER_EMAIL`: sign-in links one address may request per minute.
+    pub links_per_email: u32,
+    /// `CAIRN_LINKS_PER_IP`: sign-in links one client address may request per minute.
+    pub links_per_ip: u32,
+    /// `CAIRN_API_RATE`: API requests one session or key may make per minute.
+    pub api_rate: u32,
 }
 
 impl Config {
@@ -99,6 +112,22 @@ impl Config {
                 "json" => Ok(LogFormat::Json),
                 _ => Err("expected `pretty` or `json`".to_owned()),
             })?,
+            secret_key: match get("CAIRN_SECRET_KEY") {
+                None => None,
+                Some(v) => Some(parse_key(v.trim()).map_err(|message| ConfigError {
+                    var: "CAIRN_SECRET_KEY",
+                    message,
+                })?),
+            },
+            dev_insecure_cookies: parse(&get, "CAIRN_DEV_INSECURE_COOKIES", "false", parse_bool)?,
+            mail_from: parse(&get, "CAIRN_MAIL_FROM", "Cairn <cairn@localhost>", |v| {
+                v.parse().map_err(|e| {
+                    format!("expected a mailbox such as `Cairn <cairn@example.com>` ({e})")
+                })
+            })?,
+            links_per_email: parse(&get, "CAIRN_LINKS_PER_EMAIL", "5", per_minute)?,
+            links_per_ip: parse(&get, "CAIRN_LINKS_PER_IP", "30", per_minute)?,
+            api_rate: parse(&get, "CAIRN_API_RATE", "1200", per_minute)?,
         })
     }
 }
@@ -111,6 +140,36 @@ fn parse<T>(
 ) -> Result<T, ConfigError> {
     let value = get(var).unwrap_or_else(|| default.to_owned());
     f(value.trim()).map_err(|message| ConfigError { var, message })
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+fn per_minute(v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number of requests per minute, 1 or more".to_owned()),
+    }
+}
+
+/// A 256-bit key written as 64 hexadecimal digits.
+pub fn parse_key(v: &str) -> Result<[u8; 32], String> {
+    let bad =
+        || "expected 64 hexadecimal digits (256 bits), e.g. from `openssl rand -hex 32`".to_owned();
+    if v.len() != 64 {
+        return Err(bad());
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte =
+            u8::from_str_radix(v.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    Ok(key)
 }
 
 fn optional_url(
@@ -171,6 +230,10 @@ mod tests {
             ("CAIRN_PUBLIC_URL", "ftp://x"),
             ("CAIRN_LOG_FORMAT", "xml"),
             ("CAIRN_DB_POOL", "1"),
+            ("CAIRN_SECRET_KEY", "abc"),
+            ("CAIRN_DEV_INSECURE_COOKIES", "maybe"),
+            ("CAIRN_MAIL_FROM", "not a mailbox"),
+            ("CAIRN_LINKS_PER_EMAIL", "0"),
         ] {
             let err = with(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use commands::CommandError;
+use domain::account::AccountError;
 use domain::organization::OrganizationError;
 use eventstore::StoreError;
 use serde_json::{json, Value};
@@ -21,6 +22,28 @@ pub enum ApiError {
         code: &'static str,
         /// Human-readable explanation.
         message: String,
+    },
+    /// 401: not signed in, or the credentials are not valid.
+    #[error("{message}")]
+    Unauthorized {
+        /// Stable code.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// 403: signed in, but not allowed.
+    #[error("{message}")]
+    Forbidden {
+        /// Stable code.
+        code: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// 429: too many requests; retry after the given time.
+    #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// When to retry.
+        retry_after: std::time::Duration,
     },
     /// 404: no such resource.
     #[error("{message}")]
@@ -65,6 +88,22 @@ pub enum ApiError {
 pub struct LoggedCause(pub Arc<String>);
 
 impl ApiError {
+    /// A 401: the request needs a signed-in caller.
+    pub fn unauthenticated() -> Self {
+        Self::Unauthorized {
+            code: "unauthenticated",
+            message: "sign in, or send `Authorization: Bearer <api key>`".to_owned(),
+        }
+    }
+
+    /// A 403 with `code`.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
     /// A 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest {
@@ -85,6 +124,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -99,9 +141,12 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. }
+            | Self::Unauthorized { code, .. }
+            | Self::Forbidden { code, .. }
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. }
             | Self::Unprocessable { code, .. } => code,
+            Self::RateLimited { .. } => "rate_limited",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Unavailable(_) => "unavailable",
@@ -115,6 +160,14 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = json!({"error": {"code": self.code(), "message": self.to_string(), "details": Value::Null}});
         let mut response = (status, Json(body)).into_response();
+        if let Self::RateLimited { retry_after } = &self {
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            if let Ok(v) = axum::http::HeaderValue::from_str(&secs.max(1).to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
         if status.is_server_error() {
             let cause = match &self {
                 Self::Unavailable(Some(e)) | Self::Internal(e) => error_chain(e.as_ref()),
@@ -177,8 +230,22 @@ impl DomainStatus for OrganizationError {
     fn classify(&self) -> (StatusCode, &'static str) {
         let status = match self {
             Self::NotFound | Self::TeamNotFound(_) => StatusCode::NOT_FOUND,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::AlreadyExists | Self::TeamExists(_) => StatusCode::CONFLICT,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        (status, self.code())
+    }
+}
+
+impl DomainStatus for AccountError {
+    fn classify(&self) -> (StatusCode, &'static str) {
+        let status = match self {
+            Self::LinkInvalid => StatusCode::BAD_REQUEST,
+            Self::NotRegistered | Self::Erased | Self::SessionNotFound | Self::ApiKeyNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Self::NoScopes => StatusCode::UNPROCESSABLE_ENTITY,
         };
         (status, self.code())
     }
@@ -191,6 +258,8 @@ impl<E: DomainStatus + Send + Sync + 'static> From<CommandError<E>> for ApiError
                 let (status, code) = e.classify();
                 let message = e.to_string();
                 match status {
+                    StatusCode::BAD_REQUEST => Self::BadRequest { code, message },
+                    StatusCode::FORBIDDEN => Self::Forbidden { code, message },
                     StatusCode::NOT_FOUND => Self::NotFound { code, message },
                     StatusCode::CONFLICT => Self::Conflict { code, message },
                     _ => Self::Unprocessable { code, message },

@@ -104,8 +104,12 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        // Identity lands with the next issue; until then every command is the system's.
-        let actor = Actor::System;
+        // Anonymous requests that reach a command (sign-in) are recorded as the system's.
+        let actor = parts
+            .extensions
+            .get::<crate::auth::Caller>()
+            .and_then(|c| c.0.as_ref())
+            .map_or(Actor::System, crate::auth::Principal::actor);
         let headers = &parts.headers;
         let mut meta = Metadata::new(actor.clone());
         if let Some(key) = headers.get("idempotency-key") {

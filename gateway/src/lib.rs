@@ -11,10 +11,12 @@
 //! - [`error::ApiError`]: the one error shape, `{"error":{"code","message","details"}}`.
 //! - `bench`: `cairn bench`, figures printed beside anchors measured in the same run.
 
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod error;
 mod extract;
+mod limits;
 mod metrics;
 mod routes;
 mod startup;

@@ -2,8 +2,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use commands::identity::Identity;
 use commands::Commands;
+use eventstore::vault::Vault;
 use eventstore::{Store, StoreOptions, MIGRATOR};
+use projections::identity::IdentityProjection;
+use projections::mailer::{Outbox, Transport};
+use projections::runner::{Runner, RunnerOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,9 +38,15 @@ impl App {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("CAIRN_BIND: cannot listen on {}", config.bind))?;
+        let secret_key = secret_key(&config)?;
+        let transport = Transport::new(config.smtp_url.as_ref(), config.data_dir.join("outbox"))?;
         let shutdown = CancellationToken::new();
-        let state = AppState::new(config);
-        let connector = tokio::spawn(connect_with_backoff(state.clone(), shutdown.clone()));
+        let state = AppState::new(config, secret_key, transport.is_files());
+        let connector = tokio::spawn(connect_with_backoff(
+            state.clone(),
+            transport,
+            shutdown.clone(),
+        ));
         Ok(Self {
             listener,
             state,
@@ -78,11 +89,55 @@ impl App {
     }
 }
 
-async fn connect_with_backoff(state: AppState, shutdown: CancellationToken) {
+/// `CAIRN_SECRET_KEY`, or the key kept in `$CAIRN_DATA_DIR/secret.key`, created on first run.
+fn secret_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+    if let Some(key) = config.secret_key {
+        return Ok(key);
+    }
+    let path = config.data_dir.join("secret.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => crate::config::parse_key(text.trim()).map_err(|e| {
+            anyhow::anyhow!("CAIRN_DATA_DIR: {} is not a valid key: {e}", path.display())
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "CAIRN_DATA_DIR: cannot create {}",
+                    config.data_dir.display()
+                )
+            })?;
+            let key: [u8; 32] = rand::random();
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&path, &hex)
+                .with_context(|| format!("CAIRN_DATA_DIR: cannot write {}", path.display()))?;
+            tracing::warn!(
+                path = %path.display(),
+                "CAIRN_SECRET_KEY is not set; generated a key into the data dir. Back it up: \
+                 without it, sealed personal data cannot be read"
+            );
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "CAIRN_DATA_DIR: cannot read {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
+}
+
+async fn connect_with_backoff(state: AppState, transport: Transport, shutdown: CancellationToken) {
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = tokio::select! {
-            result = connect(state.config()) => result,
+            result = connect(&state, &transport, &shutdown) => result,
             () = shutdown.cancelled() => return,
         };
         match attempt {
@@ -109,7 +164,12 @@ async fn connect_with_backoff(state: AppState, shutdown: CancellationToken) {
     }
 }
 
-async fn connect(config: &Config) -> anyhow::Result<Ready> {
+async fn connect(
+    state: &AppState,
+    transport: &Transport,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Ready> {
+    let config = state.config();
     eventstore::ensure_database(&config.database)
         .await
         .context("cannot reach PostgreSQL (DATABASE_URL)")?;
@@ -117,9 +177,26 @@ async fn connect(config: &Config) -> anyhow::Result<Ready> {
         .await
         .context("cannot open a connection pool (DATABASE_URL)")?;
     MIGRATOR.run(&pool).await.context("migrations failed")?;
-    let store = Store::new(pool, StoreOptions::default());
+    let store = Store::new(pool.clone(), StoreOptions::default());
+    let commands = Commands::new(store.clone());
+    let identity = Identity::new(
+        commands.clone(),
+        Vault::new(pool.clone(), *state.secret_key()),
+    );
+    let runner = Runner::new(store.clone(), IdentityProjection, RunnerOptions::default());
+    let identity_progress = runner.progress();
+    tokio::spawn(runner.run(shutdown.clone()));
+    let outbox = Outbox::new(pool);
+    tokio::spawn(outbox.clone().run(
+        transport.clone(),
+        config.mail_from.clone(),
+        shutdown.clone(),
+    ));
     Ok(Ready {
-        commands: Commands::new(store.clone()),
+        commands,
+        identity,
+        outbox,
+        identity_progress,
         store,
     })
 }

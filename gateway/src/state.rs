@@ -1,11 +1,14 @@
 use std::sync::Arc;
 
+use commands::identity::Identity;
 use commands::Commands;
-use eventstore::Store;
-use tokio::sync::OnceCell;
+use eventstore::{Cursor, Store};
+use projections::mailer::Outbox;
+use tokio::sync::{watch, OnceCell};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 
 /// What exists once PostgreSQL is reachable and migrated.
@@ -13,6 +16,18 @@ use crate::metrics::Metrics;
 pub struct Ready {
     pub store: Store,
     pub commands: Commands,
+    pub identity: Identity,
+    pub outbox: Outbox,
+    /// This node's `identity` projection progress (a wake-up for read-your-writes waits).
+    pub identity_progress: watch::Receiver<Cursor>,
+}
+
+/// The rate limiters.
+#[derive(Debug)]
+pub struct Limits {
+    pub links_per_email: RateLimiter,
+    pub links_per_ip: RateLimiter,
+    pub api: RateLimiter,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -24,17 +39,28 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     config: Config,
+    secret_key: [u8; 32],
+    mail_to_files: bool,
     ready: OnceCell<Ready>,
     metrics: Metrics,
+    limits: Limits,
 }
 
 impl AppState {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, secret_key: [u8; 32], mail_to_files: bool) -> Self {
+        let limits = Limits {
+            links_per_email: RateLimiter::per_minute(config.links_per_email),
+            links_per_ip: RateLimiter::per_minute(config.links_per_ip),
+            api: RateLimiter::per_minute(config.api_rate),
+        };
         Self {
             inner: Arc::new(Inner {
                 config,
+                secret_key,
+                mail_to_files,
                 ready: OnceCell::new(),
                 metrics: Metrics::default(),
+                limits,
             }),
         }
     }
@@ -43,8 +69,21 @@ impl AppState {
         &self.inner.config
     }
 
+    pub fn secret_key(&self) -> &[u8; 32] {
+        &self.inner.secret_key
+    }
+
+    /// Whether mail lands in `.eml` files (development), so links may be logged.
+    pub fn mail_to_files(&self) -> bool {
+        self.inner.mail_to_files
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
     }
 
     /// The database-backed services, or 503 while the database has not come up yet.
@@ -58,5 +97,30 @@ impl AppState {
 
     pub fn set_ready(&self, ready: Ready) {
         let _ = self.inner.ready.set(ready);
+    }
+}
+
+impl Ready {
+    /// Waits (up to 5 s) until the identity read models include `cursor`, so the caller's next
+    /// request sees its own write (a new session, a revoked key).
+    pub async fn identity_caught_up(&self, cursor: Option<Cursor>) -> Result<(), ApiError> {
+        let Some(cursor) = cursor else {
+            return Ok(());
+        };
+        let reached = projections::runner::wait_for(
+            self.store.pool(),
+            projections::identity::NAME,
+            cursor,
+            std::time::Duration::from_secs(5),
+            Some(self.identity_progress.clone()),
+        )
+        .await?;
+        if reached {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable(Some(
+                "the identity projection is behind".into(),
+            )))
+        }
     }
 }

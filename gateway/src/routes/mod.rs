@@ -1,20 +1,22 @@
 //! The HTTP surface: one module per resource, each with its `router()`.
 
 mod health;
+mod me;
 mod openapi;
 mod orgs;
+mod pages;
 mod streams;
 
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::ServiceBuilder;
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -29,19 +31,48 @@ pub const CURSOR_HEADER: &str = "cairn-cursor";
 
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    // CORS applies to the API only: bearer-token clients on other origins, never cookies.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static(CURSOR_HEADER),
+            HeaderName::from_static("idempotent-replayed"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(std::time::Duration::from_secs(3600));
     let api = Router::new()
         .merge(orgs::router())
+        .merge(me::router())
         .merge(streams::router())
-        .merge(openapi::router());
+        .merge(openapi::router())
+        .layer(cors);
+    let hsts = state.config().public_url.scheme() == "https";
     Router::new()
         .merge(health::router())
+        .merge(pages::router())
         .nest("/api/v1", api)
         .fallback(|| async {
             ApiError::not_found("route_not_found", "no such route")
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::csrf))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(move |req, next| security_headers(hsts, req, next)))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -57,17 +88,39 @@ pub fn router(state: AppState) -> Router {
                         })
                         .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
                 )
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(SetResponseHeaderLayer::overriding(
-                    HeaderName::from_static("x-content-type-options"),
-                    HeaderValue::from_static("nosniff"),
-                ))
-                .layer(SetResponseHeaderLayer::overriding(
-                    HeaderName::from_static("referrer-policy"),
-                    HeaderValue::from_static("no-referrer"),
-                )),
+                .layer(PropagateRequestIdLayer::new(request_id)),
         )
         .with_state(state)
+}
+
+/// The content security policy: Cairn's pages need nothing but their own inline styles and
+/// same-origin forms.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Sets the usual security headers on every response.
+async fn security_headers(hsts: bool, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CSP),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cross-origin-opener-policy", "same-origin"),
+    ] {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    if hsts {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+    response
 }
 
 /// Records request metrics and logs server errors with their cause, inside the request span.

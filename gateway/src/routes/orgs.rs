@@ -12,11 +12,12 @@ use axum::{Json, Router};
 use commands::{CommandError, Receipt};
 use cqrs_es::Aggregate;
 use domain::organization::{Organization, OrganizationCommand as C};
-use domain::{Name, OrgId, Permission, TeamId, UserId, ValueError};
+use domain::{Name, OrgId, Permission, Request, Scope, TeamId, UserId, ValueError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::CURSOR_HEADER;
+use crate::auth::{Auth, Principal};
 use crate::error::ApiError;
 use crate::extract::{parse_id, ApiJson, ApiPath, RequestMeta};
 use crate::state::AppState;
@@ -56,6 +57,11 @@ struct UserBody {
 #[serde(deny_unknown_fields)]
 struct PermissionsBody {
     permissions: Vec<String>,
+}
+
+/// A receipt as JSON.
+pub fn receipt_json(receipt: &Receipt) -> serde_json::Value {
+    serde_json::to_value(ReceiptBody::from(receipt)).unwrap_or_default()
 }
 
 /// The wire form of a receipt (API types are not store types).
@@ -111,12 +117,18 @@ fn user(raw: &str) -> Result<UserId, ApiError> {
 /// Runs an organization command, recording its latency and outcome.
 async fn execute(
     state: &AppState,
+    caller: &Principal,
     org: OrgId,
     command: C,
     meta: RequestMeta,
 ) -> Result<Receipt, ApiError> {
+    caller.require(Scope::Admin)?;
     let ready = state.ready()?;
     let meta = meta.0.in_org(org);
+    let command = Request {
+        by: caller.actor().caller(),
+        command,
+    };
     let started = Instant::now();
     let result = ready
         .commands
@@ -139,12 +151,13 @@ async fn execute(
 /// Runs a command on an existing organization and answers 200 with its receipt.
 async fn update(
     state: &AppState,
+    caller: &Principal,
     org: &str,
     meta: RequestMeta,
     command: C,
 ) -> Result<Response, ApiError> {
     let org = parse_id(org, "organization")?;
-    let receipt = execute(state, org, command, meta).await?;
+    let receipt = execute(state, caller, org, command, meta).await?;
     Ok(written(StatusCode::OK, &receipt, json!({})))
 }
 
@@ -169,12 +182,19 @@ fn written(status: StatusCode, receipt: &Receipt, extra: serde_json::Value) -> R
 
 async fn create(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     meta: RequestMeta,
     ApiJson(body): ApiJson<NameBody>,
 ) -> Result<Response, ApiError> {
     let name = name(&body.name)?;
     let org = OrgId::from_uuid(meta.0.command_id.derive_id("organization"));
-    let receipt = execute(&state, org, C::Create { org_id: org, name }, meta).await?;
+    let admin_team = TeamId::from_uuid(meta.0.command_id.derive_id("admin_team"));
+    let command = C::Create {
+        org_id: org,
+        name,
+        admin_team,
+    };
+    let receipt = execute(&state, &caller, org, command, meta).await?;
     let mut response = written(StatusCode::CREATED, &receipt, json!({ "id": org }));
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/orgs/{org}")) {
         response.headers_mut().insert(LOCATION, location);
@@ -184,6 +204,7 @@ async fn create(
 
 async fn rename(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     ApiPath(org): ApiPath<String>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<NameBody>,
@@ -191,11 +212,12 @@ async fn rename(
     let command = C::Rename {
         name: name(&body.name)?,
     };
-    update(&state, &org, meta, command).await
+    update(&state, &caller, &org, meta, command).await
 }
 
 async fn add_member(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     ApiPath(org): ApiPath<String>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<UserBody>,
@@ -203,22 +225,24 @@ async fn add_member(
     let command = C::AddMember {
         user_id: user(&body.user_id)?,
     };
-    update(&state, &org, meta, command).await
+    update(&state, &caller, &org, meta, command).await
 }
 
 async fn remove_member(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     ApiPath((org, user_id)): ApiPath<(String, String)>,
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
     let command = C::RemoveMember {
         user_id: user(&user_id)?,
     };
-    update(&state, &org, meta, command).await
+    update(&state, &caller, &org, meta, command).await
 }
 
 async fn create_team(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     ApiPath(org): ApiPath<String>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<NameBody>,
@@ -229,7 +253,7 @@ async fn create_team(
         team_id,
         name: name(&body.name)?,
     };
-    let receipt = execute(&state, org, command, meta).await?;
+    let receipt = execute(&state, &caller, org, command, meta).await?;
     Ok(written(
         StatusCode::CREATED,
         &receipt,
@@ -239,6 +263,7 @@ async fn create_team(
 
 async fn rename_team(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     ApiPath((org, team)): ApiPath<(String, String)>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<NameBody>,
@@ -247,22 +272,24 @@ async fn rename_team(
         team_id: parse_id(&team, "team")?,
         name: name(&body.name)?,
     };
-    update(&state, &org, meta, command).await
+    update(&state, &caller, &org, meta, command).await
 }
 
 async fn delete_team(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     ApiPath((org, team)): ApiPath<(String, String)>,
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
     let command = C::DeleteTeam {
         team_id: parse_id(&team, "team")?,
     };
-    update(&state, &org, meta, command).await
+    update(&state, &caller, &org, meta, command).await
 }
 
 async fn set_permissions(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     ApiPath((org, team)): ApiPath<(String, String)>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<PermissionsBody>,
@@ -286,11 +313,12 @@ async fn set_permissions(
         team_id: parse_id(&team, "team")?,
         permissions,
     };
-    update(&state, &org, meta, command).await
+    update(&state, &caller, &org, meta, command).await
 }
 
 async fn add_team_member(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     ApiPath((org, team)): ApiPath<(String, String)>,
     meta: RequestMeta,
     ApiJson(body): ApiJson<UserBody>,
@@ -299,11 +327,12 @@ async fn add_team_member(
         team_id: parse_id(&team, "team")?,
         user_id: user(&body.user_id)?,
     };
-    update(&state, &org, meta, command).await
+    update(&state, &caller, &org, meta, command).await
 }
 
 async fn remove_team_member(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     ApiPath((org, team, user_id)): ApiPath<(String, String, String)>,
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
@@ -311,5 +340,5 @@ async fn remove_team_member(
         team_id: parse_id(&team, "team")?,
         user_id: user(&user_id)?,
     };
-    update(&state, &org, meta, command).await
+    update(&state, &caller, &org, meta, command).await
 }

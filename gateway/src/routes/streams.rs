@@ -1,4 +1,8 @@
 //! A stream's history with metadata: who did what and when, with the hash chain.
+//!
+//! Auditors see a stream only if it is theirs: their own account, or an organization they
+//! administer (`admin.administrator`). Anything else answers 404, so nothing leaks. Sealed
+//! personal data is opened for display, or shown as `[erased]` once its owner was erased.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -8,9 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 
+use crate::auth::{Auth, Principal};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
+use crate::state::Ready;
+use domain::organization::Organization;
+use domain::{Permission, Scope};
 
 /// The most events one page returns.
 const MAX_LIMIT: i64 = 1000;
@@ -81,11 +89,31 @@ struct HistoryBody {
     next_from: Option<i64>,
 }
 
+/// Whether `caller` may read stream `aggregate_type/aggregate_id`.
+async fn may_read(
+    ready: &Ready,
+    caller: &Principal,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<bool, ApiError> {
+    Ok(match aggregate_type {
+        "account" => caller.user_id.to_string() == aggregate_id,
+        "organization" => ready
+            .commands
+            .current::<Organization>(aggregate_id)
+            .await?
+            .allows(caller.user_id, Permission::Administrator),
+        _ => false,
+    })
+}
+
 async fn history(
     State(state): State<AppState>,
+    Auth(caller): Auth,
     ApiPath((aggregate_type, aggregate_id)): ApiPath<(String, String)>,
     ApiQuery(page): ApiQuery<Page>,
 ) -> Result<Json<HistoryBody>, ApiError> {
+    caller.require(Scope::EventsRead)?;
     let from = page.from.unwrap_or(1);
     if from < 1 {
         return Err(ApiError::bad_request(
@@ -100,15 +128,26 @@ async fn history(
             format!("`limit` must be from 1 to {MAX_LIMIT}"),
         ));
     }
-    let store = &state.ready()?.store;
-    let events = store
-        .read_stream(&aggregate_type, &aggregate_id, from, limit)
-        .await?;
-    if events.is_empty() && from == 1 {
-        return Err(ApiError::not_found(
+    let ready = state.ready()?;
+    let not_found = || {
+        ApiError::not_found(
             "stream_not_found",
             format!("no events in stream {aggregate_type}/{aggregate_id}"),
-        ));
+        )
+    };
+    if !may_read(ready, &caller, &aggregate_type, &aggregate_id).await? {
+        return Err(not_found());
+    }
+    let mut events = ready
+        .store
+        .read_stream(&aggregate_type, &aggregate_id, from, limit)
+        .await?;
+    let mut opener = ready.identity.vault().opener();
+    for event in &mut events {
+        opener.open_json(&mut event.payload).await?;
+    }
+    if events.is_empty() && from == 1 {
+        return Err(not_found());
     }
     let next_from = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.sequence + 1))

@@ -1,0 +1,282 @@
+//! Who is calling: a session cookie or an API key, resolved once per request by middleware.
+//!
+//! - `Authorization: Bearer cairn_<prefix>_<secret>`: an API key; only its SHA-256 is stored.
+//! - The session cookie (`__Host-cairn_session`, or `cairn_session` with
+//!   `CAIRN_DEV_INSECURE_COOKIES`): a random token; only its SHA-256 is stored.
+//!
+//! Both are looked up in the `identity` projection's tables (one indexed query), never by
+//! replaying a stream. Cookie-authenticated mutations must come from Cairn's own origin (CSRF).
+
+use std::collections::BTreeSet;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use commands::identity::RENEW_WHEN_LEFT;
+use commands::secrets::{digest, parse_api_key, same_digest};
+use commands::{Actor, Metadata};
+use domain::{ApiKeyId, Scope, SessionId, UserId};
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The secure session cookie's name.
+pub const SESSION_COOKIE: &str = "__Host-cairn_session";
+/// The cookie's name with `CAIRN_DEV_INSECURE_COOKIES` (plain-http development only).
+pub const DEV_SESSION_COOKIE: &str = "cairn_session";
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// A browser session.
+    Session {
+        /// The session.
+        session_id: SessionId,
+    },
+    /// An API key.
+    ApiKey {
+        /// The key.
+        key_id: ApiKeyId,
+        /// Its public prefix.
+        prefix: String,
+        /// What it may do.
+        scopes: BTreeSet<Scope>,
+    },
+}
+
+/// A signed-in caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The person.
+    pub user_id: UserId,
+    /// How they signed in.
+    pub via: Via,
+}
+
+impl Principal {
+    /// Fails with 403 unless the caller may use `scope` (sessions hold every scope).
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        match &self.via {
+            Via::Session { .. } => Ok(()),
+            Via::ApiKey { scopes, .. } if scopes.contains(&scope) => Ok(()),
+            Via::ApiKey { .. } => Err(ApiError::forbidden(
+                "insufficient_scope",
+                format!("this API key lacks the `{scope}` scope"),
+            )),
+        }
+    }
+
+    /// Fails with 403 unless the caller is in a browser session (some operations, such as
+    /// issuing keys or erasing the account, are not for keys).
+    pub fn require_session(&self) -> Result<SessionId, ApiError> {
+        match &self.via {
+            Via::Session { session_id } => Ok(*session_id),
+            Via::ApiKey { .. } => Err(ApiError::forbidden(
+                "session_required",
+                "this needs a signed-in session, not an API key",
+            )),
+        }
+    }
+
+    /// The actor recorded in event metadata.
+    pub fn actor(&self) -> Actor {
+        match &self.via {
+            Via::Session { .. } => Actor::User(self.user_id),
+            Via::ApiKey { prefix, .. } => Actor::ApiKey {
+                prefix: prefix.clone(),
+                owner: self.user_id,
+            },
+        }
+    }
+
+    fn rate_key(&self) -> String {
+        match &self.via {
+            Via::Session { session_id } => format!("session:{session_id}"),
+            Via::ApiKey { key_id, .. } => format!("key:{key_id}"),
+        }
+    }
+}
+
+/// The resolved caller, stored in request extensions by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<Principal>);
+
+/// The session cookie's name under this configuration.
+pub fn cookie_name(state: &AppState) -> &'static str {
+    if state.config().dev_insecure_cookies {
+        DEV_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
+
+/// The value of cookie `name`, if sent.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `Set-Cookie` for a session token (`max_age` 0 clears it).
+pub fn session_cookie(state: &AppState, token: &str, max_age: i64) -> String {
+    let secure = if state.config().dev_insecure_cookies {
+        ""
+    } else {
+        "; Secure"
+    };
+    format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        cookie_name(state)
+    )
+}
+
+fn is_mutation(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Rejects cross-site mutations that would ride on the session cookie (and login CSRF on
+/// `/auth/*`): the request must say it comes from Cairn's own origin, by `Origin` or by
+/// `Sec-Fetch-Site`. Bearer-authenticated requests carry no ambient credential and pass.
+pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let guarded = is_mutation(request.method())
+        && !headers.contains_key(AUTHORIZATION)
+        && (cookie(headers, cookie_name(&state)).is_some()
+            || request.uri().path().starts_with("/auth/"));
+    if guarded {
+        let own = state.config().public_url.origin().ascii_serialization();
+        let origin = headers.get("origin").and_then(|v| v.to_str().ok());
+        let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let verdict = match (origin, fetch_site) {
+            (Some(origin), _) => origin == own,
+            (None, Some(site)) => matches!(site, "same-origin" | "none"),
+            // No browser signal at all: a script, not a page. Refuse if it carries the cookie.
+            (None, None) => cookie(headers, cookie_name(&state)).is_none(),
+        };
+        if !verdict {
+            return ApiError::forbidden(
+                "csrf_rejected",
+                "cross-site request refused; send it from Cairn's own origin",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Resolves the caller (if any credentials were sent), applies the per-caller rate limit, and
+/// renews sessions past the middle of their life.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let principal = match resolve(&state, request.headers()).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(p) = &principal {
+        if let Err(retry_after) = state.limits().api.check(&p.rate_key()) {
+            return ApiError::RateLimited { retry_after }.into_response();
+        }
+    }
+    request.extensions_mut().insert(Caller(principal));
+    next.run(request).await
+}
+
+async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let invalid = || ApiError::Unauthorized {
+            code: "invalid_credentials",
+            message: "the API key is malformed, unknown or revoked".to_owned(),
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(invalid)?;
+        let parts = parse_api_key(key).ok_or_else(invalid)?;
+        let ready = state.ready()?;
+        let found = projections::identity::live_api_key(ready.store.pool(), parts.prefix)
+            .await?
+            .ok_or_else(invalid)?;
+        if !same_digest(&found.key_hash, digest(key).as_bytes()) {
+            return Err(invalid());
+        }
+        let scopes = found.scopes.iter().filter_map(|s| s.parse().ok()).collect();
+        return Ok(Some(Principal {
+            user_id: UserId::from_uuid(found.user_id),
+            via: Via::ApiKey {
+                key_id: ApiKeyId::from_uuid(found.key_id),
+                prefix: parts.prefix.to_owned(),
+                scopes,
+            },
+        }));
+    }
+    let Some(token) = cookie(headers, cookie_name(state)) else {
+        return Ok(None);
+    };
+    let Ok(ready) = state.ready() else {
+        return Ok(None);
+    };
+    let Some(session) =
+        projections::identity::live_session(ready.store.pool(), digest(token).as_bytes()).await?
+    else {
+        // A stale or revoked cookie is simply not a sign-in.
+        return Ok(None);
+    };
+    let user_id = UserId::from_uuid(session.user_id);
+    let session_id = SessionId::from_uuid(session.session_id);
+    if session.expires_at - OffsetDateTime::now_utc() < RENEW_WHEN_LEFT {
+        let identity = ready.identity.clone();
+        tokio::spawn(async move {
+            let meta = Metadata::new(Actor::User(user_id));
+            if let Err(e) = identity.renew_session(user_id, session_id, &meta).await {
+                tracing::debug!("session renewal skipped: {e}");
+            }
+        });
+    }
+    Ok(Some(Principal {
+        user_id,
+        via: Via::Session { session_id },
+    }))
+}
+
+/// Requires a signed-in caller (401 otherwise).
+#[derive(Debug, Clone)]
+pub struct Auth(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Caller>() {
+            Some(Caller(Some(p))) => Ok(Self(p.clone())),
+            _ => Err(ApiError::unauthenticated()),
+        }
+    }
+}
+
+/// The caller, if signed in.
+#[derive(Debug, Clone)]
+pub struct MaybeAuth(pub Option<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts.extensions.get::<Caller>().and_then(|c| c.0.clone()),
+        ))
+    }
+}

@@ -1,0 +1,202 @@
+//! The signed-in person: who they are, their sessions, their API keys, and erasure.
+
+use std::collections::BTreeSet;
+
+use axum::extract::State;
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use domain::{ApiKeyId, Name, Scope, SessionId};
+use serde::Deserialize;
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::orgs::receipt_json;
+use crate::auth::{session_cookie, Auth, Via};
+use crate::error::ApiError;
+use crate::extract::{parse_id, ApiJson, ApiPath, RequestMeta};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(me).delete(erase))
+        .route("/me/sessions", get(sessions))
+        .route("/me/sessions/{id}", delete(revoke_session))
+        .route("/me/api-keys", get(api_keys).post(issue_api_key))
+        .route("/me/api-keys/{id}", delete(revoke_api_key))
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+async fn me(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
+    let ready = state.ready()?;
+    let account = projections::identity::account(ready.store.pool(), caller.user_id.as_uuid())
+        .await?
+        .ok_or_else(|| ApiError::not_found("account_not_found", "no such account"))?;
+    let email = match &account.email_sealed {
+        Some(sealed) => ready.identity.vault().opener().open(sealed).await?,
+        None => eventstore::vault::ERASED.to_owned(),
+    };
+    let auth = match &caller.via {
+        Via::Session { .. } => json!({"type": "session"}),
+        Via::ApiKey { prefix, scopes, .. } => {
+            json!({"type": "api_key", "prefix": prefix, "scopes": scopes})
+        }
+    };
+    Ok(Json(json!({
+        "user_id": account.user_id,
+        "email": email,
+        "registered_at": rfc3339(account.registered_at),
+        "auth": auth,
+    }))
+    .into_response())
+}
+
+async fn erase(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    meta: RequestMeta,
+) -> Result<Response, ApiError> {
+    caller.require_session()?;
+    let ready = state.ready()?;
+    let receipt = ready.identity.erase(caller.user_id, &meta.0).await?;
+    ready.identity_caught_up(receipt.cursor).await?;
+    let mut response = Json(json!({ "receipt": receipt_json(&receipt) })).into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&state, "", 0)) {
+        response.headers_mut().insert(SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+async fn sessions(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
+    let ready = state.ready()?;
+    let current = match caller.via {
+        Via::Session { session_id } => Some(session_id.as_uuid()),
+        Via::ApiKey { .. } => None,
+    };
+    let rows =
+        projections::identity::sessions_of(ready.store.pool(), caller.user_id.as_uuid()).await?;
+    let sessions: Vec<_> = rows
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": s.session_id,
+                "current": Some(s.session_id) == current,
+                "started_at": rfc3339(s.started_at),
+                "expires_at": rfc3339(s.expires_at),
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": sessions })).into_response())
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+    meta: RequestMeta,
+) -> Result<Response, ApiError> {
+    let session_id: SessionId = parse_id(&id, "session")?;
+    let ready = state.ready()?;
+    let receipt = ready
+        .identity
+        .revoke_session(caller.user_id, session_id, &meta.0)
+        .await?;
+    ready.identity_caught_up(receipt.cursor).await?;
+    Ok(Json(json!({ "receipt": receipt_json(&receipt) })).into_response())
+}
+
+async fn api_keys(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
+    let ready = state.ready()?;
+    let rows =
+        projections::identity::api_keys_of(ready.store.pool(), caller.user_id.as_uuid()).await?;
+    let keys: Vec<_> = rows
+        .into_iter()
+        .map(|k| {
+            json!({
+                "id": k.key_id,
+                "name": k.name,
+                "prefix": k.prefix,
+                "scopes": k.scopes,
+                "created_at": rfc3339(k.created_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "api_keys": keys })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    name: String,
+    scopes: Vec<String>,
+}
+
+async fn issue_api_key(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<NewKey>,
+) -> Result<Response, ApiError> {
+    caller.require_session()?;
+    let name = Name::parse("name", &body.name).map_err(|e| ApiError::Unprocessable {
+        code: "validation_failed",
+        message: e.to_string(),
+    })?;
+    let scopes = body
+        .scopes
+        .iter()
+        .map(|s| {
+            s.parse::<Scope>().map_err(|e| {
+                ApiError::bad_request(
+                    "unknown_scope",
+                    format!(
+                        "{e}; expected one of {}",
+                        Scope::ALL.map(Scope::as_str).join(", ")
+                    ),
+                )
+            })
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    let ready = state.ready()?;
+    let issued = ready
+        .identity
+        .issue_api_key(caller.user_id, name.clone(), scopes.clone(), &meta.0)
+        .await?;
+    ready.identity_caught_up(issued.receipt.cursor).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": issued.key_id,
+            "key": issued.key,
+            "prefix": issued.prefix,
+            "name": name,
+            "scopes": scopes,
+            "receipt": receipt_json(&issued.receipt),
+        })),
+    )
+        .into_response())
+}
+
+async fn revoke_api_key(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(id): ApiPath<String>,
+    meta: RequestMeta,
+) -> Result<Response, ApiError> {
+    let key_id: ApiKeyId = parse_id(&id, "API key")?;
+    let ready = state.ready()?;
+    let receipt = ready
+        .identity
+        .revoke_api_key(caller.user_id, key_id, &meta.0)
+        .await?;
+    ready.identity_caught_up(receipt.cursor).await?;
+    Ok(Json(json!({ "receipt": receipt_json(&receipt) })).into_response())
+}

@@ -1,0 +1,269 @@
+//! The projection runner.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstore::{Cursor, RecordedEvent, Store};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Why a batch could not be applied. The runner logs it and retries the batch after a pause.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Reading the event store failed.
+    #[error("event store: {0}")]
+    Store(#[from] eventstore::StoreError),
+    /// An event could not be decoded.
+    #[error("event {event_id} ({event_type}) could not be decoded: {source}")]
+    Decode {
+        /// The event.
+        event_id: uuid::Uuid,
+        /// Its type.
+        event_type: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+/// A read model built from events.
+pub trait Projection: Send + Sync + 'static {
+    /// A stable name: the checkpoint's key. Changing it rebuilds from zero.
+    fn name(&self) -> &'static str;
+
+    /// Applies one event inside the batch's transaction. Must be idempotent and must not have
+    /// side effects outside its own tables.
+    fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+}
+
+/// How a runner behaves.
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// Events per batch (and per transaction).
+    pub batch: i64,
+    /// The slow poll, the correctness path when no wake-up arrives.
+    pub poll: Duration,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        Self {
+            batch: 500,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Runs one projection until cancelled.
+#[derive(Debug)]
+pub struct Runner<P> {
+    store: Store,
+    projection: Arc<P>,
+    options: RunnerOptions,
+    progress: watch::Sender<Cursor>,
+}
+
+impl<P: Projection> Runner<P> {
+    /// A runner for `projection` on `store`.
+    pub fn new(store: Store, projection: P, options: RunnerOptions) -> Self {
+        Self {
+            store,
+            projection: Arc::new(projection),
+            options,
+            progress: watch::channel(Cursor::START).0,
+        }
+    }
+
+    /// Changes each time this runner commits a batch (a wake-up for [`wait_for`]).
+    pub fn progress(&self) -> watch::Receiver<Cursor> {
+        self.progress.subscribe()
+    }
+
+    /// Runs until `shutdown` is cancelled. Failures are logged and retried; this never returns
+    /// early otherwise.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let name = self.projection.name();
+        let mut pause = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.run_while_leader(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(projection = name, "projection stopped, retrying: {e}");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Takes the projection's advisory lock (waiting while another node holds it), then
+    /// applies batches until cancelled or the lock's connection fails.
+    async fn run_while_leader(&self, shutdown: &CancellationToken) -> Result<(), ProjectionError> {
+        let name = self.projection.name();
+        let pool = self.store.pool();
+        let mut lock = pool.acquire().await?;
+        loop {
+            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1)::int8)")
+                .bind(lock_key(name))
+                .fetch_one(&mut *lock)
+                .await?;
+            if held {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.options.poll) => {}
+                () = shutdown.cancelled() => return Ok(()),
+            }
+        }
+        tracing::info!(projection = name, "running");
+        let result = self.apply_batches(pool, &mut lock, shutdown).await;
+        // Release explicitly so a successor need not wait for the connection to close.
+        let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1)::int8)")
+            .bind(lock_key(name))
+            .execute(&mut *lock)
+            .await;
+        result
+    }
+
+    async fn apply_batches(
+        &self,
+        pool: &PgPool,
+        lock: &mut PoolConnection<Postgres>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ProjectionError> {
+        let name = self.projection.name();
+        let mut cursor = checkpoint(pool, name).await?;
+        let _ = self.progress.send(cursor);
+        let mut commits = self.store.commits();
+        loop {
+            let batch = self.store.tail(cursor, self.options.batch).await?;
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = commits.changed() => {}
+                    () = tokio::time::sleep(self.options.poll) => {
+                        // Still holding the lock? Its connection failing means another node may
+                        // take over; stop here and compete for the lock again.
+                        sqlx::query("SELECT 1").execute(&mut **lock).await?;
+                    }
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                continue;
+            }
+            cursor = self.apply_batch(pool, cursor, &batch).await?;
+            let _ = self.progress.send(cursor);
+        }
+    }
+
+    /// Applies a batch and moves the checkpoint in one transaction. The checkpoint row is
+    /// locked first and compared with where this runner thinks it is, so two runners can never
+    /// both apply the same events, even if one lost its advisory lock without noticing.
+    #[tracing::instrument(skip_all, fields(projection = self.projection.name(), events = batch.len()))]
+    async fn apply_batch(
+        &self,
+        pool: &PgPool,
+        cursor: Cursor,
+        batch: &[RecordedEvent],
+    ) -> Result<Cursor, ProjectionError> {
+        let name = self.projection.name();
+        let mut tx = pool.begin().await?;
+        let (xid, position): (i64, i64) = sqlx::query_as(
+            "SELECT last_xid::text::int8, last_position FROM projection_checkpoints
+              WHERE name = $1 FOR UPDATE",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let stored = Cursor::new(xid as u64, position);
+        if stored != cursor {
+            tracing::warn!(
+                projection = name,
+                "checkpoint moved under this runner; resuming from it"
+            );
+            return Ok(stored);
+        }
+        for event in batch {
+            self.projection.apply(&mut *tx, event).await?;
+        }
+        let last = batch.last().map_or(cursor, RecordedEvent::cursor);
+        sqlx::query(
+            "UPDATE projection_checkpoints
+                SET last_xid = $2::text::xid8, last_position = $3, updated_at = now()
+              WHERE name = $1",
+        )
+        .bind(name)
+        .bind(last.xid().to_string())
+        .bind(last.position())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(last)
+    }
+}
+
+fn lock_key(name: &str) -> String {
+    format!("cairn.projection.{name}")
+}
+
+/// The stored checkpoint of `name`, creating it at the start if missing.
+pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<Cursor, sqlx::Error> {
+    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    let (xid, position): (i64, i64) = sqlx::query_as(
+        "SELECT last_xid::text::int8, last_position FROM projection_checkpoints WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await?;
+    Ok(Cursor::new(xid as u64, position))
+}
+
+/// Waits until projection `name` has applied everything up to `target`, for read-your-writes.
+/// Returns `false` if `within` passes first. Works whichever node runs the projection; `local`
+/// (this node's runner progress, if any) only makes it wake sooner.
+pub async fn wait_for(
+    pool: &PgPool,
+    name: &str,
+    target: Cursor,
+    within: Duration,
+    mut local: Option<watch::Receiver<Cursor>>,
+) -> Result<bool, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let reached: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT last_xid::text::int8, last_position FROM projection_checkpoints WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+        if reached.is_some_and(|(xid, pos)| Cursor::new(xid as u64, pos) >= target) {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        let nap = tokio::time::sleep(Duration::from_millis(10));
+        match local.as_mut() {
+            Some(rx) => {
+                tokio::select! {
+                    _ = rx.changed() => {}
+                    () = nap => {}
+                }
+            }
+            None => nap.await,
+        }
+    }
+}
