@@ -66,12 +66,23 @@ pub struct IssuedKey {
 pub struct Identity {
     commands: Commands,
     vault: Vault,
+    link_ttl: Duration,
 }
 
 impl Identity {
     /// Identity flows over `commands`, sealing personal data with `vault`.
     pub fn new(commands: Commands, vault: Vault) -> Self {
-        Self { commands, vault }
+        Self {
+            commands,
+            vault,
+            link_ttl: LINK_TTL,
+        }
+    }
+
+    /// Sets how long sign-in links work (default [`LINK_TTL`]).
+    pub fn with_link_ttl(mut self, ttl: Duration) -> Self {
+        self.link_ttl = ttl;
+        self
     }
 
     /// The vault.
@@ -102,7 +113,7 @@ impl Identity {
             user_id,
             email: Sealed::new(self.vault.seal(&key, email.as_str())),
             token_hash,
-            expires_at: OffsetDateTime::now_utc() + LINK_TTL,
+            expires_at: OffsetDateTime::now_utc() + self.link_ttl,
         };
         let receipt = self.run(user_id, command, meta).await?;
         Ok(MagicLink {

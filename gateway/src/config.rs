@@ -63,6 +63,8 @@ pub struct Config {
     pub links_per_ip: u32,
     /// `CAIRN_API_RATE`: API requests one session or key may make per minute.
     pub api_rate: u32,
+    /// `CAIRN_LINK_TTL_SECONDS`: how long a sign-in link works.
+    pub link_ttl: std::time::Duration,
 }
 
 impl Config {
@@ -128,6 +130,12 @@ impl Config {
             links_per_email: parse(&get, "CAIRN_LINKS_PER_EMAIL", "5", per_minute)?,
             links_per_ip: parse(&get, "CAIRN_LINKS_PER_IP", "30", per_minute)?,
             api_rate: parse(&get, "CAIRN_API_RATE", "1200", per_minute)?,
+            link_ttl: parse(&get, "CAIRN_LINK_TTL_SECONDS", "900", |v| {
+                match v.parse::<u64>() {
+                    Ok(n) if (1..=86_400).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+                    _ => Err("expected a number of seconds from 1 to 86400".to_owned()),
+                }
+            })?,
         })
     }
 }

@@ -23,4 +23,4 @@ mod startup;
 mod state;
 pub mod telemetry;
 
-pub use startup::App;
+pub use startup::{secret_key, App};

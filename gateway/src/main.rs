@@ -22,6 +22,18 @@ enum Command {
     Migrate,
     /// Recompute every stream's hash chain and report the first broken link (exit 1).
     Verify,
+    /// Print one stream's history as JSON lines, personal data opened (or `[erased]`).
+    History {
+        /// The aggregate type, e.g. `account` or `organization`.
+        aggregate_type: String,
+        /// The aggregate id.
+        aggregate_id: String,
+    },
+    /// Erase a person (operator): end their sessions and keys and delete their data key.
+    Erase {
+        /// The person's user id.
+        user_id: String,
+    },
     /// Measure Cairn against anchors taken in the same run (use a release build).
     Bench {
         #[command(subcommand)]
@@ -112,6 +124,62 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        Command::History {
+            aggregate_type,
+            aggregate_id,
+        } => {
+            let key = gateway::secret_key(&config)?;
+            let pool = eventstore::connect(config.database.clone(), 2)
+                .await
+                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+            let store = eventstore::Store::new(pool.clone(), eventstore::StoreOptions::default());
+            let vault = eventstore::vault::Vault::new(pool, key);
+            let mut opener = vault.opener();
+            let mut from = 1;
+            loop {
+                let page = store
+                    .read_stream(&aggregate_type, &aggregate_id, from, 500)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                from = last.sequence + 1;
+                for mut event in page {
+                    opener.open_json(&mut event.payload).await?;
+                    let line = serde_json::json!({
+                        "sequence": event.sequence,
+                        "type": event.event_type,
+                        "recorded_at": event.recorded_at.format(&time::format_description::well_known::Rfc3339)?,
+                        "data": event.payload,
+                        "metadata": event.metadata,
+                    });
+                    println!("{line}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Erase { user_id } => {
+            let user = user_id
+                .parse::<domain::UserId>()
+                .map_err(|_| anyhow::anyhow!("`{user_id}` is not a user id (a UUID)"))?;
+            let key = gateway::secret_key(&config)?;
+            let pool = eventstore::connect(config.database.clone(), 2)
+                .await
+                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+            let store = eventstore::Store::new(pool.clone(), eventstore::StoreOptions::default());
+            let identity = commands::identity::Identity::new(
+                commands::Commands::new(store),
+                eventstore::vault::Vault::new(pool, key),
+            );
+            let meta = commands::Metadata::new(commands::Actor::System);
+            match identity.erase(user, &meta).await {
+                Ok(_) => println!("erased {user}"),
+                Err(commands::CommandError::Domain(e)) => {
+                    println!("not erased: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(anyhow::anyhow!("erasure failed: {e}")),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench { which } => {
             bench::run(&config, which).await?;

@@ -90,7 +90,7 @@ impl App {
 }
 
 /// `CAIRN_SECRET_KEY`, or the key kept in `$CAIRN_DATA_DIR/secret.key`, created on first run.
-fn secret_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+pub fn secret_key(config: &Config) -> anyhow::Result<[u8; 32]> {
     if let Some(key) = config.secret_key {
         return Ok(key);
     }
@@ -179,10 +179,13 @@ async fn connect(
     MIGRATOR.run(&pool).await.context("migrations failed")?;
     let store = Store::new(pool.clone(), StoreOptions::default());
     let commands = Commands::new(store.clone());
+    let link_ttl =
+        time::Duration::try_from(config.link_ttl).unwrap_or(commands::identity::LINK_TTL);
     let identity = Identity::new(
         commands.clone(),
         Vault::new(pool.clone(), *state.secret_key()),
-    );
+    )
+    .with_link_ttl(link_ttl);
     let runner = Runner::new(store.clone(), IdentityProjection, RunnerOptions::default());
     let identity_progress = runner.progress();
     tokio::spawn(runner.run(shutdown.clone()));

@@ -9,7 +9,13 @@ use uuid::Uuid;
 #[tokio::test]
 async fn organization_commands_over_rest_are_recorded_with_metadata() {
     let app = spawn_app().await;
-    let created = app.post("/api/v1/orgs", json!({"name": "Acme"})).await;
+    let c = app.sign_in("ada@example.com").await;
+    let created = c
+        .post(app.url("/api/v1/orgs"))
+        .json(&json!({"name": "Acme"}))
+        .send()
+        .await
+        .expect("create");
     assert_eq!(created.status(), 201);
     let cursor = created.headers()["cairn-cursor"]
         .to_str()
@@ -24,10 +30,10 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
     assert_eq!(location, format!("/api/v1/orgs/{org}"));
     assert_eq!(body["receipt"]["cursor"], cursor.as_str());
     assert_eq!(body["receipt"]["events"][0]["sequence"], 1);
+    assert_eq!(body["receipt"]["events"].as_array().map(Vec::len), Some(5));
 
     let user = Uuid::new_v4().to_string();
-    let r = app
-        .http
+    let r = c
         .patch(app.url(&format!("/api/v1/orgs/{org}")))
         .json(&json!({"name": "Acme Corp"}))
         .send()
@@ -35,7 +41,8 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
         .expect("rename");
     assert_eq!(r.status(), 200);
     assert_eq!(
-        app.post(
+        app.post_as(
+            &c,
             &format!("/api/v1/orgs/{org}/members"),
             json!({"user_id": user})
         )
@@ -44,7 +51,8 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
         200
     );
     let team: Value = app
-        .post(
+        .post_as(
+            &c,
             &format!("/api/v1/orgs/{org}/teams"),
             json!({"name": "Core"}),
         )
@@ -53,8 +61,7 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
         .await
         .expect("json");
     let team = team["id"].as_str().expect("team id").to_owned();
-    let r = app
-        .http
+    let r = c
         .put(app.url(&format!("/api/v1/orgs/{org}/teams/{team}/permissions")))
         .json(&json!({"permissions": ["tasks.create", "admin.administrator"]}))
         .send()
@@ -62,7 +69,8 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
         .expect("perms");
     assert_eq!(r.status(), 200);
     assert_eq!(
-        app.post(
+        app.post_as(
+            &c,
             &format!("/api/v1/orgs/{org}/teams/{team}/members"),
             json!({"user_id": user})
         )
@@ -70,30 +78,26 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
         .status(),
         200
     );
-    let r = app
-        .http
+    let r = c
         .delete(app.url(&format!("/api/v1/orgs/{org}/teams/{team}/members/{user}")))
         .send()
         .await
         .expect("leave");
     assert_eq!(r.status(), 200);
-    let r = app
-        .http
+    let r = c
         .patch(app.url(&format!("/api/v1/orgs/{org}/teams/{team}")))
         .json(&json!({"name": "Platform"}))
         .send()
         .await
         .expect("rename team");
     assert_eq!(r.status(), 200);
-    let r = app
-        .http
+    let r = c
         .delete(app.url(&format!("/api/v1/orgs/{org}/teams/{team}")))
         .send()
         .await
         .expect("delete team");
     assert_eq!(r.status(), 200);
-    let r = app
-        .http
+    let r = c
         .delete(app.url(&format!("/api/v1/orgs/{org}/members/{user}")))
         .header("user-agent", "cairn-test")
         .send()
@@ -101,8 +105,7 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
         .expect("remove");
     assert_eq!(r.status(), 200);
 
-    let history: Value = app
-        .http
+    let history: Value = c
         .get(app.url(&format!("/api/v1/streams/organization/{org}/events")))
         .send()
         .await
@@ -118,7 +121,13 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
     assert_eq!(
         types,
         [
+            // The founder becomes the first administrator.
             "organization.created",
+            "organization.member_added",
+            "organization.team_created",
+            "organization.team_permissions_set",
+            "organization.team_member_added",
+            // Then the commands above, in order.
             "organization.renamed",
             "organization.member_added",
             "organization.team_created",
@@ -130,18 +139,24 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
             "organization.member_removed",
         ]
     );
-    let last = &events[9];
-    assert_eq!(last["metadata"]["actor"], "system");
+    assert_eq!(events.len(), 14);
+    let last = &events[13];
+    assert!(
+        last["metadata"]["actor"]
+            .as_str()
+            .expect("actor")
+            .starts_with("user:"),
+        "{last}"
+    );
     assert_eq!(last["metadata"]["org_id"], org.as_str());
     assert_eq!(last["metadata"]["ip"], "127.0.0.1");
     assert_eq!(last["metadata"]["user_agent"], "cairn-test");
     assert!(last["metadata"]["request_id"].is_string());
-    assert_eq!(last["prev_hash"], events[8]["hash"]);
-    assert_eq!(events[0]["cursor"], cursor.as_str());
+    assert_eq!(last["prev_hash"], events[12]["hash"]);
+    assert_eq!(events[4]["cursor"], cursor.as_str());
 
     // Paging.
-    let page: Value = app
-        .http
+    let page: Value = c
         .get(app.url(&format!(
             "/api/v1/streams/organization/{org}/events?from=4&limit=3"
         )))
@@ -174,9 +189,18 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_appends_nothing() {
     let app = spawn_app().await;
+    let anonymous = app
+        .http
+        .post(app.url("/api/v1/orgs"))
+        .json(&json!({"name": "A"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(error_code(anonymous, 401).await, "unauthenticated");
+    let c = app.sign_in("ada@example.com").await;
+    let before = app.event_count().await;
     let raw = |body: &'static str| {
-        app.http
-            .post(app.url("/api/v1/orgs"))
+        c.post(app.url("/api/v1/orgs"))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -201,8 +225,7 @@ async fn bad_input_gets_a_clear_4xx_and_appends_nothing() {
         error_code(raw("[]").await.expect("send"), 400).await,
         "invalid_body"
     );
-    let no_type = app
-        .http
+    let no_type = c
         .post(app.url("/api/v1/orgs"))
         .body("{\"name\":\"A\"}")
         .send()
@@ -210,16 +233,24 @@ async fn bad_input_gets_a_clear_4xx_and_appends_nothing() {
         .expect("send");
     assert_eq!(error_code(no_type, 400).await, "unsupported_content_type");
     assert_eq!(
-        error_code(app.post("/api/v1/orgs", json!({"name": "   "})).await, 422).await,
+        error_code(
+            app.post_as(&c, "/api/v1/orgs", json!({"name": "   "}))
+                .await,
+            422
+        )
+        .await,
         "validation_failed"
     );
     let huge = "x".repeat(2 * 1024 * 1024);
     assert_eq!(
-        error_code(app.post("/api/v1/orgs", json!({"name": huge})).await, 413).await,
+        error_code(
+            app.post_as(&c, "/api/v1/orgs", json!({"name": huge})).await,
+            413
+        )
+        .await,
         "payload_too_large"
     );
-    let bad_key = app
-        .http
+    let bad_key = c
         .post(app.url("/api/v1/orgs"))
         .header("idempotency-key", "")
         .json(&json!({"name": "A"}))
@@ -227,19 +258,28 @@ async fn bad_input_gets_a_clear_4xx_and_appends_nothing() {
         .await
         .expect("send");
     assert_eq!(error_code(bad_key, 400).await, "invalid_idempotency_key");
-    assert_eq!(app.event_count().await, 0);
+    assert_eq!(app.event_count().await, before);
 
-    let org = app.create_org("Acme").await;
+    let org = app.create_org_as(&c, "Acme").await;
+    let before = app.event_count().await;
     let user = Uuid::new_v4();
     let members = format!("/api/v1/orgs/{org}/members");
     assert_eq!(
-        error_code(app.post(&members, json!({"user_id": "nope"})).await, 400).await,
+        error_code(
+            app.post_as(&c, &members, json!({"user_id": "nope"})).await,
+            400
+        )
+        .await,
         "invalid_id"
     );
     assert_eq!(
         error_code(
-            app.post("/api/v1/orgs/not-a-uuid/members", json!({"user_id": user}))
-                .await,
+            app.post_as(
+                &c,
+                "/api/v1/orgs/not-a-uuid/members",
+                json!({"user_id": user})
+            )
+            .await,
             400
         )
         .await,
@@ -247,27 +287,28 @@ async fn bad_input_gets_a_clear_4xx_and_appends_nothing() {
     );
     let missing = format!("/api/v1/orgs/{}/members", Uuid::new_v4());
     assert_eq!(
-        error_code(app.post(&missing, json!({"user_id": user})).await, 404).await,
+        error_code(
+            app.post_as(&c, &missing, json!({"user_id": user})).await,
+            404
+        )
+        .await,
         "organization_not_found"
     );
-    let not_member = app
-        .http
+    let not_member = c
         .delete(app.url(&format!("{members}/{user}")))
         .send()
         .await
         .expect("send");
     assert_eq!(error_code(not_member, 422).await, "not_member");
     let team = Uuid::new_v4();
-    let perms = app
-        .http
+    let perms = c
         .put(app.url(&format!("/api/v1/orgs/{org}/teams/{team}/permissions")))
         .json(&json!({"permissions": ["tasks.fly"]}))
         .send()
         .await
         .expect("send");
     assert_eq!(error_code(perms, 400).await, "unknown_permission");
-    let perms = app
-        .http
+    let perms = c
         .put(app.url(&format!("/api/v1/orgs/{org}/teams/{team}/permissions")))
         .json(&json!({"permissions": []}))
         .send()
@@ -276,11 +317,7 @@ async fn bad_input_gets_a_clear_4xx_and_appends_nothing() {
     assert_eq!(error_code(perms, 404).await, "team_not_found");
     assert_eq!(
         error_code(
-            app.http
-                .get(app.url("/api/v1/nope"))
-                .send()
-                .await
-                .expect("send"),
+            c.get(app.url("/api/v1/nope")).send().await.expect("send"),
             404
         )
         .await,
@@ -288,40 +325,35 @@ async fn bad_input_gets_a_clear_4xx_and_appends_nothing() {
     );
     assert_eq!(
         error_code(
-            app.http
-                .get(app.url("/api/v1/orgs"))
-                .send()
-                .await
-                .expect("send"),
+            c.get(app.url("/api/v1/orgs")).send().await.expect("send"),
             405
         )
         .await,
         "method_not_allowed"
     );
-    let history = app
-        .http
+    let history = c
         .get(app.url("/api/v1/streams/organization/x/events?limit=0"))
         .send()
         .await
         .expect("send");
     assert_eq!(error_code(history, 400).await, "invalid_query");
-    let history = app
-        .http
+    let history = c
         .get(app.url("/api/v1/streams/organization/x/events"))
         .send()
         .await
         .expect("send");
     assert_eq!(error_code(history, 404).await, "stream_not_found");
-    assert_eq!(app.event_count().await, 1);
+    assert_eq!(app.event_count().await, before);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn an_idempotency_key_repeated_returns_the_first_receipt() {
     let app = spawn_app().await;
+    let c = app.sign_in("ada@example.com").await;
+    let before = app.event_count().await;
     let send = || {
-        app.http
-            .post(app.url("/api/v1/orgs"))
+        c.post(app.url("/api/v1/orgs"))
             .header("idempotency-key", "create-acme-1")
             .json(&json!({"name": "Acme"}))
             .send()
@@ -335,12 +367,11 @@ async fn an_idempotency_key_repeated_returns_the_first_receipt() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     let again: Value = again.json().await.expect("json");
     assert_eq!(first, again);
-    assert_eq!(app.event_count().await, 1);
+    assert_eq!(app.event_count().await, before + 5);
 
     // The same key on a different request is a conflict, not a silent replay.
     let org = first["id"].as_str().expect("id");
-    let other = app
-        .http
+    let other = c
         .patch(app.url(&format!("/api/v1/orgs/{org}")))
         .header("idempotency-key", "create-acme-1")
         .json(&json!({"name": "B"}))
@@ -348,7 +379,7 @@ async fn an_idempotency_key_repeated_returns_the_first_receipt() {
         .await
         .expect("send");
     assert_eq!(error_code(other, 409).await, "idempotency_key_reused");
-    assert_eq!(app.event_count().await, 1);
+    assert_eq!(app.event_count().await, before + 5);
     app.stop().await;
 }
 

@@ -1,8 +1,10 @@
-//! `spawn_app`: the real server on port 0 with its own database, torn down gracefully.
+//! `spawn_app`: the real server on port 0 with its own database and data dir, torn down
+//! gracefully; plus a browser, a real SMTP server, and the magic-link sign-in flow.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -12,10 +14,17 @@ use gateway::App;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The origin in `CAIRN_PUBLIC_URL` (the default): browsers' same-origin requests carry it.
+pub const ORIGIN: &str = "http://localhost:3000";
+
+/// A fixed master key, so tests need no data-dir key file.
+pub const SECRET_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub db: TestDb,
+    pub data_dir: PathBuf,
     shutdown: CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -30,19 +39,42 @@ fn init_logs() {
     });
 }
 
-pub fn config(vars: &[(&str, String)]) -> Config {
-    let map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .chain([("CAIRN_BIND".to_owned(), "127.0.0.1:0".to_owned())])
-        .collect();
+/// Test settings: port 0, a private data dir, a fixed key, cookies over plain http; `vars`
+/// override or add.
+pub fn config(data_dir: &Path, vars: &[(&str, String)]) -> Config {
+    let mut map: HashMap<String, String> = [
+        ("CAIRN_BIND", "127.0.0.1:0".to_owned()),
+        ("CAIRN_DATA_DIR", data_dir.display().to_string()),
+        ("CAIRN_SECRET_KEY", SECRET_KEY.to_owned()),
+        ("CAIRN_DEV_INSECURE_COOKIES", "true".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    map.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
     Config::from_lookup(|k| map.get(k).cloned()).expect("test config is valid")
+}
+
+fn temp_data_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cairn-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("create data dir");
+    dir
 }
 
 /// Starts the server without waiting for the database.
 pub async fn start(db: TestDb, database_url: String) -> TestApp {
+    start_with(db, &[("DATABASE_URL", database_url)]).await
+}
+
+/// Starts the server with extra settings (`DATABASE_URL` defaults to `db`'s).
+pub async fn start_with(db: TestDb, vars: &[(&str, String)]) -> TestApp {
     init_logs();
-    let app = App::build(config(&[("DATABASE_URL", database_url)]))
+    let data_dir = temp_data_dir();
+    let mut vars = vars.to_vec();
+    if !vars.iter().any(|(k, _)| *k == "DATABASE_URL") {
+        vars.push(("DATABASE_URL", db.url()));
+    }
+    let app = App::build(config(&data_dir, &vars))
         .await
         .expect("app builds");
     let addr = app.local_addr();
@@ -52,6 +84,7 @@ pub async fn start(db: TestDb, database_url: String) -> TestApp {
         addr,
         http: reqwest::Client::new(),
         db,
+        data_dir,
         shutdown,
         server: Some(server),
     }
@@ -59,11 +92,119 @@ pub async fn start(db: TestDb, database_url: String) -> TestApp {
 
 /// Starts the server on a fresh database and waits until it is ready.
 pub async fn spawn_app() -> TestApp {
-    let db = TestDb::empty().await;
-    let url = db.url();
-    let app = start(db, url).await;
+    spawn_app_with(&[]).await
+}
+
+/// [`spawn_app`] with extra settings.
+pub async fn spawn_app_with(vars: &[(&str, String)]) -> TestApp {
+    let app = start_with(TestDb::empty().await, vars).await;
     app.wait_ready(Duration::from_secs(20)).await;
     app
+}
+
+/// A browser: a cookie jar, and the `Origin` a same-origin page sends.
+pub fn browser() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("origin", reqwest::header::HeaderValue::from_static(ORIGIN));
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// A client holding an API key.
+pub fn with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// The sign-in link in a raw message (7bit or quoted-printable text part).
+pub fn find_link(raw: &str) -> Option<String> {
+    let unfolded = raw
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
+    let start = unfolded.find("http://localhost:3000/auth/verify/")?;
+    let rest = &unfolded[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_owned())
+}
+
+/// A real SMTP server (the protocol subset lettre uses, over TCP) on a free port; every message
+/// it accepts arrives on the receiver as (recipients, raw message).
+pub async fn smtp_server() -> (
+    u16,
+    tokio::sync::mpsc::UnboundedReceiver<(Vec<String>, String)>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind smtp");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read);
+                let mut to = Vec::new();
+                let _ = write.write_all(b"220 cairn-test ESMTP\r\n").await;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let upper = line.to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") {
+                        b"250-cairn-test\r\n250 8BITMIME\r\n"
+                    } else if upper.starts_with("RCPT TO:") {
+                        let addr = line[8..].trim().trim_matches(|c| c == '<' || c == '>');
+                        to.push(addr.to_owned());
+                        b"250 OK\r\n"
+                    } else if upper.starts_with("DATA") {
+                        let _ = write.write_all(b"354 go ahead\r\n").await;
+                        let mut message = String::new();
+                        loop {
+                            line.clear();
+                            if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == ".\r\n" || line == ".\n" {
+                                break;
+                            }
+                            message.push_str(line.strip_prefix('.').unwrap_or(&line));
+                        }
+                        let _ = tx.send((std::mem::take(&mut to), message));
+                        b"250 queued\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        // HELO, MAIL FROM, RSET, NOOP
+                        b"250 OK\r\n"
+                    };
+                    if write.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
 }
 
 impl TestApp {
@@ -89,15 +230,6 @@ impl TestApp {
         }
     }
 
-    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
-        self.http
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
-    }
-
     pub async fn event_count(&self) -> i64 {
         let pool = self.db.pool(1).await;
         let n = sqlx::query_scalar("SELECT count(*) FROM events")
@@ -108,11 +240,82 @@ impl TestApp {
         n
     }
 
-    /// Creates an organization and returns its id.
-    pub async fn create_org(&self, name: &str) -> String {
-        let r = self
-            .post("/api/v1/orgs", serde_json::json!({"name": name}))
-            .await;
+    /// Posts JSON to `path` as `client`.
+    pub async fn post_as(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Asks for a sign-in link for `email` from `client`.
+    pub async fn send_link(&self, client: &reqwest::Client, email: &str) -> reqwest::Response {
+        client
+            .post(self.url("/auth/send-link"))
+            .json(&serde_json::json!({ "email": email }))
+            .send()
+            .await
+            .expect("send-link")
+    }
+
+    /// The `.eml` files in the outbox now.
+    pub fn outbox_files(&self) -> HashSet<PathBuf> {
+        std::fs::read_dir(self.data_dir.join("outbox"))
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits for a new `.eml` in the file outbox and returns its sign-in link.
+    pub async fn next_outbox_link(&self, seen: &mut HashSet<PathBuf>) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            for path in self.outbox_files() {
+                if path.extension().is_some_and(|e| e == "eml") && seen.insert(path.clone()) {
+                    let raw = std::fs::read_to_string(&path).expect("read eml");
+                    return find_link(&raw).expect("the mail holds a sign-in link");
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no mail arrived in the outbox"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Posts the confirm form of a sign-in link (the path of `link`, on this server).
+    pub async fn confirm(&self, client: &reqwest::Client, link: &str) -> reqwest::Response {
+        let path = link.trim_start_matches(ORIGIN);
+        client.post(self.url(path)).send().await.expect("confirm")
+    }
+
+    /// Signs `email` in through the whole magic-link flow (file outbox) and returns the
+    /// browser holding the session cookie.
+    pub async fn sign_in(&self, email: &str) -> reqwest::Client {
+        let client = browser();
+        let mut seen = self.outbox_files();
+        assert_eq!(self.send_link(&client, email).await.status(), 202);
+        let link = self.next_outbox_link(&mut seen).await;
+        let done = self.confirm(&client, &link).await;
+        assert_eq!(done.status(), 303, "sign-in did not redirect");
+        client
+    }
+
+    /// Creates an organization as `client` and returns its id.
+    pub async fn create_org_as(&self, client: &reqwest::Client, name: &str) -> String {
+        let r = client
+            .post(self.url("/api/v1/orgs"))
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("create org");
         assert_eq!(r.status(), 201);
         let body: serde_json::Value = r.json().await.expect("json");
         body["id"].as_str().expect("id").to_owned()
@@ -133,6 +336,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
