@@ -194,7 +194,7 @@ impl<P: Projection> Runner<P> {
             return Ok(stored);
         }
         for event in batch {
-            self.projection.apply(&mut *tx, event).await?;
+            self.projection.apply(&mut tx, event).await?;
         }
         let last = batch.last().map_or(cursor, RecordedEvent::cursor);
         sqlx::query(
