@@ -58,16 +58,19 @@ pub fn router(state: AppState) -> Router {
         .merge(me::router())
         .merge(streams::router())
         .merge(openapi::router())
+        // Inside the CORS layer, so a preflight for a POST-only route is answered by CORS.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(cors);
     let hsts = state.config().public_url.scheme() == "https";
     Router::new()
         .merge(health::router())
         .merge(pages::router())
+        // Applies to the routes registered so far; the API sets its own.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .nest("/api/v1", api)
         .fallback(|| async {
             ApiError::not_found("route_not_found", "no such route")
         })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), crate::auth::csrf))

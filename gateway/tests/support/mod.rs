@@ -300,12 +300,17 @@ impl TestApp {
     /// browser holding the session cookie.
     pub async fn sign_in(&self, email: &str) -> reqwest::Client {
         let client = browser();
-        let mut seen = self.outbox_files();
-        assert_eq!(self.send_link(&client, email).await.status(), 202);
-        let link = self.next_outbox_link(&mut seen).await;
-        let done = self.confirm(&client, &link).await;
-        assert_eq!(done.status(), 303, "sign-in did not redirect");
+        self.sign_in_with(&client, email).await;
         client
+    }
+
+    /// Signs `email` in with `client` (which must keep cookies and send the page's `Origin`).
+    pub async fn sign_in_with(&self, client: &reqwest::Client, email: &str) {
+        let mut seen = self.outbox_files();
+        assert_eq!(self.send_link(client, email).await.status(), 202);
+        let link = self.next_outbox_link(&mut seen).await;
+        let done = self.confirm(client, &link).await;
+        assert_eq!(done.status(), 303, "sign-in did not redirect");
     }
 
     /// Creates an organization as `client` and returns its id.

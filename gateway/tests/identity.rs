@@ -1,0 +1,535 @@
+//! Identity end to end: magic links over a real SMTP server and the file outbox, sessions, API
+//! keys and their scopes, CSRF, rate limits, revocation, and erasure.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::cookie::Jar;
+use serde_json::{json, Value};
+use support::{
+    browser, error_code, find_link, smtp_server, spawn_app, spawn_app_with, with_key, ORIGIN,
+};
+
+async fn get_me(client: &reqwest::Client, app: &support::TestApp) -> reqwest::Response {
+    client
+        .get(app.url("/api/v1/me"))
+        .send()
+        .await
+        .expect("GET /me")
+}
+
+#[tokio::test]
+async fn a_magic_link_sent_over_smtp_signs_the_person_in() {
+    let (port, mut inbox) = smtp_server().await;
+    let app = spawn_app_with(&[("SMTP_URL", format!("smtp://127.0.0.1:{port}"))]).await;
+    let client = browser();
+    let sent = app.send_link(&client, "  Grace@Example.COM ").await;
+    assert_eq!(sent.status(), 202);
+
+    let (to, raw) = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+        .await
+        .expect("the mail arrives")
+        .expect("smtp server running");
+    assert_eq!(to, ["grace@example.com"]);
+    assert!(raw.contains("Subject: Your Cairn sign-in link"), "{raw}");
+    assert!(raw.contains("text/html"), "the mail has an HTML part");
+    let link = find_link(&raw).expect("a link built from CAIRN_PUBLIC_URL");
+
+    // Following the link only shows a confirm page (mail scanners prefetch links)...
+    let page = client
+        .get(app.url(link.trim_start_matches(ORIGIN)))
+        .send()
+        .await
+        .expect("GET link");
+    assert_eq!(page.status(), 200);
+    assert!(page
+        .text()
+        .await
+        .expect("html")
+        .contains("<form method=\"post\""));
+    // ... and posting the form signs in.
+    let done = app.confirm(&client, &link).await;
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["location"], "/");
+    let cookie = done.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    for part in ["cairn_session=", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let me: Value = get_me(&client, &app).await.json().await.expect("json");
+    assert_eq!(me["email"], "grace@example.com");
+    assert_eq!(me["auth"]["type"], "session");
+    let home = client
+        .get(app.url("/"))
+        .send()
+        .await
+        .expect("home")
+        .text()
+        .await
+        .expect("html");
+    assert!(home.contains("grace@example.com"), "{home}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_magic_link_through_the_file_outbox_signs_the_person_in() {
+    let app = spawn_app().await;
+    let client = app.sign_in("ada@example.com").await;
+    let me: Value = get_me(&client, &app).await.json().await.expect("json");
+    assert_eq!(me["email"], "ada@example.com");
+    // The same address signs in to the same account.
+    let again = app.sign_in("ADA@example.com").await;
+    let me_again: Value = get_me(&again, &app).await.json().await.expect("json");
+    assert_eq!(me["user_id"], me_again["user_id"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn expired_reused_and_unknown_links_give_one_error_and_no_session() {
+    let app = spawn_app_with(&[("CAIRN_LINK_TTL_SECONDS", "2".to_owned())]).await;
+    let sessions = || async {
+        let pool = app.db.pool(1).await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        n
+    };
+    let mut seen = app.outbox_files();
+
+    // Reused.
+    let first = browser();
+    assert_eq!(app.send_link(&first, "ada@example.com").await.status(), 202);
+    let link = app.next_outbox_link(&mut seen).await;
+    assert_eq!(app.confirm(&first, &link).await.status(), 303);
+    let reuser = browser();
+    let reused = app.confirm(&reuser, &link).await;
+    assert_eq!(reused.status(), 400);
+    assert!(reused
+        .text()
+        .await
+        .expect("html")
+        .contains("invalid or has expired"));
+    assert_eq!(get_me(&reuser, &app).await.status(), 401);
+
+    // Expired.
+    let late = browser();
+    assert_eq!(app.send_link(&late, "bob@example.com").await.status(), 202);
+    let link = app.next_outbox_link(&mut seen).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(app.confirm(&late, &link).await.status(), 400);
+    assert_eq!(get_me(&late, &app).await.status(), 401);
+
+    // Unknown, well-formed or not.
+    let stranger = browser();
+    for path in [
+        format!(
+            "/auth/verify/{}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            uuid::Uuid::new_v4().simple()
+        ),
+        "/auth/verify/not-a-token".to_owned(),
+    ] {
+        let r = stranger.post(app.url(&path)).send().await.expect("post");
+        assert_eq!(r.status(), 400, "{path}");
+    }
+    assert_eq!(
+        sessions().await,
+        1,
+        "only the first, valid use started a session"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_answer_is_the_same_for_everyone_and_the_sixth_link_a_minute_is_refused() {
+    let app = spawn_app().await;
+    app.sign_in("known@example.com").await;
+    let client = browser();
+    let known = app.send_link(&client, "known@example.com").await;
+    let unknown = app.send_link(&client, "nobody@example.com").await;
+    assert_eq!(known.status(), unknown.status());
+    assert_eq!(
+        known.text().await.expect("body"),
+        unknown.text().await.expect("body")
+    );
+    // known@ has now asked twice (sign-in, above); three more are allowed, the next is not.
+    for _ in 0..3 {
+        assert_eq!(
+            app.send_link(&client, "known@example.com").await.status(),
+            202
+        );
+    }
+    let limited = app.send_link(&client, "Known@Example.com").await;
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(error_code(limited, 429).await, "rate_limited");
+    assert_eq!(
+        app.send_link(&client, "other@example.com").await.status(),
+        202
+    );
+    let invalid = app.send_link(&client, "not-an-address").await;
+    assert_eq!(error_code(invalid, 422).await, "validation_failed");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn cross_site_mutations_riding_the_cookie_are_refused() {
+    let app = spawn_app().await;
+    let jar = Arc::new(Jar::default());
+    let mut page_headers = reqwest::header::HeaderMap::new();
+    page_headers.insert("origin", reqwest::header::HeaderValue::from_static(ORIGIN));
+    let page = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .default_headers(page_headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    app.sign_in_with(&page, "ada@example.com").await;
+    let bare = reqwest::Client::builder()
+        .cookie_provider(jar)
+        .build()
+        .expect("client");
+    let before = app.event_count().await;
+    let create = |client: &reqwest::Client| {
+        client
+            .post(app.url("/api/v1/orgs"))
+            .json(&json!({"name": "Acme"}))
+    };
+
+    let evil = create(&bare)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(error_code(evil, 403).await, "csrf_rejected");
+    let cross = create(&bare)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(error_code(cross, 403).await, "csrf_rejected");
+    let unmarked = create(&bare).send().await.expect("send");
+    assert_eq!(error_code(unmarked, 403).await, "csrf_rejected");
+    assert_eq!(app.event_count().await, before, "nothing was appended");
+
+    let same_site = create(&bare)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(same_site.status(), 201);
+    assert_eq!(create(&page).send().await.expect("send").status(), 201);
+    // Reads are not mutations.
+    assert_eq!(get_me(&bare, &app).await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_and_bounded_by_their_scopes() {
+    let app = spawn_app().await;
+    let session = app.sign_in("ada@example.com").await;
+    let issue = |scopes: Value| {
+        session
+            .post(app.url("/api/v1/me/api-keys"))
+            .json(&json!({"name": "ci", "scopes": scopes}))
+            .send()
+    };
+    let issued: Value = issue(json!(["events:read"]))
+        .await
+        .expect("issue")
+        .json()
+        .await
+        .expect("json");
+    let key = issued["key"].as_str().expect("the key is shown").to_owned();
+    assert!(key.starts_with(&format!(
+        "cairn_{}_",
+        issued["prefix"].as_str().expect("prefix")
+    )));
+    let listed: Value = session
+        .get(app.url("/api/v1/me/api-keys"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["api_keys"][0]["prefix"], issued["prefix"]);
+    assert!(
+        listed["api_keys"][0].get("key").is_none(),
+        "never shown again"
+    );
+
+    let reader = with_key(&key);
+    let who: Value = get_me(&reader, &app).await.json().await.expect("json");
+    assert_eq!(who["auth"]["type"], "api_key");
+    assert_eq!(who["auth"]["scopes"], json!(["events:read"]));
+    // Without the write scope (`admin` for organizations), a key cannot mutate.
+    let refused = reader
+        .post(app.url("/api/v1/orgs"))
+        .json(&json!({"name": "Acme"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(error_code(refused, 403).await, "insufficient_scope");
+    let minted = reader
+        .post(app.url("/api/v1/me/api-keys"))
+        .json(&json!({"name": "x", "scopes": ["admin"]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(error_code(minted, 403).await, "session_required");
+
+    let admin: Value = issue(json!(["admin", "events:read"]))
+        .await
+        .expect("issue")
+        .json()
+        .await
+        .expect("json");
+    let writer = with_key(admin["key"].as_str().expect("key"));
+    let org = app.create_org_as(&writer, "Acme").await;
+    let history: Value = writer
+        .get(app.url(&format!("/api/v1/streams/organization/{org}/events")))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    let actor = format!("apikey:{}", admin["prefix"].as_str().expect("prefix"));
+    assert_eq!(history["events"][0]["metadata"]["actor"], actor.as_str());
+
+    for bad in [
+        "cairn_zzzzzzzz_".to_owned() + &"0".repeat(64),
+        "nonsense".to_owned(),
+        key[..key.len() - 1].to_owned() + "x",
+    ] {
+        assert_eq!(
+            error_code(get_me(&with_key(&bad), &app).await, 401).await,
+            "invalid_credentials",
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        error_code(issue(json!(["tasks:fly"])).await.expect("send"), 400).await,
+        "unknown_scope"
+    );
+    assert_eq!(
+        error_code(issue(json!([])).await.expect("send"), 422).await,
+        "no_scopes"
+    );
+
+    // Only digests are stored.
+    let pool = app.db.pool(1).await;
+    let leaked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events e WHERE e::text LIKE '%' || $1 || '%'")
+            .bind(&key[16..])
+            .fetch_one(&pool)
+            .await
+            .expect("scan");
+    assert_eq!(leaked, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn revoked_sessions_and_keys_stop_working_at_once() {
+    let app = spawn_app().await;
+    let first = app.sign_in("ada@example.com").await;
+    let second = app.sign_in("ada@example.com").await;
+    let issued: Value = first
+        .post(app.url("/api/v1/me/api-keys"))
+        .json(&json!({"name": "ci", "scopes": ["events:read"]}))
+        .send()
+        .await
+        .expect("issue")
+        .json()
+        .await
+        .expect("json");
+    let key = with_key(issued["key"].as_str().expect("key"));
+    assert_eq!(get_me(&key, &app).await.status(), 200);
+    let revoked = first
+        .delete(app.url(&format!(
+            "/api/v1/me/api-keys/{}",
+            issued["id"].as_str().expect("id")
+        )))
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(get_me(&key, &app).await.status(), 401);
+
+    let listed: Value = first
+        .get(app.url("/api/v1/me/sessions"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let sessions = listed["sessions"].as_array().expect("sessions");
+    assert_eq!(sessions.len(), 2);
+    let other = sessions
+        .iter()
+        .find(|s| s["current"] == false)
+        .expect("the other session");
+    let revoked = first
+        .delete(app.url(&format!(
+            "/api/v1/me/sessions/{}",
+            other["id"].as_str().expect("id")
+        )))
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(get_me(&second, &app).await.status(), 401);
+    assert_eq!(get_me(&first, &app).await.status(), 200);
+
+    let out = first
+        .post(app.url("/auth/logout"))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status(), 303);
+    assert_eq!(get_me(&first, &app).await.status(), 401);
+    app.stop().await;
+}
+
+fn cairn(app: &support::TestApp, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .env_remove("RUST_LOG")
+        .env("DATABASE_URL", app.db.url())
+        .env("CAIRN_SECRET_KEY", support::SECRET_KEY)
+        .args(args)
+        .output()
+        .expect("run cairn");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_leaves_no_plaintext_email_and_history_still_verifies() {
+    let app = spawn_app().await;
+    let email = "erin.erasable@example.com";
+    let erin = app.sign_in(email).await;
+    let user: Value = get_me(&erin, &app).await.json().await.expect("json");
+    let user_id = user["user_id"].as_str().expect("id").to_owned();
+    app.create_org_as(&erin, "Erin's org").await;
+    let history: Value = erin
+        .get(app.url(&format!("/api/v1/streams/account/{user_id}/events")))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    let registered = history["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["type"] == "account.registered")
+        .expect("registered")
+        .clone();
+    assert_eq!(
+        registered["data"]["email"], email,
+        "sealed data opens for its owner"
+    );
+
+    let erased = erin
+        .delete(app.url("/api/v1/me"))
+        .send()
+        .await
+        .expect("erase");
+    assert_eq!(erased.status(), 200);
+    assert_eq!(get_me(&erin, &app).await.status(), 401);
+
+    // Every table, every row, as text: no plaintext address, nor its hex.
+    let pool = app.db.pool(1).await;
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_outbox")
+        .fetch_one(&pool)
+        .await
+        .expect("outbox");
+    assert_eq!(outbox, 0, "sent mail does not linger");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(table_name) FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+    ).fetch_all(&pool).await.expect("tables");
+    assert!(tables.len() >= 8, "{tables:?}");
+    for table in &tables {
+        let found: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} t WHERE t::text ILIKE '%' || $1 || '%' OR t::text ILIKE '%' || encode(convert_to($1, 'UTF8'), 'hex') || '%'"
+        ))
+        .bind("erin.erasable")
+        .fetch_one(&pool)
+        .await
+        .expect("scan");
+        assert_eq!(found, 0, "plaintext email found in {table}");
+    }
+
+    // History still reads, with the address shown as erased, and every chain still verifies.
+    let (code, out) = tokio::task::spawn_blocking({
+        let args = ["history", "account", &user_id].map(str::to_owned);
+        let app_db = app.db.url();
+        move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+                .env_remove("RUST_LOG")
+                .env("DATABASE_URL", app_db)
+                .env("CAIRN_SECRET_KEY", support::SECRET_KEY)
+                .args(&args)
+                .output()
+                .expect("run cairn");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, Some(0));
+    assert!(out.contains("\"email\":\"[erased]\""), "{out}");
+    assert!(!out.contains("erin.erasable"), "{out}");
+    assert!(out.contains("account.erased"));
+    let (code, out) = tokio::task::block_in_place(|| cairn(&app, &["verify"]));
+    assert_eq!(code, Some(0), "{out}");
+
+    // The address can sign up again, as a new person.
+    let again = app.sign_in(email).await;
+    let fresh: Value = get_me(&again, &app).await.json().await.expect("json");
+    assert_ne!(fresh["user_id"], user["user_id"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn security_headers_everywhere_and_cors_only_on_the_api() {
+    let app = spawn_app().await;
+    let home = app.http.get(app.url("/")).send().await.expect("home");
+    for header in [
+        "content-security-policy",
+        "x-frame-options",
+        "x-content-type-options",
+        "referrer-policy",
+    ] {
+        assert!(home.headers().contains_key(header), "{header}");
+    }
+    let preflight = |path: &str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .header("origin", "https://integrator.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let api = preflight("/api/v1/orgs").await.expect("preflight");
+    assert_eq!(api.headers()["access-control-allow-origin"], "*");
+    assert!(api.headers()["access-control-allow-headers"]
+        .to_str()
+        .expect("ascii")
+        .contains("authorization"));
+    let auth = preflight("/auth/send-link").await.expect("preflight");
+    assert!(!auth.headers().contains_key("access-control-allow-origin"));
+    app.stop().await;
+}
