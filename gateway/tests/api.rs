@@ -408,6 +408,13 @@ async fn openapi_lists_every_route() {
         ("/orgs/{org}/teams/{team}/members", "post"),
         ("/orgs/{org}/teams/{team}/members/{user}", "delete"),
         ("/streams/{aggregate_type}/{aggregate_id}/events", "get"),
+        ("/me", "get"),
+        ("/me", "delete"),
+        ("/me/sessions", "get"),
+        ("/me/sessions/{id}", "delete"),
+        ("/me/api-keys", "get"),
+        ("/me/api-keys", "post"),
+        ("/me/api-keys/{id}", "delete"),
     ] {
         assert!(
             doc["paths"][path][method].is_object(),
