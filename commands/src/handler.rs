@@ -91,11 +91,9 @@ where
         metadata: &Metadata,
     ) -> Result<Receipt, CommandError<A::Error>> {
         let command_id = metadata.command_id.id();
-        // Only a client-chosen id can repeat, so only then is the command worth a digest.
-        let fingerprint = metadata
-            .command_id
-            .from_client()
-            .then(|| fingerprint::<A>(aggregate_id, &command));
+        // Stored with the receipt, so a command id reused for a different command (a client's
+        // key, or a caller's bug) is refused rather than answered with another command's receipt.
+        let fingerprint = Some(fingerprint::<A>(aggregate_id, &command));
         if metadata.command_id.from_client() {
             let stored = self
                 .store

@@ -173,3 +173,26 @@ async fn metadata_is_stored_on_every_event() {
     assert_eq!(stored["request_id"], "req-1");
     assert_eq!(stored["command_id"], meta.command_id.id().to_string());
 }
+
+#[tokio::test]
+async fn a_command_id_reused_for_a_different_command_is_refused() {
+    let db = TestDb::new().await;
+    let commands = node(&db).await;
+    let org = create_org(&commands).await;
+    let meta = Metadata::new(Actor::System);
+    let add = |n: u128| {
+        Request::system(C::AddMember {
+            user_id: UserId::from_uuid(Uuid::from_u128(n)),
+        })
+    };
+    commands
+        .execute::<Organization>(&org, add(1), &meta)
+        .await
+        .expect("first");
+    let reused = commands.execute::<Organization>(&org, add(2), &meta).await;
+    assert!(
+        matches!(reused, Err(CommandError::IdempotencyKeyReused)),
+        "{reused:?}"
+    );
+    assert_eq!(sequences(&db, &org).await, vec![1, 2]);
+}

@@ -600,6 +600,43 @@ mod tests {
             .then_expect_error(E::SessionNotFound);
     }
 
+    #[tokio::test]
+    async fn live_sessions_renew_and_revoked_ones_do_not() {
+        let s = session(50);
+        let later = datetime!(2026-03-01 00:00 UTC);
+        let registered = vec![
+            requested(1),
+            V::Registered {
+                user_id: user(),
+                email: sealed(),
+            },
+            started(),
+        ];
+        Given::with(())
+            .given(registered.clone())
+            .when_async(C::RenewSession {
+                session_id: s.session_id,
+                expires_at: later,
+            })
+            .await
+            .then_expect_events(vec![V::SessionRenewed {
+                session_id: s.session_id,
+                expires_at: later,
+            }]);
+        let mut revoked = registered;
+        revoked.push(V::SessionRevoked {
+            session_id: s.session_id,
+        });
+        Given::with(())
+            .given(revoked)
+            .when_async(C::RenewSession {
+                session_id: s.session_id,
+                expires_at: later,
+            })
+            .await
+            .then_expect_error(E::SessionNotFound);
+    }
+
     #[test]
     fn event_json_is_pinned() {
         let cases: Vec<(V, &str)> = vec![

@@ -496,6 +496,17 @@ async fn erasure_leaves_no_plaintext_email_and_history_still_verifies() {
     let (code, out) = tokio::task::block_in_place(|| cairn(&app, &["verify"]));
     assert_eq!(code, Some(0), "{out}");
 
+    // An operator can erase too.
+    let bob = app.sign_in("bob@example.com").await;
+    let bob_id: Value = get_me(&bob, &app).await.json().await.expect("json");
+    let bob_id = bob_id["user_id"].as_str().expect("id").to_owned();
+    let (code, out) = tokio::task::block_in_place(|| cairn(&app, &["erase", &bob_id]));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("erased"), "{out}");
+    assert_eq!(get_me(&bob, &app).await.status(), 401);
+    let (code, _) = tokio::task::block_in_place(|| cairn(&app, &["erase", "not-a-uuid"]));
+    assert_ne!(code, Some(0));
+
     // The address can sign up again, as a new person.
     let again = app.sign_in(email).await;
     let fresh: Value = get_me(&again, &app).await.json().await.expect("json");
