@@ -166,13 +166,35 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 .await
                 .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
             let store = eventstore::Store::new(pool.clone(), eventstore::StoreOptions::default());
+            let pool_for_wait = pool.clone();
             let identity = commands::identity::Identity::new(
                 commands::Commands::new(store),
                 eventstore::vault::Vault::new(pool, key),
             );
             let meta = commands::Metadata::new(commands::Actor::System);
             match identity.erase(user, &meta).await {
-                Ok(_) => println!("erased {user}"),
+                Ok(receipt) => {
+                    // Sessions end when the identity projection (run by the servers) applies
+                    // the erasure; wait for that so "erased" means signed out everywhere.
+                    let applied = match receipt.cursor {
+                        Some(cursor) => projections::runner::wait_for(
+                            &pool_for_wait,
+                            projections::identity::NAME,
+                            cursor,
+                            std::time::Duration::from_secs(10),
+                            None,
+                        )
+                        .await
+                        .unwrap_or(false),
+                        None => true,
+                    };
+                    println!("erased {user}");
+                    if !applied {
+                        eprintln!(
+                            "note: no server has applied the erasure yet; its sessions end when one does"
+                        );
+                    }
+                }
                 Err(commands::CommandError::Domain(e)) => {
                     println!("not erased: {e}");
                     return Ok(ExitCode::from(1));
