@@ -183,6 +183,10 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
         "{metrics}"
     );
     assert!(metrics.contains("cairn_ready 1"));
+    assert!(
+        metrics.contains("cairn_projection_lag_events{projection=\"identity\"}"),
+        "{metrics}"
+    );
     app.stop().await;
 }
 

@@ -36,8 +36,30 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let ready = state.try_ready();
     let position = ready.map_or(0, |r| r.store.commits().borrow().position());
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics().render(ready.is_some(), position),
-    )
+    let mut body = state.metrics().render(ready.is_some(), position);
+    if let Some(ready) = ready {
+        // Lag in events, approximated by global positions (exact when nothing is in flight).
+        let lags: Result<Vec<(String, i64, i64)>, _> = sqlx::query_as(
+            "SELECT c.name, c.last_position,
+                    greatest(coalesce((SELECT max(global_position) FROM events), 0) - c.last_position, 0)
+               FROM projection_checkpoints c ORDER BY c.name",
+        )
+        .fetch_all(ready.store.pool())
+        .await;
+        if let Ok(lags) = lags {
+            body.push_str("# HELP cairn_projection_position Global position a projection has applied.\n# TYPE cairn_projection_position gauge\n");
+            for (name, position, _) in &lags {
+                body.push_str(&format!(
+                    "cairn_projection_position{{projection=\"{name}\"}} {position}\n"
+                ));
+            }
+            body.push_str("# HELP cairn_projection_lag_events Events committed but not yet applied (approximate).\n# TYPE cairn_projection_lag_events gauge\n");
+            for (name, _, lag) in &lags {
+                body.push_str(&format!(
+                    "cairn_projection_lag_events{{projection=\"{name}\"}} {lag}\n"
+                ));
+            }
+        }
+    }
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -87,13 +87,22 @@ pub fn router(state: AppState) -> Router {
                                 .get("x-request-id")
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or("");
-                            tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = id)
+                            tracing::info_span!("request", method = %req.method(), uri = %loggable_path(req.uri().path()), request_id = id)
                         })
                         .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
         .with_state(state)
+}
+
+/// The path as logged: sign-in tokens are secrets, so `/auth/verify/<token>` is cut short.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with("/auth/verify/") {
+        "/auth/verify/…"
+    } else {
+        path
+    }
 }
 
 /// The content security policy: Cairn's pages need nothing but their own inline styles and
