@@ -12,7 +12,8 @@ CREATE TABLE subject_keys (
 );
 
 -- Mail waiting to be sent. A row is leased by a sender (next_attempt_at moves ahead), and
--- deleted once the message is accepted, so rendered messages do not outlive their delivery.
+-- deleted once the message is accepted, or at `discard_at` if it never is (a sign-in mail is
+-- dropped when its link expires), so rendered messages never outlive their use.
 CREATE TABLE mail_outbox (
     id              uuid        PRIMARY KEY,
     recipient       text        NOT NULL,
@@ -22,6 +23,7 @@ CREATE TABLE mail_outbox (
     attempts        integer     NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error      text,
+    discard_at      timestamptz NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX mail_outbox_due_idx ON mail_outbox (next_attempt_at);

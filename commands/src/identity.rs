@@ -90,6 +90,15 @@ impl Identity {
         &self.vault
     }
 
+    /// Commands that mint secrets (links, sessions, keys) cannot be replayed from a receipt:
+    /// the secret is shown only once. They run under a fresh command id, whatever key the
+    /// client sent.
+    fn fresh(meta: &Metadata) -> Metadata {
+        let mut meta = meta.clone();
+        meta.command_id = crate::CommandId::generate();
+        meta
+    }
+
     async fn run(&self, user: UserId, command: C, meta: &Metadata) -> IdentityResult<Receipt> {
         self.commands
             .execute::<Account>(&user.to_string(), command, meta)
@@ -115,7 +124,7 @@ impl Identity {
             token_hash,
             expires_at: OffsetDateTime::now_utc() + self.link_ttl,
         };
-        let receipt = self.run(user_id, command, meta).await?;
+        let receipt = self.run(user_id, command, &Self::fresh(meta)).await?;
         Ok(MagicLink {
             user_id,
             token: format!("{}.{secret}", user_id.as_uuid().simple()),
@@ -146,7 +155,7 @@ impl Identity {
             now,
             session,
         };
-        let mut meta = meta.clone();
+        let mut meta = Self::fresh(meta);
         meta.actor = crate::Actor::User(user_id);
         let receipt = self.run(user_id, command, &meta).await?;
         Ok(SignedIn {
@@ -169,7 +178,7 @@ impl Identity {
             session_id,
             expires_at: OffsetDateTime::now_utc() + SESSION_TTL,
         };
-        self.run(user, command, meta).await
+        self.run(user, command, &Self::fresh(meta)).await
     }
 
     /// Ends a session.
@@ -190,6 +199,7 @@ impl Identity {
         scopes: BTreeSet<Scope>,
         meta: &Metadata,
     ) -> IdentityResult<IssuedKey> {
+        let meta = &Self::fresh(meta);
         let (key, prefix, key_hash) = new_api_key();
         let key_id = ApiKeyId::from_uuid(meta.command_id.derive_id("api_key"));
         let command = C::IssueApiKey {
@@ -218,20 +228,16 @@ impl Identity {
         self.run(user, C::RevokeApiKey { key_id }, meta).await
     }
 
-    /// Erases a person: records it (ending every session and key), then deletes their data
-    /// key, after which their sealed data reads as `[erased]` everywhere.
+    /// Erases a person: deletes their data key (after which their sealed data reads as
+    /// `[erased]` everywhere), then records it, which ends every session and key.
+    ///
+    /// The key goes first so that a failure in between leaves a retryable state: the person is
+    /// still signed in and can ask again, while their data is already unreadable.
     pub async fn erase(&self, user: UserId, meta: &Metadata) -> IdentityResult<Receipt> {
-        let result = self.run(user, C::Erase, meta).await;
-        // Delete the key even when the event was already recorded (a retried erasure).
-        if matches!(
-            result,
-            Ok(_) | Err(CommandError::Domain(AccountError::Erased))
-        ) {
-            self.vault
-                .erase(user.as_uuid())
-                .await
-                .map_err(CommandError::Store)?;
-        }
-        result
+        self.vault
+            .erase(user.as_uuid())
+            .await
+            .map_err(CommandError::Store)?;
+        self.run(user, C::Erase, meta).await
     }
 }

@@ -27,12 +27,12 @@ pub fn same_digest(a: &[u8], b: &[u8]) -> bool {
 /// The parts of an API key: `cairn_<prefix>_<secret>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyParts<'a> {
-    /// The public prefix, 8 lower-case letters and digits.
+    /// The public prefix, 12 lower-case letters and digits.
     pub prefix: &'a str,
 }
 
 /// Length of an API key's public prefix.
-pub const API_KEY_PREFIX_LEN: usize = 8;
+pub const API_KEY_PREFIX_LEN: usize = 12;
 
 /// A fresh API key, its prefix, and the digest of the whole key.
 pub fn new_api_key() -> (String, String, Digest) {
@@ -72,8 +72,8 @@ mod tests {
         for bad in [
             "",
             "cairn_",
-            "cairn_ABCDEFGH_00",
-            "x_abcdefgh_",
+            "cairn_ABCDEFGHIJKL_00",
+            "x_abcdefghijkl_",
             &key[..key.len() - 1],
         ] {
             assert!(parse_api_key(bad).is_none(), "{bad}");

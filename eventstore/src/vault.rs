@@ -25,6 +25,9 @@ use crate::StoreError;
 /// What a reader shows in place of data whose subject was erased.
 pub const ERASED: &str = "[erased]";
 
+/// What a reader shows in place of sealed data that does not open (corrupt or altered).
+pub const UNREADABLE: &str = "[unreadable]";
+
 const PREFIX: &str = "enc:v1:";
 
 /// A subject's data key, in memory only for the duration of a request.
@@ -249,13 +252,19 @@ impl Opener<'_> {
         String::from_utf8(plain).map_err(|_| StoreError::Unavailable(Malformed.to_string()))
     }
 
-    /// Replaces every sealed string inside `value` with its plaintext (or [`ERASED`]).
+    /// Replaces every sealed string inside `value` with its plaintext (or [`ERASED`]). Text
+    /// that only looks sealed (a user could type `enc:v1:`) is left as it is, and a sealed
+    /// value that fails to open shows as [`UNREADABLE`], so one odd value never hides a page.
     pub async fn open_json(&mut self, value: &mut serde_json::Value) -> Result<(), StoreError> {
         let mut stack = vec![value];
         while let Some(v) = stack.pop() {
             match v {
-                serde_json::Value::String(s) if Vault::is_sealed(s) => {
-                    *s = self.open(s).await?;
+                serde_json::Value::String(s) if parse(s).is_some() => {
+                    *s = match self.open(s).await {
+                        Ok(plain) => plain,
+                        Err(StoreError::Database(e)) => return Err(StoreError::Database(e)),
+                        Err(_) => UNREADABLE.to_owned(),
+                    };
                 }
                 serde_json::Value::Array(items) => stack.extend(items.iter_mut()),
                 serde_json::Value::Object(map) => stack.extend(map.values_mut()),

@@ -10,12 +10,12 @@
 use std::collections::BTreeSet;
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use commands::identity::RENEW_WHEN_LEFT;
+use commands::identity::{RENEW_WHEN_LEFT, SESSION_TTL};
 use commands::secrets::{digest, parse_api_key, same_digest};
 use commands::{Actor, Metadata};
 use domain::{ApiKeyId, Scope, SessionId, UserId};
@@ -154,7 +154,12 @@ pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -
             || request.uri().path().starts_with("/auth/"));
     if guarded {
         let own = state.config().public_url.origin().ascii_serialization();
-        let origin = headers.get("origin").and_then(|v| v.to_str().ok());
+        // `Origin: null` (privacy modes, some redirects) says nothing; fall back to Fetch
+        // Metadata then.
+        let origin = headers
+            .get("origin")
+            .and_then(|v| v.to_str().ok())
+            .filter(|o| *o != "null");
         let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         let verdict = match (origin, fetch_site) {
             (Some(origin), _) => origin == own,
@@ -174,13 +179,13 @@ pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -
 }
 
 /// Resolves the caller (if any credentials were sent), applies the per-caller rate limit, and
-/// renews sessions past the middle of their life.
+/// renews sessions past the middle of their life (sending the cookie again with its new age).
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let principal = match resolve(&state, request.headers()).await {
+    let (principal, renewed) = match resolve(&state, request.headers()).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -190,10 +195,23 @@ pub async fn authenticate(
         }
     }
     request.extensions_mut().insert(Caller(principal));
-    next.run(request).await
+    let mut response = next.run(request).await;
+    // A handler that set the cookie itself (sign-in, sign-out) has the last word.
+    if let Some(cookie) = renewed {
+        if !response.headers().contains_key(SET_COOKIE) {
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(SET_COOKIE, v);
+            }
+        }
+    }
+    response
 }
 
-async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+/// The caller, and a renewed session cookie to send back if the session was renewed.
+async fn resolve(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(Option<Principal>, Option<String>), ApiError> {
     if let Some(value) = headers.get(AUTHORIZATION) {
         let invalid = || ApiError::Unauthorized {
             code: "invalid_credentials",
@@ -214,42 +232,55 @@ async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Option<Princip
             return Err(invalid());
         }
         let scopes = found.scopes.iter().filter_map(|s| s.parse().ok()).collect();
-        return Ok(Some(Principal {
-            user_id: UserId::from_uuid(found.user_id),
-            via: Via::ApiKey {
-                key_id: ApiKeyId::from_uuid(found.key_id),
-                prefix: parts.prefix.to_owned(),
-                scopes,
-            },
-        }));
+        return Ok((
+            Some(Principal {
+                user_id: UserId::from_uuid(found.user_id),
+                via: Via::ApiKey {
+                    key_id: ApiKeyId::from_uuid(found.key_id),
+                    prefix: parts.prefix.to_owned(),
+                    scopes,
+                },
+            }),
+            None,
+        ));
     }
     let Some(token) = cookie(headers, cookie_name(state)) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let Ok(ready) = state.ready() else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let Some(session) =
         projections::identity::live_session(ready.store.pool(), digest(token).as_bytes()).await?
     else {
         // A stale or revoked cookie is simply not a sign-in.
-        return Ok(None);
+        return Ok((None, None));
     };
     let user_id = UserId::from_uuid(session.user_id);
     let session_id = SessionId::from_uuid(session.session_id);
-    if session.expires_at - OffsetDateTime::now_utc() < RENEW_WHEN_LEFT {
+    let mut renewed = None;
+    // One renewal at a time per session; the others see the new expiry soon after.
+    if session.expires_at - OffsetDateTime::now_utc() < RENEW_WHEN_LEFT
+        && state.start_renewal(session.session_id)
+    {
         let identity = ready.identity.clone();
+        let worker = state.clone();
         tokio::spawn(async move {
             let meta = Metadata::new(Actor::User(user_id));
             if let Err(e) = identity.renew_session(user_id, session_id, &meta).await {
                 tracing::debug!("session renewal skipped: {e}");
             }
+            worker.end_renewal(session_id.as_uuid());
         });
+        renewed = Some(session_cookie(state, token, SESSION_TTL.whole_seconds()));
     }
-    Ok(Some(Principal {
-        user_id,
-        via: Via::Session { session_id },
-    }))
+    Ok((
+        Some(Principal {
+            user_id,
+            via: Via::Session { session_id },
+        }),
+        renewed,
+    ))
 }
 
 /// Requires a signed-in caller (401 otherwise).

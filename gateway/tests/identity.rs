@@ -544,3 +544,108 @@ async fn security_headers_everywhere_and_cors_only_on_the_api() {
     assert!(!auth.headers().contains_key("access-control-allow-origin"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn origin_null_falls_back_to_fetch_metadata() {
+    let app = spawn_app().await;
+    let jar = Arc::new(Jar::default());
+    app.sign_in_with(
+        &reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .default_headers(
+                [(
+                    reqwest::header::ORIGIN,
+                    reqwest::header::HeaderValue::from_static(ORIGIN),
+                )]
+                .into_iter()
+                .collect(),
+            )
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        "ada@example.com",
+    )
+    .await;
+    let bare = reqwest::Client::builder()
+        .cookie_provider(jar)
+        .build()
+        .expect("client");
+    let create = || {
+        bare.post(app.url("/api/v1/orgs"))
+            .json(&json!({"name": "Acme"}))
+            .header("origin", "null")
+    };
+    let alone = create().send().await.expect("send");
+    assert_eq!(error_code(alone, 403).await, "csrf_rejected");
+    let same = create()
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(same.status(), 201);
+    let home = app.http.get(app.url("/")).send().await.expect("home");
+    assert_eq!(home.headers()["referrer-policy"], "same-origin");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_in_its_second_half_is_renewed_and_its_cookie_sent_again() {
+    let app = spawn_app().await;
+    let client = app.sign_in("ada@example.com").await;
+    let pool = app.db.pool(1).await;
+    sqlx::query("UPDATE sessions SET expires_at = now() + interval '1 day'")
+        .execute(&pool)
+        .await
+        .expect("age the session");
+    let response = get_me(&client, &app).await;
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(cookie.contains("Max-Age=2592000"), "{cookie}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let renewed: bool =
+            sqlx::query_scalar("SELECT expires_at > now() + interval '29 days' FROM sessions")
+                .fetch_one(&pool)
+                .await
+                .expect("session");
+        if renewed {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never renewed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let renewals: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE event_type = 'account.session_renewed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(renewals, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn text_that_looks_sealed_does_not_break_history() {
+    let app = spawn_app().await;
+    let client = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&client, "Acme").await;
+    let team = client
+        .post(app.url(&format!("/api/v1/orgs/{org}/teams")))
+        .json(&json!({"name": "enc:v1:x"}))
+        .send()
+        .await
+        .expect("team");
+    assert_eq!(team.status(), 201);
+    let history = client
+        .get(app.url(&format!("/api/v1/streams/organization/{org}/events")))
+        .send()
+        .await
+        .expect("history");
+    assert_eq!(history.status(), 200);
+    let body: Value = history.json().await.expect("json");
+    assert!(body.to_string().contains("enc:v1:x"));
+    app.stop().await;
+}

@@ -109,7 +109,7 @@ impl Projection for IdentityProjection {
                 let scopes: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
                 sqlx::query(
                     "INSERT INTO api_keys (key_id, user_id, name, prefix, key_hash, scopes, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (key_id) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                 )
                 .bind(key_id.as_uuid())
                 .bind(user_id)

@@ -29,7 +29,13 @@ pub struct Mail {
     pub text: String,
     /// The HTML body.
     pub html: String,
+    /// Drop the message, undelivered, once this long has passed (a sign-in link that can no
+    /// longer work); `None` keeps trying for [`MAX_AGE`].
+    pub discard_after: Option<Duration>,
 }
+
+/// The longest any message is retried before it is dropped (and its plaintext with it).
+pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Where mail goes.
 #[derive(Clone)]
@@ -119,13 +125,20 @@ impl Outbox {
     pub async fn enqueue(&self, mail: Mail) -> Result<Uuid, sqlx::Error> {
         let id = Uuid::now_v7();
         sqlx::query(
-            "INSERT INTO mail_outbox (id, recipient, subject, text_body, html_body) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO mail_outbox (id, recipient, subject, text_body, html_body, discard_at)
+             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
         )
         .bind(id)
         .bind(&mail.to)
         .bind(&mail.subject)
         .bind(&mail.text)
         .bind(&mail.html)
+        .bind(
+            mail.discard_after
+                .unwrap_or(MAX_AGE)
+                .min(MAX_AGE)
+                .as_secs_f64(),
+        )
         .execute(&self.pool)
         .await?;
         self.wake.notify_one();
@@ -157,6 +170,13 @@ impl Outbox {
 
     /// Leases up to 10 due messages and tries each once; returns how many were tried.
     async fn send_due(&self, transport: &Transport, from: &Mailbox) -> Result<usize, sqlx::Error> {
+        let dropped = sqlx::query("DELETE FROM mail_outbox WHERE discard_at <= now()")
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if dropped > 0 {
+            tracing::warn!(dropped, "undelivered mail dropped after its deadline");
+        }
         let due: Vec<(Uuid, String, String, String, String, i32)> = sqlx::query_as(
             "UPDATE mail_outbox SET attempts = attempts + 1, next_attempt_at = now() + interval '5 minutes'
               WHERE id IN (SELECT id FROM mail_outbox WHERE next_attempt_at <= now()

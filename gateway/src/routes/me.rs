@@ -65,7 +65,7 @@ async fn erase(
     caller.require_session()?;
     let ready = state.ready()?;
     let receipt = ready.identity.erase(caller.user_id, &meta.0).await?;
-    ready.identity_caught_up(receipt.cursor).await?;
+    ready.identity_caught_up(receipt.cursor).await;
     let mut response = Json(json!({ "receipt": receipt_json(&receipt) })).into_response();
     if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&state, "", 0)) {
         response.headers_mut().insert(SET_COOKIE, cookie);
@@ -109,7 +109,7 @@ async fn revoke_session(
         .identity
         .revoke_session(caller.user_id, session_id, &meta.0)
         .await?;
-    ready.identity_caught_up(receipt.cursor).await?;
+    ready.identity_caught_up(receipt.cursor).await;
     Ok(Json(json!({ "receipt": receipt_json(&receipt) })).into_response())
 }
 
@@ -170,7 +170,7 @@ async fn issue_api_key(
         .identity
         .issue_api_key(caller.user_id, name.clone(), scopes.clone(), &meta.0)
         .await?;
-    ready.identity_caught_up(issued.receipt.cursor).await?;
+    ready.identity_caught_up(issued.receipt.cursor).await;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -197,6 +197,6 @@ async fn revoke_api_key(
         .identity
         .revoke_api_key(caller.user_id, key_id, &meta.0)
         .await?;
-    ready.identity_caught_up(receipt.cursor).await?;
+    ready.identity_caught_up(receipt.cursor).await;
     Ok(Json(json!({ "receipt": receipt_json(&receipt) })).into_response())
 }

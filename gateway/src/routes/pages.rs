@@ -154,20 +154,19 @@ async fn send_link(
         .check(&key)
         .map_err(limited)?;
 
-    let link = ready.identity.request_magic_link(&email, &meta.0).await?;
-    let url = state
-        .config()
-        .public_url
-        .join(&format!("auth/verify/{}", link.token))
-        .map_err(|e| ApiError::Internal(Box::new(e)))?;
-    ready
-        .outbox
-        .enqueue(sign_in_mail(&email, url.as_str()))
-        .await?;
-    if state.mail_to_files() {
-        // Development only: mail goes to files, so make the link easy to find.
-        tracing::info!(link = %url, "sign-in link written to the mail outbox folder");
-    }
+    // Answer first and do the work in the background, so that a known address and one seen
+    // for the first time (which costs a new subject key) take the same time to answer.
+    let permit = state
+        .link_workers()
+        .try_acquire_owned()
+        .map_err(|_| limited(std::time::Duration::from_secs(1)))?;
+    let worker = state.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(e) = deliver_link(&worker, &email, &meta.0).await {
+            tracing::warn!("sign-in link not sent: {e}");
+        }
+    });
     if input.from_form {
         return Ok(page(
             StatusCode::ACCEPTED,
@@ -182,8 +181,32 @@ async fn send_link(
         .into_response())
 }
 
+/// Records the link request and queues the mail.
+async fn deliver_link(
+    state: &AppState,
+    email: &Email,
+    meta: &commands::Metadata,
+) -> Result<(), ApiError> {
+    let ready = state.ready()?;
+    let link = ready.identity.request_magic_link(email, meta).await?;
+    let url = state
+        .config()
+        .public_url
+        .join(&format!("auth/verify/{}", link.token))
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let mut mail = sign_in_mail(email, url.as_str());
+    mail.discard_after = Some(state.config().link_ttl);
+    ready.outbox.enqueue(mail).await?;
+    if state.mail_to_files() {
+        // Development only: mail goes to files, so make the link easy to find.
+        tracing::info!(link = %url, "sign-in link written to the mail outbox folder");
+    }
+    Ok(())
+}
+
 fn sign_in_mail(email: &Email, url: &str) -> Mail {
     Mail {
+        discard_after: None,
         to: email.as_str().to_owned(),
         subject: "Your Cairn sign-in link".to_owned(),
         text: format!(
@@ -198,7 +221,20 @@ fn sign_in_mail(email: &Email, url: &str) -> Mail {
     }
 }
 
+/// Whether `token` has the shape Cairn issues (`<hex>.<base64url>`), so that it can be put in a
+/// form action verbatim (a crafted path could otherwise point the button elsewhere).
+fn plausible_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 200
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
 async fn confirm_page(ApiPath(token): ApiPath<String>) -> Response {
+    if !plausible_token(&token) {
+        return invalid_link_page();
+    }
     page(
         StatusCode::OK,
         "Sign in to Cairn",
@@ -231,7 +267,7 @@ async fn verify(
         Err(e) => return Err(e.into()),
     };
     // The next request carries the cookie: make sure the session is readable by then.
-    ready.identity_caught_up(signed_in.receipt.cursor).await?;
+    ready.identity_caught_up(signed_in.receipt.cursor).await;
     let max_age = (signed_in.expires_at - time::OffsetDateTime::now_utc()).whole_seconds();
     let mut response = see_other("/");
     if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&state, &signed_in.token, max_age)) {
@@ -252,7 +288,7 @@ async fn logout(
                 .identity
                 .revoke_session(caller.user_id, session_id, &meta.0)
                 .await?;
-            ready.identity_caught_up(receipt.cursor).await?;
+            ready.identity_caught_up(receipt.cursor).await;
         }
     }
     let mut response = see_other("/");
