@@ -139,6 +139,19 @@ pub fn session_cookie(state: &AppState, token: &str, max_age: i64) -> String {
     )
 }
 
+/// `response` with the session cookie set to `token` for `max_age` seconds (0 clears it).
+pub fn with_session_cookie(
+    mut response: Response,
+    state: &AppState,
+    token: &str,
+    max_age: i64,
+) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&session_cookie(state, token, max_age)) {
+        response.headers_mut().insert(SET_COOKIE, v);
+    }
+    response
+}
+
 fn is_mutation(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }

@@ -3,8 +3,7 @@
 use std::collections::BTreeSet;
 
 use axum::extract::State;
-use axum::http::header::SET_COOKIE;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -15,7 +14,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::orgs::receipt_json;
-use crate::auth::{session_cookie, Auth, Via};
+use crate::auth::{with_session_cookie, Auth, Via};
 use crate::error::ApiError;
 use crate::extract::{parse_id, ApiJson, ApiPath, RequestMeta};
 use crate::state::AppState;
@@ -66,11 +65,8 @@ async fn erase(
     let ready = state.ready()?;
     let receipt = ready.identity.erase(caller.user_id, &meta.0).await?;
     ready.identity_caught_up(receipt.cursor).await;
-    let mut response = Json(json!({ "receipt": receipt_json(&receipt) })).into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&state, "", 0)) {
-        response.headers_mut().insert(SET_COOKIE, cookie);
-    }
-    Ok(response)
+    let response = Json(json!({ "receipt": receipt_json(&receipt) })).into_response();
+    Ok(with_session_cookie(response, &state, "", 0))
 }
 
 async fn sessions(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {

@@ -4,7 +4,7 @@
 //! links; the POST consumes the token.
 
 use axum::extract::{FromRequest, Request, State};
-use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
+use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,7 +16,7 @@ use projections::mailer::Mail;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{session_cookie, MaybeAuth, Via};
+use crate::auth::{with_session_cookie, MaybeAuth, Via};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, RequestMeta};
 use crate::state::AppState;
@@ -269,11 +269,12 @@ async fn verify(
     // The next request carries the cookie: make sure the session is readable by then.
     ready.identity_caught_up(signed_in.receipt.cursor).await;
     let max_age = (signed_in.expires_at - time::OffsetDateTime::now_utc()).whole_seconds();
-    let mut response = see_other("/");
-    if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&state, &signed_in.token, max_age)) {
-        response.headers_mut().insert(SET_COOKIE, cookie);
-    }
-    Ok(response)
+    Ok(with_session_cookie(
+        see_other("/"),
+        &state,
+        &signed_in.token,
+        max_age,
+    ))
 }
 
 async fn logout(
@@ -291,9 +292,5 @@ async fn logout(
             ready.identity_caught_up(receipt.cursor).await;
         }
     }
-    let mut response = see_other("/");
-    if let Ok(cookie) = HeaderValue::from_str(&session_cookie(&state, "", 0)) {
-        response.headers_mut().insert(SET_COOKIE, cookie);
-    }
-    Ok(response)
+    Ok(with_session_cookie(see_other("/"), &state, "", 0))
 }
