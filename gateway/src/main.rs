@@ -22,6 +22,13 @@ enum Command {
     Migrate,
     /// Recompute every stream's hash chain and report the first broken link (exit 1).
     Verify,
+    /// Rebuild a projection from the first event, showing progress.
+    Replay {
+        /// The projection's name (see `cairn projections`).
+        projection: String,
+    },
+    /// List every projection with its cursor and lag.
+    Projections,
     /// Print one stream's history as JSON lines, personal data opened (or `[erased]`).
     History {
         /// The aggregate type, e.g. `account` or `organization`.
@@ -124,6 +131,41 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        Command::Replay { projection } => {
+            let pool = eventstore::connect(config.database.clone(), 4)
+                .await
+                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+            let store = eventstore::Store::new(pool, eventstore::StoreOptions::default());
+            let took = projections::registry::replay(&store, &projection, |at, target, rate| {
+                let pct = if target > 0 { 100.0 * at as f64 / target as f64 } else { 100.0 };
+                eprint!("\rreplay {projection}: position {at} of {target} ({pct:.1}%), {rate:.0} positions/s   ");
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!();
+            println!("replayed {projection} in {:.1} s", took.as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Projections => {
+            let pool = eventstore::connect(config.database.clone(), 2)
+                .await
+                .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+            let store = eventstore::Store::new(pool, eventstore::StoreOptions::default());
+            println!(
+                "{:<16} {:>34} {:>12} {:>10}",
+                "projection", "cursor", "position", "lag"
+            );
+            for s in projections::registry::statuses(&store).await? {
+                println!(
+                    "{:<16} {:>34} {:>12} {:>10}",
+                    s.name,
+                    s.cursor.to_string(),
+                    s.cursor.position(),
+                    s.lag
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::History {
             aggregate_type,

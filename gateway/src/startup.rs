@@ -6,9 +6,7 @@ use commands::identity::Identity;
 use commands::Commands;
 use eventstore::vault::Vault;
 use eventstore::{Store, StoreOptions, MIGRATOR};
-use projections::identity::IdentityProjection;
 use projections::mailer::{Outbox, Transport};
-use projections::runner::{Runner, RunnerOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -186,9 +184,11 @@ async fn connect(
         Vault::new(pool.clone(), *state.secret_key()),
     )
     .with_link_ttl(link_ttl);
-    let runner = Runner::new(store.clone(), IdentityProjection, RunnerOptions::default());
-    let identity_progress = runner.progress();
-    tokio::spawn(runner.run(shutdown.clone()));
+    let progress = projections::registry::spawn_all(&store, shutdown);
+    let identity_progress = progress
+        .get(projections::identity::NAME)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the identity projection is not registered"))?;
     let outbox = Outbox::new(pool);
     tokio::spawn(outbox.clone().run(
         transport.clone(),

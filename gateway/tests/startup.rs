@@ -81,6 +81,52 @@ async fn verify_reports_intact_chains_and_names_a_tampered_event() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn projections_are_listed_and_replayed_from_the_cli() {
+    let app = support::spawn_app().await;
+    app.sign_in("ada@example.com").await;
+    let url = app.db.url();
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        let list = cairn()
+            .env("DATABASE_URL", &url)
+            .arg("projections")
+            .output()
+            .expect("run");
+        let replay = cairn()
+            .env("DATABASE_URL", &url)
+            .args(["replay", "identity"])
+            .output()
+            .expect("run");
+        let unknown = cairn()
+            .env("DATABASE_URL", &url)
+            .args(["replay", "nope"])
+            .output()
+            .expect("run");
+        assert_ne!(unknown.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("no projection named `nope`"));
+        (
+            replay.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&list.stdout),
+                String::from_utf8_lossy(&replay.stdout)
+            ),
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("identity") && out.contains("memberships"),
+        "{out}"
+    );
+    assert!(out.contains("replayed identity"), "{out}");
+    // The server keeps working on the rebuilt read model.
+    let me = support::browser();
+    app.sign_in_with(&me, "ada@example.com").await;
+    app.stop().await;
+}
+
 /// Forwards connections from `listener` to the local PostgreSQL: "PostgreSQL coming up".
 async fn forward_to_postgres(listener: TcpListener) {
     loop {

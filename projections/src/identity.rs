@@ -22,6 +22,10 @@ impl Projection for IdentityProjection {
         NAME
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["accounts", "sessions", "api_keys"]
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

@@ -4,7 +4,8 @@
 //!   and applies each batch *and its checkpoint* in one transaction. It is woken after local
 //!   commits and polls slowly as the correctness path, and one node at a time runs it (an
 //!   advisory lock, plus a row lock on its checkpoint per batch).
-//! - Read models: [`identity`] (accounts, sessions, API keys).
+//! - Read models: [`identity`] (accounts, sessions, API keys), [`memberships`] (organizations,
+//!   members, teams, permissions).
 //! - [`mailer`]: the mail outbox worker. It has side effects, so it is not a projection: it
 //!   never runs on replay.
 //!
@@ -14,6 +15,8 @@
 
 pub mod identity;
 pub mod mailer;
+pub mod memberships;
+pub mod registry;
 pub mod runner;
 
 pub use runner::{Projection, ProjectionError, Runner};

@@ -36,6 +36,9 @@ pub trait Projection: Send + Sync + 'static {
     /// A stable name: the checkpoint's key. Changing it rebuilds from zero.
     fn name(&self) -> &'static str;
 
+    /// The tables it owns, emptied by a rebuild ([`reset`]).
+    fn tables(&self) -> &'static [&'static str];
+
     /// Applies one event inside the batch's transaction. Must be idempotent and must not have
     /// side effects outside its own tables.
     fn apply(
@@ -81,6 +84,11 @@ impl<P: Projection> Runner<P> {
             options,
             progress: watch::channel(Cursor::START).0,
         }
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
     }
 
     /// Changes each time this runner commits a batch (a wake-up for [`wait_for`]).
@@ -156,6 +164,12 @@ impl<P: Projection> Runner<P> {
                         // Still holding the lock? Its connection failing means another node may
                         // take over; stop here and compete for the lock again.
                         sqlx::query("SELECT 1").execute(&mut **lock).await?;
+                        // A rebuild (`cairn replay`) may have reset the checkpoint meanwhile.
+                        let stored = checkpoint(pool, name).await?;
+                        if stored != cursor {
+                            tracing::info!(projection = name, "checkpoint moved (a rebuild?); resuming from it");
+                            cursor = stored;
+                        }
                     }
                     () = shutdown.cancelled() => return Ok(()),
                 }
@@ -210,6 +224,31 @@ impl<P: Projection> Runner<P> {
         tx.commit().await?;
         Ok(last)
     }
+}
+
+/// Empties `projection`'s tables and moves its checkpoint back to the start, in one
+/// transaction, under the checkpoint's row lock. A runner already running (on any node) notices
+/// at its next batch that the checkpoint moved and rebuilds from zero.
+pub async fn reset<P: Projection>(pool: &PgPool, projection: &P) -> Result<(), sqlx::Error> {
+    checkpoint(pool, projection.name()).await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    if !projection.tables().is_empty() {
+        sqlx::query(&format!("TRUNCATE {}", projection.tables().join(", ")))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE projection_checkpoints SET last_xid = '0', last_position = 0, updated_at = now()
+          WHERE name = $1",
+    )
+    .bind(projection.name())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 fn lock_key(name: &str) -> String {

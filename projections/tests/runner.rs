@@ -139,3 +139,113 @@ async fn a_rebuild_from_zero_equals_the_incremental_run_and_replays_change_nothi
     assert_eq!(tables(&pool).await, incremental);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn memberships_replay_equals_the_incremental_read_model() {
+    use domain::organization::{Organization, OrganizationCommand as C};
+    use domain::{OrgId, Request, TeamId, UserId};
+
+    let db = TestDb::new().await;
+    let pool = db.pool(8).await;
+    let store = Store::new(pool.clone(), StoreOptions::default());
+    let commands = Commands::new(store.clone());
+    let stop = CancellationToken::new();
+    let progress = projections::registry::spawn_all(&store, &stop);
+    assert!(progress.contains_key(projections::memberships::NAME));
+
+    let founder = UserId::from_uuid(uuid::Uuid::now_v7());
+    let member = UserId::from_uuid(uuid::Uuid::now_v7());
+    let org = OrgId::from_uuid(uuid::Uuid::now_v7());
+    let team = TeamId::from_uuid(uuid::Uuid::now_v7());
+    let id = org.to_string();
+    let mut last = Cursor::START;
+    for command in [
+        C::Create {
+            org_id: org,
+            name: Name::parse("name", "Acme").expect("name"),
+            admin_team: TeamId::from_uuid(uuid::Uuid::now_v7()),
+        },
+        C::AddMember { user_id: member },
+        C::CreateTeam {
+            team_id: team,
+            name: Name::parse("name", "Core").expect("name"),
+        },
+        C::SetTeamPermissions {
+            team_id: team,
+            permissions: [domain::Permission::EditTasks].into(),
+        },
+        C::AddTeamMember {
+            team_id: team,
+            user_id: member,
+        },
+    ] {
+        let receipt = commands
+            .execute::<Organization>(
+                &id,
+                Request::by_user(founder, command),
+                &Metadata::new(Actor::User(founder)),
+            )
+            .await
+            .expect("command");
+        last = receipt.cursor.unwrap_or(last);
+    }
+    let name = projections::memberships::NAME;
+    assert!(wait_for(&pool, name, last, Duration::from_secs(20), None)
+        .await
+        .expect("wait"));
+    let read = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let mut rows: Vec<String> = sqlx::query_scalar(sql)
+                .fetch_all(&pool)
+                .await
+                .expect("read");
+            rows.sort();
+            rows
+        }
+    };
+    let snapshot = || async {
+        (
+            read("SELECT t::text FROM org_members t").await,
+            read("SELECT t::text FROM org_teams t").await,
+            read("SELECT t::text FROM org_team_members t").await,
+            read("SELECT t::text FROM effective_permissions t").await,
+        )
+    };
+    let incremental = snapshot().await;
+    assert_eq!(incremental.0.len(), 2);
+    assert!(projections::memberships::allows(
+        &pool,
+        org.as_uuid(),
+        member.as_uuid(),
+        domain::Permission::EditTasks
+    )
+    .await
+    .expect("allows"));
+    assert!(!projections::memberships::allows(
+        &pool,
+        org.as_uuid(),
+        member.as_uuid(),
+        domain::Permission::DeleteTasks
+    )
+    .await
+    .expect("allows"));
+    assert!(projections::memberships::allows(
+        &pool,
+        org.as_uuid(),
+        founder.as_uuid(),
+        domain::Permission::DeleteTasks
+    )
+    .await
+    .expect("admin implies all"));
+
+    let mut reports = 0;
+    projections::registry::replay(&store, name, |_, _, _| reports += 1)
+        .await
+        .expect("replay");
+    assert!(reports >= 1, "progress was shown");
+    assert_eq!(snapshot().await, incremental);
+    let unknown = projections::registry::replay(&store, "nope", |_, _, _| {}).await;
+    assert!(unknown.is_err());
+    stop.cancel();
+}

@@ -1,0 +1,146 @@
+//! Every projection by name: what the server runs, `cairn replay` rebuilds and
+//! `cairn projections` lists.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use eventstore::{Cursor, Store};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::IdentityProjection;
+use crate::memberships::MembershipsProjection;
+use crate::runner::{checkpoint, reset, Runner, RunnerOptions};
+use crate::Projection;
+
+/// The names of every projection.
+pub const NAMES: &[&str] = &[crate::identity::NAME, crate::memberships::NAME];
+
+/// Starts a runner for every projection; returns each one's progress, by name.
+pub fn spawn_all(
+    store: &Store,
+    shutdown: &CancellationToken,
+) -> HashMap<&'static str, watch::Receiver<Cursor>> {
+    fn spawn<P: Projection>(
+        store: &Store,
+        projection: P,
+        shutdown: &CancellationToken,
+    ) -> (&'static str, watch::Receiver<Cursor>) {
+        let name = projection.name();
+        let runner = Runner::new(store.clone(), projection, RunnerOptions::default());
+        let progress = runner.progress();
+        tokio::spawn(runner.run(shutdown.clone()));
+        (name, progress)
+    }
+    HashMap::from([
+        spawn(store, IdentityProjection, shutdown),
+        spawn(store, MembershipsProjection, shutdown),
+    ])
+}
+
+/// A projection's state, for `cairn projections`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Its name.
+    pub name: &'static str,
+    /// Where it has got to.
+    pub cursor: Cursor,
+    /// Events committed after it (approximate: by global position).
+    pub lag: i64,
+}
+
+/// The state of every projection.
+pub async fn statuses(store: &Store) -> Result<Vec<Status>, sqlx::Error> {
+    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
+        .fetch_one(store.pool())
+        .await?;
+    let mut out = Vec::with_capacity(NAMES.len());
+    for name in NAMES {
+        let cursor = checkpoint(store.pool(), name).await?;
+        out.push(Status {
+            name,
+            cursor,
+            lag: (head - cursor.position()).max(0),
+        });
+    }
+    Ok(out)
+}
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// No projection has that name.
+    #[error("no projection named `{name}`; known: {known}")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The names there are.
+        known: String,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The event store failed.
+    #[error("event store: {0}")]
+    Store(#[from] eventstore::StoreError),
+}
+
+/// Rebuilds projection `name` from the first event, calling `progress(applied position,
+/// target position, events per second)` about once a second. A runner in this process competes
+/// for the projection's lock with any server's; whichever holds it does the work.
+pub async fn replay(
+    store: &Store,
+    name: &str,
+    progress: impl FnMut(i64, i64, f64),
+) -> Result<Duration, ReplayError> {
+    match name {
+        crate::identity::NAME => replay_one(store, IdentityProjection, progress).await,
+        crate::memberships::NAME => replay_one(store, MembershipsProjection, progress).await,
+        other => Err(ReplayError::Unknown {
+            name: other.to_owned(),
+            known: NAMES.join(", "),
+        }),
+    }
+}
+
+async fn replay_one<P: Projection>(
+    store: &Store,
+    projection: P,
+    mut progress: impl FnMut(i64, i64, f64),
+) -> Result<Duration, ReplayError> {
+    let pool = store.pool();
+    let target: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text::int8, global_position FROM events
+          ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let target = target.map_or(Cursor::START, |(x, p)| Cursor::new(x as u64, p));
+    reset(pool, &projection).await?;
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let runner = Runner::new(
+        store.clone(),
+        projection,
+        RunnerOptions {
+            batch: 2000,
+            poll: Duration::from_millis(200),
+        },
+    );
+    let name = runner.name();
+    tokio::spawn(runner.run(stop.clone()));
+    let result = loop {
+        let at = match checkpoint(pool, name).await {
+            Ok(at) => at,
+            Err(e) => break Err(e.into()),
+        };
+        let rate = at.position() as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        progress(at.position(), target.position(), rate);
+        if at >= target {
+            break Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    stop.cancel();
+    result
+}
