@@ -12,13 +12,16 @@
 
 pub mod account;
 mod caller;
+mod grant;
 pub mod ids;
+pub mod label;
 pub mod organization;
 pub mod permission;
 pub mod scope;
 pub mod values;
 
 pub use caller::{Caller, Request};
+pub use grant::Grant;
 pub use ids::{ApiKeyId, OrgId, SessionId, TeamId, UserId};
 pub use permission::Permission;
 pub use scope::Scope;

@@ -27,6 +27,12 @@ pub enum ValueError {
         /// The field that was checked.
         field: &'static str,
     },
+    /// The value is not a `#rrggbb` color.
+    #[error("{field} must be a color like #1e90ff")]
+    InvalidColor {
+        /// The field that was checked.
+        field: &'static str,
+    },
     /// The value contained control characters.
     #[error("{field} must not contain control characters")]
     ControlCharacters {
