@@ -61,3 +61,19 @@ id_type!(
     /// An API key.
     ApiKeyId
 );
+id_type!(
+    /// A task.
+    TaskId
+);
+id_type!(
+    /// A label.
+    LabelId
+);
+id_type!(
+    /// A category.
+    CategoryId
+);
+id_type!(
+    /// A comment on a task.
+    CommentId
+);

@@ -18,11 +18,12 @@ pub mod label;
 pub mod organization;
 pub mod permission;
 pub mod scope;
+pub mod task;
 pub mod values;
 
 pub use caller::{Caller, Request};
 pub use grant::Grant;
-pub use ids::{ApiKeyId, OrgId, SessionId, TeamId, UserId};
+pub use ids::{ApiKeyId, CategoryId, CommentId, LabelId, OrgId, SessionId, TaskId, TeamId, UserId};
 pub use permission::Permission;
 pub use scope::Scope;
-pub use values::{Digest, Email, Name, Sealed, ValueError};
+pub use values::{Digest, Email, Name, Sealed, Text, ValueError};

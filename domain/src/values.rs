@@ -80,6 +80,42 @@ impl fmt::Display for Name {
     }
 }
 
+/// Free text of bounded length (task titles, descriptions, comments): trimmed, without
+/// control characters other than newlines and tabs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Text(String);
+
+impl Text {
+    /// Validates `raw`: at most `max` characters, and at least one unless `allow_empty`.
+    pub fn parse(
+        field: &'static str,
+        raw: &str,
+        max: usize,
+        allow_empty: bool,
+    ) -> Result<Self, ValueError> {
+        let text = raw.trim();
+        if text.is_empty() && !allow_empty {
+            return Err(ValueError::Empty { field });
+        }
+        if text.chars().count() > max {
+            return Err(ValueError::TooLong { field, max });
+        }
+        if text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+        {
+            return Err(ValueError::ControlCharacters { field });
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// An email address: trimmed, lower-cased, at most 254 characters, `local@domain.tld`.
 ///
 /// Personal data: it never appears in an event in the clear (events carry a [`Sealed`] copy).

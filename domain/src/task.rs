@@ -1,0 +1,897 @@
+//! The `Task` aggregate: a card on an organization's board, with its labels, assignees and
+//! comments. Each action needs a permission (see [`Task::decide`]); the caller's permissions
+//! arrive in the request as a [`Grant`] looked up from the memberships read model.
+//!
+//! References to other aggregates (labels, categories, assignees) are checked against read
+//! models by the command side before a command is built; the task records ids only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::{CategoryId, CommentId, Grant, LabelId, OrgId, Permission, Text, UserId};
+
+/// The longest title, in characters.
+pub const TITLE_MAX: usize = 200;
+/// The longest description or comment, in characters.
+pub const BODY_MAX: usize = 10_000;
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Not planned yet.
+    Backlog,
+    /// Planned.
+    Todo,
+    /// Being worked on.
+    InProgress,
+    /// Finished.
+    Done,
+    /// Dropped.
+    Canceled,
+}
+
+/// How urgent a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Not set.
+    None,
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Urgent.
+    Urgent,
+}
+
+/// The fields of a new task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// Its organization.
+    pub org_id: OrgId,
+    /// Its title (1 to 200 characters).
+    pub title: Text,
+    /// Its description (may be empty).
+    pub description: Text,
+    /// Its status.
+    pub status: Status,
+    /// Its priority.
+    pub priority: Priority,
+    /// Its category.
+    pub category_id: Option<CategoryId>,
+    /// Its labels.
+    pub labels: BTreeSet<LabelId>,
+    /// Its assignees (members of the organization).
+    pub assignees: BTreeSet<UserId>,
+}
+
+/// Changes to a task's fields; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskEdit {
+    /// A new title.
+    pub title: Option<Text>,
+    /// A new description.
+    pub description: Option<Text>,
+    /// A new status.
+    pub status: Option<Status>,
+    /// A new priority.
+    pub priority: Option<Priority>,
+    /// A new category (`Some(None)` clears it).
+    pub category_id: Option<Option<CategoryId>>,
+}
+
+/// What can be asked of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskCommand {
+    /// Create it (`tasks.create`; `tasks.assign` too when it has assignees).
+    Create(Box<NewTask>),
+    /// Change fields (`tasks.edit`).
+    Edit(TaskEdit),
+    /// Assign a member (`tasks.assign`).
+    Assign {
+        /// The member.
+        user_id: UserId,
+    },
+    /// Unassign a member (`tasks.assign`).
+    Unassign {
+        /// The member.
+        user_id: UserId,
+    },
+    /// Add a label (`tasks.edit`).
+    AddLabel {
+        /// The label.
+        label_id: LabelId,
+    },
+    /// Remove a label (`tasks.edit`).
+    RemoveLabel {
+        /// The label.
+        label_id: LabelId,
+    },
+    /// Comment (any member).
+    AddComment {
+        /// The new comment's id.
+        comment_id: CommentId,
+        /// Its text.
+        body: Text,
+    },
+    /// Edit a comment (its author, or an administrator).
+    EditComment {
+        /// The comment.
+        comment_id: CommentId,
+        /// Its new text.
+        body: Text,
+    },
+    /// Delete a comment (its author, or an administrator).
+    DeleteComment {
+        /// The comment.
+        comment_id: CommentId,
+    },
+    /// Delete the task (`tasks.delete`).
+    Delete,
+}
+
+/// A request to a task, with the caller's grant in the task's organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRequest {
+    /// What the caller may do.
+    pub grant: Grant,
+    /// What is asked.
+    pub command: TaskCommand,
+}
+
+/// What happened to a task. The `type` tag is the stored `event_type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum TaskEvent {
+    /// Created.
+    #[serde(rename = "task.created")]
+    Created {
+        /// Its organization.
+        org_id: OrgId,
+        /// Its title.
+        title: Text,
+        /// Its description.
+        description: Text,
+        /// Its status.
+        status: Status,
+        /// Its priority.
+        priority: Priority,
+        /// Its category.
+        category_id: Option<CategoryId>,
+        /// Its labels.
+        labels: BTreeSet<LabelId>,
+        /// Its assignees.
+        assignees: BTreeSet<UserId>,
+    },
+    /// The title changed.
+    #[serde(rename = "task.title_changed")]
+    TitleChanged {
+        /// The new title.
+        title: Text,
+    },
+    /// The description changed.
+    #[serde(rename = "task.description_changed")]
+    DescriptionChanged {
+        /// The new description.
+        description: Text,
+    },
+    /// The status changed.
+    #[serde(rename = "task.status_changed")]
+    StatusChanged {
+        /// The new status.
+        status: Status,
+    },
+    /// The priority changed.
+    #[serde(rename = "task.priority_changed")]
+    PriorityChanged {
+        /// The new priority.
+        priority: Priority,
+    },
+    /// The category changed.
+    #[serde(rename = "task.category_changed")]
+    CategoryChanged {
+        /// The new category, if any.
+        category_id: Option<CategoryId>,
+    },
+    /// A member was assigned.
+    #[serde(rename = "task.assigned")]
+    Assigned {
+        /// The member.
+        user_id: UserId,
+    },
+    /// A member was unassigned.
+    #[serde(rename = "task.unassigned")]
+    Unassigned {
+        /// The member.
+        user_id: UserId,
+    },
+    /// A label was added.
+    #[serde(rename = "task.labeled")]
+    Labeled {
+        /// The label.
+        label_id: LabelId,
+    },
+    /// A label was removed.
+    #[serde(rename = "task.unlabeled")]
+    Unlabeled {
+        /// The label.
+        label_id: LabelId,
+    },
+    /// A comment was added.
+    #[serde(rename = "task.comment_added")]
+    CommentAdded {
+        /// The comment.
+        comment_id: CommentId,
+        /// Its author (`None` for the system).
+        author: Option<UserId>,
+        /// Its text.
+        body: Text,
+    },
+    /// A comment was edited.
+    #[serde(rename = "task.comment_edited")]
+    CommentEdited {
+        /// The comment.
+        comment_id: CommentId,
+        /// Its new text.
+        body: Text,
+    },
+    /// A comment was deleted.
+    #[serde(rename = "task.comment_deleted")]
+    CommentDeleted {
+        /// The comment.
+        comment_id: CommentId,
+    },
+    /// The task was deleted.
+    #[serde(rename = "task.deleted")]
+    Deleted {},
+}
+
+impl DomainEvent for TaskEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::Created { .. } => "task.created",
+            Self::TitleChanged { .. } => "task.title_changed",
+            Self::DescriptionChanged { .. } => "task.description_changed",
+            Self::StatusChanged { .. } => "task.status_changed",
+            Self::PriorityChanged { .. } => "task.priority_changed",
+            Self::CategoryChanged { .. } => "task.category_changed",
+            Self::Assigned { .. } => "task.assigned",
+            Self::Unassigned { .. } => "task.unassigned",
+            Self::Labeled { .. } => "task.labeled",
+            Self::Unlabeled { .. } => "task.unlabeled",
+            Self::CommentAdded { .. } => "task.comment_added",
+            Self::CommentEdited { .. } => "task.comment_edited",
+            Self::CommentDeleted { .. } => "task.comment_deleted",
+            Self::Deleted {} => "task.deleted",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_owned()
+    }
+}
+
+/// Why a task command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// The caller lacks a permission (HTTP 403).
+    #[error("this needs the `{0}` permission")]
+    Forbidden(Permission),
+    /// The caller is not a member of the organization (HTTP 404).
+    #[error("no such task")]
+    NotMember,
+    /// `Create` on a task that exists (HTTP 409).
+    #[error("the task already exists")]
+    AlreadyExists,
+    /// No such task, or it was deleted (HTTP 404).
+    #[error("no such task")]
+    NotFound,
+    /// Already assigned (HTTP 422).
+    #[error("user {0} is already assigned")]
+    AlreadyAssigned(UserId),
+    /// Not assigned (HTTP 422).
+    #[error("user {0} is not assigned")]
+    NotAssigned(UserId),
+    /// Already has the label (HTTP 422).
+    #[error("the task already has label {0}")]
+    AlreadyLabeled(LabelId),
+    /// Lacks the label (HTTP 422).
+    #[error("the task does not have label {0}")]
+    NotLabeled(LabelId),
+    /// No such comment, or it was deleted (HTTP 404).
+    #[error("no such comment")]
+    CommentNotFound,
+    /// Only a comment's author (or an administrator) may change it (HTTP 403).
+    #[error("only the comment's author may change it")]
+    NotCommentAuthor,
+}
+
+impl TaskError {
+    /// A stable code.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::Forbidden(_) => "forbidden",
+            Self::NotMember | Self::NotFound => "task_not_found",
+            Self::AlreadyExists => "task_exists",
+            Self::AlreadyAssigned(_) => "already_assigned",
+            Self::NotAssigned(_) => "not_assigned",
+            Self::AlreadyLabeled(_) => "already_labeled",
+            Self::NotLabeled(_) => "not_labeled",
+            Self::CommentNotFound => "comment_not_found",
+            Self::NotCommentAuthor => "not_comment_author",
+        }
+    }
+}
+
+/// The task aggregate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    org_id: Option<OrgId>,
+    title: Option<Text>,
+    description: Option<Text>,
+    status: Option<Status>,
+    priority: Option<Priority>,
+    category_id: Option<CategoryId>,
+    labels: BTreeSet<LabelId>,
+    assignees: BTreeSet<UserId>,
+    /// Live comments and their authors.
+    comments: BTreeMap<CommentId, Option<UserId>>,
+    deleted: bool,
+}
+
+impl Task {
+    /// Its organization, once created.
+    pub fn org_id(&self) -> Option<OrgId> {
+        self.org_id
+    }
+
+    /// Whether it exists and is not deleted.
+    pub fn is_live(&self) -> bool {
+        self.org_id.is_some() && !self.deleted
+    }
+
+    fn need(grant: &Grant, permission: Permission) -> Result<(), TaskError> {
+        if grant.allows(permission) {
+            Ok(())
+        } else {
+            Err(TaskError::Forbidden(permission))
+        }
+    }
+
+    /// Decides a request. Pure.
+    pub fn decide(&self, request: TaskRequest) -> Result<Vec<TaskEvent>, TaskError> {
+        use TaskCommand as C;
+        use TaskError as E;
+        use TaskEvent as V;
+
+        let TaskRequest { grant, command } = request;
+        if !grant.member {
+            return Err(E::NotMember);
+        }
+        if let C::Create(new) = command {
+            Self::need(&grant, Permission::CreateTasks)?;
+            if !new.assignees.is_empty() {
+                Self::need(&grant, Permission::AssignTasks)?;
+            }
+            if self.org_id.is_some() {
+                return Err(E::AlreadyExists);
+            }
+            let NewTask {
+                org_id,
+                title,
+                description,
+                status,
+                priority,
+                category_id,
+                labels,
+                assignees,
+            } = *new;
+            return Ok(vec![V::Created {
+                org_id,
+                title,
+                description,
+                status,
+                priority,
+                category_id,
+                labels,
+                assignees,
+            }]);
+        }
+        if !self.is_live() {
+            return Err(E::NotFound);
+        }
+        Ok(match command {
+            C::Create(_) => unreachable!("handled above"),
+            C::Edit(edit) => {
+                Self::need(&grant, Permission::EditTasks)?;
+                let mut events = Vec::new();
+                if let Some(title) = edit.title.filter(|t| Some(t) != self.title.as_ref()) {
+                    events.push(V::TitleChanged { title });
+                }
+                if let Some(description) = edit
+                    .description
+                    .filter(|d| Some(d) != self.description.as_ref())
+                {
+                    events.push(V::DescriptionChanged { description });
+                }
+                if let Some(status) = edit.status.filter(|s| Some(*s) != self.status) {
+                    events.push(V::StatusChanged { status });
+                }
+                if let Some(priority) = edit.priority.filter(|p| Some(*p) != self.priority) {
+                    events.push(V::PriorityChanged { priority });
+                }
+                if let Some(category_id) = edit.category_id.filter(|c| *c != self.category_id) {
+                    events.push(V::CategoryChanged { category_id });
+                }
+                events
+            }
+            C::Assign { user_id } => {
+                Self::need(&grant, Permission::AssignTasks)?;
+                if self.assignees.contains(&user_id) {
+                    return Err(E::AlreadyAssigned(user_id));
+                }
+                vec![V::Assigned { user_id }]
+            }
+            C::Unassign { user_id } => {
+                Self::need(&grant, Permission::AssignTasks)?;
+                if !self.assignees.contains(&user_id) {
+                    return Err(E::NotAssigned(user_id));
+                }
+                vec![V::Unassigned { user_id }]
+            }
+            C::AddLabel { label_id } => {
+                Self::need(&grant, Permission::EditTasks)?;
+                if self.labels.contains(&label_id) {
+                    return Err(E::AlreadyLabeled(label_id));
+                }
+                vec![V::Labeled { label_id }]
+            }
+            C::RemoveLabel { label_id } => {
+                Self::need(&grant, Permission::EditTasks)?;
+                if !self.labels.contains(&label_id) {
+                    return Err(E::NotLabeled(label_id));
+                }
+                vec![V::Unlabeled { label_id }]
+            }
+            C::AddComment { comment_id, body } => {
+                if self.comments.contains_key(&comment_id) {
+                    return Ok(vec![]);
+                }
+                vec![V::CommentAdded {
+                    comment_id,
+                    author: grant.user,
+                    body,
+                }]
+            }
+            C::EditComment { comment_id, body } => {
+                self.may_change_comment(&grant, comment_id)?;
+                vec![V::CommentEdited { comment_id, body }]
+            }
+            C::DeleteComment { comment_id } => {
+                self.may_change_comment(&grant, comment_id)?;
+                vec![V::CommentDeleted { comment_id }]
+            }
+            C::Delete => {
+                Self::need(&grant, Permission::DeleteTasks)?;
+                vec![V::Deleted {}]
+            }
+        })
+    }
+
+    fn may_change_comment(&self, grant: &Grant, comment_id: CommentId) -> Result<(), TaskError> {
+        let author = self
+            .comments
+            .get(&comment_id)
+            .ok_or(TaskError::CommentNotFound)?;
+        if grant.user.is_none() || *author == grant.user || grant.allows(Permission::Administrator)
+        {
+            Ok(())
+        } else {
+            Err(TaskError::NotCommentAuthor)
+        }
+    }
+}
+
+impl Aggregate for Task {
+    const TYPE: &'static str = "task";
+    type Command = TaskRequest;
+    type Event = TaskEvent;
+    type Error = TaskError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        use TaskEvent as V;
+        match event {
+            V::Created {
+                org_id,
+                title,
+                description,
+                status,
+                priority,
+                category_id,
+                labels,
+                assignees,
+            } => {
+                self.org_id = Some(org_id);
+                self.title = Some(title);
+                self.description = Some(description);
+                self.status = Some(status);
+                self.priority = Some(priority);
+                self.category_id = category_id;
+                self.labels = labels;
+                self.assignees = assignees;
+            }
+            V::TitleChanged { title } => self.title = Some(title),
+            V::DescriptionChanged { description } => self.description = Some(description),
+            V::StatusChanged { status } => self.status = Some(status),
+            V::PriorityChanged { priority } => self.priority = Some(priority),
+            V::CategoryChanged { category_id } => self.category_id = category_id,
+            V::Assigned { user_id } => {
+                self.assignees.insert(user_id);
+            }
+            V::Unassigned { user_id } => {
+                self.assignees.remove(&user_id);
+            }
+            V::Labeled { label_id } => {
+                self.labels.insert(label_id);
+            }
+            V::Unlabeled { label_id } => {
+                self.labels.remove(&label_id);
+            }
+            V::CommentAdded {
+                comment_id, author, ..
+            } => {
+                self.comments.insert(comment_id, author);
+            }
+            V::CommentEdited { .. } => {}
+            V::CommentDeleted { comment_id } => {
+                self.comments.remove(&comment_id);
+            }
+            V::Deleted {} => self.deleted = true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+    use uuid::Uuid;
+
+    use super::*;
+    use TaskCommand as C;
+    use TaskError as E;
+    use TaskEvent as V;
+
+    type Given = TestFramework<Task>;
+
+    fn org() -> OrgId {
+        OrgId::from_uuid(Uuid::from_u128(1))
+    }
+    fn alice() -> UserId {
+        UserId::from_uuid(Uuid::from_u128(2))
+    }
+    fn bob() -> UserId {
+        UserId::from_uuid(Uuid::from_u128(3))
+    }
+    fn text(s: &str) -> Text {
+        Text::parse("text", s, BODY_MAX, true).expect("text")
+    }
+    fn by(user: UserId, perms: &[Permission], command: C) -> TaskRequest {
+        TaskRequest {
+            grant: Grant::member(user, perms.iter().copied()),
+            command,
+        }
+    }
+    fn new_task(assignees: &[UserId]) -> C {
+        C::Create(Box::new(NewTask {
+            org_id: org(),
+            title: text("Ship it"),
+            description: text(""),
+            status: Status::Todo,
+            priority: Priority::None,
+            category_id: None,
+            labels: BTreeSet::new(),
+            assignees: assignees.iter().copied().collect(),
+        }))
+    }
+    fn created() -> V {
+        V::Created {
+            org_id: org(),
+            title: text("Ship it"),
+            description: text(""),
+            status: Status::Todo,
+            priority: Priority::None,
+            category_id: None,
+            labels: BTreeSet::new(),
+            assignees: BTreeSet::new(),
+        }
+    }
+    fn label() -> LabelId {
+        LabelId::from_uuid(Uuid::from_u128(7))
+    }
+    fn comment() -> CommentId {
+        CommentId::from_uuid(Uuid::from_u128(9))
+    }
+
+    #[tokio::test]
+    async fn creating_needs_tasks_create_and_assigning_on_create_tasks_assign() {
+        Given::with(())
+            .given_no_previous_events()
+            .when_async(by(alice(), &[Permission::EditTasks], new_task(&[])))
+            .await
+            .then_expect_error(E::Forbidden(Permission::CreateTasks));
+        Given::with(())
+            .given_no_previous_events()
+            .when_async(by(alice(), &[Permission::CreateTasks], new_task(&[bob()])))
+            .await
+            .then_expect_error(E::Forbidden(Permission::AssignTasks));
+        Given::with(())
+            .given_no_previous_events()
+            .when_async(by(alice(), &[Permission::CreateTasks], new_task(&[])))
+            .await
+            .then_expect_events(vec![created()]);
+        Given::with(())
+            .given(vec![created()])
+            .when_async(by(alice(), &[Permission::Administrator], new_task(&[])))
+            .await
+            .then_expect_error(E::AlreadyExists);
+    }
+
+    #[tokio::test]
+    async fn non_members_see_nothing_and_deleted_tasks_are_gone() {
+        Given::with(())
+            .given(vec![created()])
+            .when_async(TaskRequest {
+                grant: Grant {
+                    user: Some(bob()),
+                    member: false,
+                    permissions: [Permission::Administrator].into(),
+                },
+                command: C::Delete,
+            })
+            .await
+            .then_expect_error(E::NotMember);
+        Given::with(())
+            .given(vec![created(), V::Deleted {}])
+            .when_async(by(alice(), &[Permission::Administrator], C::Delete))
+            .await
+            .then_expect_error(E::NotFound);
+        Given::with(())
+            .given_no_previous_events()
+            .when_async(by(alice(), &[Permission::Administrator], C::Delete))
+            .await
+            .then_expect_error(E::NotFound);
+    }
+
+    #[tokio::test]
+    async fn edits_need_tasks_edit_and_record_only_changes() {
+        let edit = TaskEdit {
+            title: Some(text("Ship it")),
+            status: Some(Status::Done),
+            priority: Some(Priority::High),
+            category_id: Some(None),
+            ..TaskEdit::default()
+        };
+        Given::with(())
+            .given(vec![created()])
+            .when_async(by(
+                alice(),
+                &[Permission::CreateTasks],
+                C::Edit(edit.clone()),
+            ))
+            .await
+            .then_expect_error(E::Forbidden(Permission::EditTasks));
+        Given::with(())
+            .given(vec![created()])
+            .when_async(by(alice(), &[Permission::EditTasks], C::Edit(edit)))
+            .await
+            .then_expect_events(vec![
+                V::StatusChanged {
+                    status: Status::Done,
+                },
+                V::PriorityChanged {
+                    priority: Priority::High,
+                },
+            ]);
+    }
+
+    #[tokio::test]
+    async fn assignment_and_labels_follow_their_permissions_and_state() {
+        let assign = C::Assign { user_id: bob() };
+        Given::with(())
+            .given(vec![created()])
+            .when_async(by(alice(), &[Permission::EditTasks], assign.clone()))
+            .await
+            .then_expect_error(E::Forbidden(Permission::AssignTasks));
+        Given::with(())
+            .given(vec![created(), V::Assigned { user_id: bob() }])
+            .when_async(by(alice(), &[Permission::AssignTasks], assign))
+            .await
+            .then_expect_error(E::AlreadyAssigned(bob()));
+        Given::with(())
+            .given(vec![created()])
+            .when_async(by(
+                alice(),
+                &[Permission::AssignTasks],
+                C::Unassign { user_id: bob() },
+            ))
+            .await
+            .then_expect_error(E::NotAssigned(bob()));
+        Given::with(())
+            .given(vec![created()])
+            .when_async(by(
+                alice(),
+                &[Permission::EditTasks],
+                C::AddLabel { label_id: label() },
+            ))
+            .await
+            .then_expect_events(vec![V::Labeled { label_id: label() }]);
+        Given::with(())
+            .given(vec![created(), V::Labeled { label_id: label() }])
+            .when_async(by(
+                alice(),
+                &[Permission::EditTasks],
+                C::AddLabel { label_id: label() },
+            ))
+            .await
+            .then_expect_error(E::AlreadyLabeled(label()));
+        Given::with(())
+            .given(vec![created()])
+            .when_async(by(
+                alice(),
+                &[Permission::EditTasks],
+                C::RemoveLabel { label_id: label() },
+            ))
+            .await
+            .then_expect_error(E::NotLabeled(label()));
+    }
+
+    #[tokio::test]
+    async fn any_member_comments_and_only_authors_or_admins_change_comments() {
+        Given::with(())
+            .given(vec![created()])
+            .when_async(by(
+                bob(),
+                &[],
+                C::AddComment {
+                    comment_id: comment(),
+                    body: text("hi"),
+                },
+            ))
+            .await
+            .then_expect_events(vec![V::CommentAdded {
+                comment_id: comment(),
+                author: Some(bob()),
+                body: text("hi"),
+            }]);
+        let commented = vec![
+            created(),
+            V::CommentAdded {
+                comment_id: comment(),
+                author: Some(bob()),
+                body: text("hi"),
+            },
+        ];
+        Given::with(())
+            .given(commented.clone())
+            .when_async(by(
+                alice(),
+                &[Permission::EditTasks],
+                C::DeleteComment {
+                    comment_id: comment(),
+                },
+            ))
+            .await
+            .then_expect_error(E::NotCommentAuthor);
+        Given::with(())
+            .given(commented.clone())
+            .when_async(by(
+                bob(),
+                &[],
+                C::EditComment {
+                    comment_id: comment(),
+                    body: text("hello"),
+                },
+            ))
+            .await
+            .then_expect_events(vec![V::CommentEdited {
+                comment_id: comment(),
+                body: text("hello"),
+            }]);
+        Given::with(())
+            .given(commented.clone())
+            .when_async(by(
+                alice(),
+                &[Permission::Administrator],
+                C::DeleteComment {
+                    comment_id: comment(),
+                },
+            ))
+            .await
+            .then_expect_events(vec![V::CommentDeleted {
+                comment_id: comment(),
+            }]);
+        let mut deleted = commented;
+        deleted.push(V::CommentDeleted {
+            comment_id: comment(),
+        });
+        Given::with(())
+            .given(deleted)
+            .when_async(by(
+                bob(),
+                &[],
+                C::EditComment {
+                    comment_id: comment(),
+                    body: text("x"),
+                },
+            ))
+            .await
+            .then_expect_error(E::CommentNotFound);
+    }
+
+    #[tokio::test]
+    async fn deleting_needs_tasks_delete() {
+        Given::with(())
+            .given(vec![created()])
+            .when_async(by(alice(), &[Permission::EditTasks], C::Delete))
+            .await
+            .then_expect_error(E::Forbidden(Permission::DeleteTasks));
+        Given::with(())
+            .given(vec![created()])
+            .when_async(by(alice(), &[Permission::DeleteTasks], C::Delete))
+            .await
+            .then_expect_events(vec![V::Deleted {}]);
+    }
+
+    #[test]
+    fn event_json_is_pinned() {
+        let cases: Vec<(V, &str)> = vec![
+            (
+                created(),
+                r#"{"type":"task.created","org_id":"00000000-0000-0000-0000-000000000001","title":"Ship it","description":"","status":"todo","priority":"none","category_id":null,"labels":[],"assignees":[]}"#,
+            ),
+            (
+                V::StatusChanged {
+                    status: Status::InProgress,
+                },
+                r#"{"type":"task.status_changed","status":"in_progress"}"#,
+            ),
+            (
+                V::Assigned { user_id: bob() },
+                r#"{"type":"task.assigned","user_id":"00000000-0000-0000-0000-000000000003"}"#,
+            ),
+            (
+                V::CommentAdded {
+                    comment_id: comment(),
+                    author: Some(bob()),
+                    body: text("hi"),
+                },
+                r#"{"type":"task.comment_added","comment_id":"00000000-0000-0000-0000-000000000009","author":"00000000-0000-0000-0000-000000000003","body":"hi"}"#,
+            ),
+            (V::Deleted {}, r#"{"type":"task.deleted"}"#),
+        ];
+        for (event, json) in cases {
+            assert_eq!(serde_json::to_string(&event).expect("json"), json);
+            assert_eq!(serde_json::from_str::<V>(json).expect("parse"), event);
+        }
+    }
+}
