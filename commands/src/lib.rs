@@ -23,7 +23,9 @@ pub mod secrets;
 use std::sync::Arc;
 
 use domain::account::Account;
+use domain::label::{Category, Label};
 use domain::organization::Organization;
+use domain::task::Task;
 use eventstore::Store;
 
 pub use eventstore::{Cursor, Receipt};
@@ -47,6 +49,9 @@ struct Inner {
     store: Store,
     organizations: Handler<Organization>,
     accounts: Handler<Account>,
+    tasks: Handler<Task>,
+    labels: Handler<Label>,
+    categories: Handler<Category>,
 }
 
 impl Commands {
@@ -56,6 +61,9 @@ impl Commands {
             inner: Arc::new(Inner {
                 organizations: Handler::new(store.aggregate(), ()),
                 accounts: Handler::new(store.aggregate(), ()),
+                tasks: Handler::new(store.aggregate(), ()),
+                labels: Handler::new(store.aggregate(), ()),
+                categories: Handler::new(store.aggregate(), ()),
                 store,
             }),
         }
@@ -108,5 +116,23 @@ impl Dispatch<Organization> for Commands {
 impl Dispatch<Account> for Commands {
     fn handler(&self) -> &Handler<Account> {
         &self.inner.accounts
+    }
+}
+
+impl Dispatch<Task> for Commands {
+    fn handler(&self) -> &Handler<Task> {
+        &self.inner.tasks
+    }
+}
+
+impl Dispatch<Label> for Commands {
+    fn handler(&self) -> &Handler<Label> {
+        &self.inner.labels
+    }
+}
+
+impl Dispatch<Category> for Commands {
+    fn handler(&self) -> &Handler<Category> {
+        &self.inner.categories
     }
 }

@@ -3,11 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use crate::{Permission, UserId};
+use crate::{OrgId, Permission, UserId};
 
 /// A caller's standing in an organization.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
+    /// The organization this grant was looked up in. An aggregate of another organization
+    /// refuses it, as if it did not exist.
+    pub org_id: OrgId,
     /// The person, or `None` for the system (which may do anything).
     pub user: Option<UserId>,
     /// Whether the person is a member.
@@ -17,18 +20,24 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// The system: allowed everything.
-    pub fn system() -> Self {
+    /// The system: allowed everything in `org_id`.
+    pub fn system(org_id: OrgId) -> Self {
         Self {
+            org_id,
             user: None,
             member: true,
             permissions: BTreeSet::new(),
         }
     }
 
-    /// A member holding `permissions`.
-    pub fn member(user: UserId, permissions: impl IntoIterator<Item = Permission>) -> Self {
+    /// A member of `org_id` holding `permissions`.
+    pub fn member(
+        org_id: OrgId,
+        user: UserId,
+        permissions: impl IntoIterator<Item = Permission>,
+    ) -> Self {
         Self {
+            org_id,
             user: Some(user),
             member: true,
             permissions: permissions.into_iter().collect(),

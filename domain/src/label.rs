@@ -138,6 +138,9 @@ impl TagState {
         if !request.grant.allows(permission) {
             return Err(TagError::Forbidden(permission));
         }
+        if self.org_id.is_some_and(|o| o != request.grant.org_id) {
+            return Err(TagError::NotFound);
+        }
         match request.command {
             TagCommand::Create {
                 org_id,
@@ -146,6 +149,9 @@ impl TagState {
             } => {
                 if self.org_id.is_some() {
                     return Err(TagError::AlreadyExists);
+                }
+                if org_id != request.grant.org_id {
+                    return Err(TagError::Forbidden(permission));
                 }
                 Ok(vec![TagChange::Created {
                     org_id,
@@ -323,7 +329,11 @@ mod tests {
     }
     fn as_user(perms: &[Permission], command: TagCommand) -> TagRequest {
         TagRequest {
-            grant: Grant::member(UserId::from_uuid(Uuid::from_u128(2)), perms.iter().copied()),
+            grant: Grant::member(
+                org(),
+                UserId::from_uuid(Uuid::from_u128(2)),
+                perms.iter().copied(),
+            ),
             command,
         }
     }

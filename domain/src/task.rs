@@ -372,7 +372,7 @@ impl Task {
         use TaskEvent as V;
 
         let TaskRequest { grant, command } = request;
-        if !grant.member {
+        if !grant.member || self.org_id.is_some_and(|o| o != grant.org_id) {
             return Err(E::NotMember);
         }
         if let C::Create(new) = command {
@@ -382,6 +382,9 @@ impl Task {
             }
             if self.org_id.is_some() {
                 return Err(E::AlreadyExists);
+            }
+            if new.org_id != grant.org_id {
+                return Err(E::NotMember);
             }
             let NewTask {
                 org_id,
@@ -597,7 +600,7 @@ mod tests {
     }
     fn by(user: UserId, perms: &[Permission], command: C) -> TaskRequest {
         TaskRequest {
-            grant: Grant::member(user, perms.iter().copied()),
+            grant: Grant::member(org(), user, perms.iter().copied()),
             command,
         }
     }
@@ -662,6 +665,7 @@ mod tests {
             .given(vec![created()])
             .when_async(TaskRequest {
                 grant: Grant {
+                    org_id: org(),
                     user: Some(bob()),
                     member: false,
                     permissions: [Permission::Administrator].into(),
@@ -846,6 +850,19 @@ mod tests {
             ))
             .await
             .then_expect_error(E::CommentNotFound);
+    }
+
+    #[tokio::test]
+    async fn a_grant_for_another_organization_finds_nothing() {
+        let other = OrgId::from_uuid(Uuid::from_u128(99));
+        Given::with(())
+            .given(vec![created()])
+            .when_async(TaskRequest {
+                grant: Grant::member(other, alice(), [Permission::Administrator]),
+                command: C::Delete,
+            })
+            .await
+            .then_expect_error(E::NotMember);
     }
 
     #[tokio::test]

@@ -8,13 +8,18 @@ use eventstore::{Cursor, Store};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::board::BoardProjection;
 use crate::identity::IdentityProjection;
 use crate::memberships::MembershipsProjection;
 use crate::runner::{checkpoint, reset, Runner, RunnerOptions};
 use crate::Projection;
 
 /// The names of every projection.
-pub const NAMES: &[&str] = &[crate::identity::NAME, crate::memberships::NAME];
+pub const NAMES: &[&str] = &[
+    crate::identity::NAME,
+    crate::memberships::NAME,
+    crate::board::NAME,
+];
 
 /// Starts a runner for every projection; returns each one's progress, by name.
 pub fn spawn_all(
@@ -35,6 +40,7 @@ pub fn spawn_all(
     HashMap::from([
         spawn(store, IdentityProjection, shutdown),
         spawn(store, MembershipsProjection, shutdown),
+        spawn(store, BoardProjection, shutdown),
     ])
 }
 
@@ -96,6 +102,7 @@ pub async fn replay(
     match name {
         crate::identity::NAME => replay_one(store, IdentityProjection, progress).await,
         crate::memberships::NAME => replay_one(store, MembershipsProjection, progress).await,
+        crate::board::NAME => replay_one(store, BoardProjection, progress).await,
         other => Err(ReplayError::Unknown {
             name: other.to_owned(),
             known: NAMES.join(", "),
