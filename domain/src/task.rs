@@ -318,7 +318,8 @@ impl TaskError {
     pub const fn code(&self) -> &'static str {
         match self {
             Self::Forbidden(_) => "forbidden",
-            Self::NotMember | Self::NotFound => "task_not_found",
+            Self::NotMember => "organization_not_found",
+            Self::NotFound => "task_not_found",
             Self::AlreadyExists => "task_exists",
             Self::AlreadyAssigned(_) => "already_assigned",
             Self::NotAssigned(_) => "not_assigned",

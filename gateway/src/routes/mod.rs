@@ -1,5 +1,6 @@
 //! The HTTP surface: one module per resource, each with its `router()`.
 
+mod board;
 mod health;
 mod me;
 mod openapi;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .max_age(std::time::Duration::from_secs(3600));
     let api = Router::new()
         .merge(orgs::router())
+        .merge(board::router())
         .merge(me::router())
         .merge(streams::router())
         .merge(openapi::router())

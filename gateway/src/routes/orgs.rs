@@ -163,7 +163,7 @@ async fn update(
 
 /// A write's response: the receipt (and `extra` fields), `Cairn-Cursor`, and
 /// `Idempotent-Replayed` when it answers a repeat.
-fn written(status: StatusCode, receipt: &Receipt, extra: serde_json::Value) -> Response {
+pub(crate) fn written(status: StatusCode, receipt: &Receipt, extra: serde_json::Value) -> Response {
     let mut body = json!({ "receipt": ReceiptBody::from(receipt) });
     if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
         body.extend(extra);
