@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventstore::{Cursor, RecordedEvent, Store};
-use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -121,11 +120,13 @@ impl<P: Projection> Runner<P> {
     async fn run_while_leader(&self, shutdown: &CancellationToken) -> Result<(), ProjectionError> {
         let name = self.projection.name();
         let pool = self.store.pool();
-        let mut lock = pool.acquire().await?;
+        // Detached from the pool: if this task dies, dropping the connection closes it and
+        // PostgreSQL releases the lock, instead of the lock living on in a pooled connection.
+        let mut lock = pool.acquire().await?.detach();
         loop {
             let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1)::int8)")
                 .bind(lock_key(name))
-                .fetch_one(&mut *lock)
+                .fetch_one(&mut lock)
                 .await?;
             if held {
                 break;
@@ -140,7 +141,7 @@ impl<P: Projection> Runner<P> {
         // Release explicitly so a successor need not wait for the connection to close.
         let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1)::int8)")
             .bind(lock_key(name))
-            .execute(&mut *lock)
+            .execute(&mut lock)
             .await;
         result
     }
@@ -148,7 +149,7 @@ impl<P: Projection> Runner<P> {
     async fn apply_batches(
         &self,
         pool: &PgPool,
-        lock: &mut PoolConnection<Postgres>,
+        lock: &mut PgConnection,
         shutdown: &CancellationToken,
     ) -> Result<(), ProjectionError> {
         let name = self.projection.name();
@@ -163,7 +164,7 @@ impl<P: Projection> Runner<P> {
                     () = tokio::time::sleep(self.options.poll) => {
                         // Still holding the lock? Its connection failing means another node may
                         // take over; stop here and compete for the lock again.
-                        sqlx::query("SELECT 1").execute(&mut **lock).await?;
+                        sqlx::query("SELECT 1").execute(&mut *lock).await?;
                         // A rebuild (`cairn replay`) may have reset the checkpoint meanwhile.
                         let stored = checkpoint(pool, name).await?;
                         if stored != cursor {

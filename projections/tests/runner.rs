@@ -249,3 +249,171 @@ async fn memberships_replay_equals_the_incremental_read_model() {
     assert!(unknown.is_err());
     stop.cancel();
 }
+
+#[tokio::test]
+async fn the_board_survives_a_killed_runner_and_rebuilds_to_the_same_tables() {
+    use domain::label::{Color, Label, TagCommand, TagRequest};
+    use domain::task::{NewTask, Priority, Status, Task, TaskCommand, TaskEdit, TaskRequest};
+    use domain::{CommentId, Grant, LabelId, OrgId, TaskId, Text};
+    use projections::board::BoardProjection;
+
+    let db = TestDb::new().await;
+    let pool = db.pool(8).await;
+    let store = Store::new(pool.clone(), StoreOptions::default());
+    let commands = Commands::new(store.clone());
+    let org = OrgId::from_uuid(uuid::Uuid::now_v7());
+    let grant = Grant::system(org);
+    let meta = || Metadata::new(Actor::System);
+    let label = LabelId::from_uuid(uuid::Uuid::now_v7());
+    commands
+        .execute::<Label>(
+            &label.to_string(),
+            TagRequest {
+                grant: grant.clone(),
+                command: TagCommand::Create {
+                    org_id: org,
+                    name: Name::parse("name", "bug").expect("name"),
+                    color: Color::parse("#ff0000").expect("color"),
+                },
+            },
+            &meta(),
+        )
+        .await
+        .expect("label");
+    let text = |s: &str| Text::parse("t", s, 100, true).expect("text");
+    let mut last = Cursor::START;
+    for n in 0..30 {
+        let task = TaskId::from_uuid(uuid::Uuid::now_v7());
+        let id = task.to_string();
+        let run = |command| {
+            let commands = commands.clone();
+            let id = id.clone();
+            let request = TaskRequest {
+                grant: grant.clone(),
+                command,
+            };
+            async move {
+                commands
+                    .execute::<Task>(&id, request, &Metadata::new(Actor::System))
+                    .await
+            }
+        };
+        run(TaskCommand::Create(Box::new(NewTask {
+            org_id: org,
+            title: text(&format!("task {n}")),
+            description: text(""),
+            status: Status::Todo,
+            priority: Priority::None,
+            category_id: None,
+            labels: BTreeSet::new(),
+            assignees: BTreeSet::new(),
+        })))
+        .await
+        .expect("create");
+        run(TaskCommand::Edit(TaskEdit {
+            status: Some(Status::Done),
+            ..TaskEdit::default()
+        }))
+        .await
+        .expect("edit");
+        run(TaskCommand::AddLabel { label_id: label })
+            .await
+            .expect("label");
+        for c in 0..2 {
+            run(TaskCommand::AddComment {
+                comment_id: CommentId::from_uuid(uuid::Uuid::now_v7()),
+                body: text(&format!("comment {c}")),
+            })
+            .await
+            .expect("comment");
+        }
+        let receipt = if n % 5 == 0 {
+            run(TaskCommand::Delete).await.expect("delete")
+        } else {
+            run(TaskCommand::RemoveLabel { label_id: label })
+                .await
+                .expect("unlabel")
+        };
+        last = receipt.cursor.expect("cursor");
+    }
+
+    let tables = || async {
+        let mut out = Vec::new();
+        for table in ["labels", "board_tasks", "task_comments"] {
+            let mut rows: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT t::text FROM {table} t"))
+                    .fetch_all(&pool)
+                    .await
+                    .expect("read");
+            rows.sort();
+            out.push(rows);
+        }
+        out
+    };
+    let name = projections::board::NAME;
+    let board_runner = |batch| {
+        Runner::new(
+            store.clone(),
+            BoardProjection,
+            RunnerOptions {
+                batch,
+                poll: Duration::from_millis(50),
+            },
+        )
+    };
+
+    // Incremental.
+    let stop = CancellationToken::new();
+    tokio::spawn(board_runner(500).run(stop.clone()));
+    assert!(wait_for(&pool, name, last, Duration::from_secs(30), None)
+        .await
+        .expect("wait"));
+    stop.cancel();
+    let incremental = tables().await;
+    assert_eq!(incremental[1].len(), 30);
+    assert!(
+        incremental[1].iter().all(|row| row.contains(",2,")),
+        "two comments each: {:?}",
+        incremental[1][0]
+    );
+
+    // Rebuild, killing the runner part-way (mid-transaction or between batches), then resume.
+    projections::runner::reset(&pool, &BoardProjection)
+        .await
+        .expect("reset");
+    let killed = tokio::spawn(board_runner(7).run(CancellationToken::new()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while projections::runner::checkpoint(&pool, name)
+        .await
+        .expect("checkpoint")
+        == Cursor::START
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runner never started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    killed.abort();
+    let _ = killed.await;
+    let part = projections::runner::checkpoint(&pool, name)
+        .await
+        .expect("checkpoint");
+    assert!(part < last, "killed before the end");
+    let stop = CancellationToken::new();
+    tokio::spawn(board_runner(7).run(stop.clone()));
+    assert!(wait_for(&pool, name, last, Duration::from_secs(30), None)
+        .await
+        .expect("wait"));
+    stop.cancel();
+    assert_eq!(tables().await, incremental, "nothing lost, nothing doubled");
+
+    // Applying every event once more changes nothing.
+    let events = store.tail(Cursor::START, 100_000).await.expect("tail");
+    let mut tx = pool.begin().await.expect("begin");
+    for event in &events {
+        BoardProjection.apply(&mut tx, event).await.expect("apply");
+    }
+    tx.commit().await.expect("commit");
+    assert_eq!(tables().await, incremental);
+}
