@@ -26,9 +26,23 @@ use crate::config::Config;
 /// Which benchmark to run.
 #[derive(Debug, clap::Subcommand)]
 pub enum Which {
-    /// Command throughput and latency, beside raw INSERT and plain postgres-es, and latency
-    /// against stream length.
+    /// Command throughput and latency, beside raw INSERT and plain postgres-es, latency
+    /// against stream length, and projection lag under the write load.
     Write(WriteArgs),
+    /// Rebuild rate of the `board` projection over generated task events, beside a plain
+    /// scan of the events table.
+    Replay(ReplayArgs),
+}
+
+/// Options for `cairn bench replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// How many task events to generate (10 per task).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: i64,
+    /// Keep the benchmark database instead of dropping it.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Options for `cairn bench write`.
@@ -58,6 +72,7 @@ pub struct WriteArgs {
 pub async fn run(config: &Config, which: Which) -> anyhow::Result<()> {
     match which {
         Which::Write(args) => write(config, args).await,
+        Which::Replay(args) => replay(config, args).await,
     }
 }
 
@@ -432,4 +447,127 @@ async fn by_length(
         commands_op(commands, Arc::new(orgs)),
     )
     .await
+}
+
+/// A fresh, migrated database for one benchmark run.
+async fn bench_database(config: &Config) -> anyhow::Result<(String, PgPool)> {
+    let name = format!(
+        "cairn_bench_{}",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    );
+    let options = config.database.clone().database(&name);
+    eventstore::ensure_database(&options)
+        .await
+        .context("cannot reach PostgreSQL (DATABASE_URL)")?;
+    let pool = eventstore::connect(options, 8).await?;
+    eventstore::MIGRATOR.run(&pool).await?;
+    Ok((name, pool))
+}
+
+async fn drop_database(config: &Config, name: &str) -> anyhow::Result<()> {
+    let admin = eventstore::connect(config.database.clone().database("postgres"), 1).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    Ok(())
+}
+
+/// Writes `tasks` tasks of 10 events each (created, status, title, 3 comments, priority, a
+/// comment edited, an assignee, a comment deleted), in statements of 10,000 tasks.
+async fn generate_task_events(pool: &PgPool, tasks: i64) -> anyhow::Result<()> {
+    let org = Uuid::now_v7();
+    let chunk = 10_000;
+    let mut done = 0;
+    while done < tasks {
+        let n = chunk.min(tasks - done);
+        sqlx::query(
+            "WITH t AS (SELECT gen_random_uuid() AS id FROM generate_series(1, $2::int8)),
+                  c AS (SELECT id, s,
+                               md5(id::text || '/' || s)::uuid AS cid,
+                               md5(id::text || '/' || CASE s WHEN 8 THEN 4 WHEN 10 THEN 5 ELSE s END)::uuid AS ref
+                          FROM t CROSS JOIN generate_series(1, 10) AS s)
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'task', id::text, s, 'task.' || kind, '1', jsonb_build_object('type', 'task.' || kind) || data,
+                    jsonb_build_object('actor', 'system', 'org_id', $1::text)
+               FROM c CROSS JOIN LATERAL (VALUES (
+                    CASE s WHEN 1 THEN 'created' WHEN 2 THEN 'status_changed' WHEN 3 THEN 'title_changed'
+                           WHEN 7 THEN 'priority_changed' WHEN 8 THEN 'comment_edited' WHEN 9 THEN 'assigned'
+                           WHEN 10 THEN 'comment_deleted' ELSE 'comment_added' END,
+                    CASE s
+                      WHEN 1 THEN jsonb_build_object('org_id', $1::text, 'title', 'Task ' || id, 'description', '',
+                                  'status', 'todo', 'priority', 'none', 'category_id', null,
+                                  'labels', '[]'::jsonb, 'assignees', '[]'::jsonb)
+                      WHEN 2 THEN jsonb_build_object('status', 'in_progress')
+                      WHEN 3 THEN jsonb_build_object('title', 'Renamed ' || id)
+                      WHEN 7 THEN jsonb_build_object('priority', 'high')
+                      WHEN 8 THEN jsonb_build_object('comment_id', ref, 'body', 'edited')
+                      WHEN 9 THEN jsonb_build_object('user_id', md5(id::text)::uuid)
+                      WHEN 10 THEN jsonb_build_object('comment_id', ref)
+                      ELSE jsonb_build_object('comment_id', cid, 'author', null, 'body', 'comment ' || s)
+                    END)) AS e(kind, data)
+              ORDER BY id, s",
+        )
+        .bind(org.to_string())
+        .bind(n)
+        .execute(pool)
+        .await?;
+        done += n;
+        eprintln!("  generated {} of {} events", done * 10, tasks * 10);
+    }
+    Ok(())
+}
+
+async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
+    let (name, pool) = bench_database(config).await?;
+    let tasks = (args.events / 10).max(1);
+    println!(
+        "cairn bench replay: {} task events, fresh database {name}",
+        tasks * 10
+    );
+    eprintln!("phase 1/3: generating events");
+    generate_task_events(&pool, tasks).await?;
+    sqlx::query("ANALYZE events").execute(&pool).await?;
+
+    eprintln!("phase 2/3: plain scan of the events table (anchor)");
+    let started = Instant::now();
+    let mut rows = sqlx::query("SELECT * FROM events").fetch(&pool);
+    let mut scanned = 0u64;
+    while futures::TryStreamExt::try_next(&mut rows).await?.is_some() {
+        scanned += 1;
+    }
+    drop(rows);
+    let scan_rate = scanned as f64 / started.elapsed().as_secs_f64();
+
+    eprintln!("phase 3/3: rebuilding the board projection");
+    let store = Store::new(pool.clone(), StoreOptions::default());
+    let took =
+        projections::registry::replay(&store, projections::board::NAME, |at, target, rate| {
+            eprintln!("  replay: position {at} of {target}, {rate:.0} events/s");
+        })
+        .await?;
+    let replay_rate = scanned as f64 / took.as_secs_f64();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM board_tasks")
+        .fetch_one(&pool)
+        .await?;
+
+    let check = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!();
+    println!("plain SELECT scan of events (anchor)   {scan_rate:>10.0} events/s");
+    println!(
+        "board projection rebuild                {replay_rate:>10.0} events/s  ({applied} tasks)"
+    );
+    println!(
+        "rebuild rate              {replay_rate:>8.0}/s  target >= 50,000/s   {}",
+        check(replay_rate >= 50_000.0)
+    );
+    println!(
+        "rebuild / scan            {:>8.2}x   target >= 0.30x      {}",
+        replay_rate / scan_rate,
+        check(replay_rate / scan_rate >= 0.3)
+    );
+    pool.close().await;
+    if !args.keep {
+        drop_database(config, &name).await?;
+    }
+    Ok(())
 }

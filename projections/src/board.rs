@@ -62,6 +62,30 @@ impl Projection for BoardProjection {
             _ => Ok(()),
         }
     }
+
+    /// Task events are folded in memory ([`BoardProjection::fold_tasks`]); labels and
+    /// categories, which are few, are applied one by one. The two never touch the same tables,
+    /// so their relative order does not matter.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut task_events = Vec::with_capacity(events.len());
+        for event in events {
+            if event.aggregate_type == "task" {
+                if let Ok(id) = Uuid::parse_str(&event.aggregate_id) {
+                    task_events.push((event, id, decode::<TaskEvent>(event)?));
+                }
+            } else {
+                self.apply(conn, event).await?;
+            }
+        }
+        if !task_events.is_empty() {
+            Self::fold_tasks(conn, &task_events).await?;
+        }
+        Ok(())
+    }
 }
 
 async fn apply_tag(
@@ -299,4 +323,271 @@ async fn recount(conn: &mut PgConnection, task: Uuid) -> Result<(), sqlx::Error>
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// A task row in memory, for folding a batch.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct TaskRow {
+    task_id: Uuid,
+    org_id: Uuid,
+    title: String,
+    description: String,
+    status: String,
+    priority: String,
+    category_id: Option<Uuid>,
+    labels: Vec<Uuid>,
+    assignees: Vec<Uuid>,
+    comment_count: i32,
+    created_position: i64,
+    created_at: time::OffsetDateTime,
+    updated_at: time::OffsetDateTime,
+    deleted_at: Option<time::OffsetDateTime>,
+}
+
+/// A comment row in memory, for folding a batch.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct CommentRow {
+    comment_id: Uuid,
+    task_id: Uuid,
+    org_id: Uuid,
+    author: Option<Uuid>,
+    body: String,
+    created_at: time::OffsetDateTime,
+    edited_at: Option<time::OffsetDateTime>,
+    deleted_at: Option<time::OffsetDateTime>,
+}
+
+/// Sets membership in a list the way `array_append(array_remove(..))` does.
+fn add_last(list: &mut Vec<Uuid>, id: Uuid) {
+    list.retain(|x| *x != id);
+    list.push(id);
+}
+
+impl BoardProjection {
+    /// Folds the task events of a batch in memory: one read of the touched tasks and their
+    /// comments, then one upsert per table. The result equals [`apply_task`] event by event
+    /// (the board test rebuilds both ways and compares).
+    async fn fold_tasks(
+        conn: &mut PgConnection,
+        events: &[(&RecordedEvent, Uuid, TaskEvent)],
+    ) -> Result<(), ProjectionError> {
+        use std::collections::{HashMap, HashSet};
+        use TaskEvent as V;
+
+        let ids: Vec<Uuid> = events
+            .iter()
+            .map(|(_, id, _)| *id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut tasks: HashMap<Uuid, TaskRow> = sqlx::query_as::<_, TaskRow>(
+            "SELECT task_id, org_id, title, description, status, priority, category_id, labels,
+                    assignees, comment_count, created_position, created_at, updated_at, deleted_at
+               FROM board_tasks WHERE task_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| (r.task_id, r))
+        .collect();
+        let mut comments: HashMap<Uuid, CommentRow> = sqlx::query_as::<_, CommentRow>(
+            "SELECT comment_id, task_id, org_id, author, body, created_at, edited_at, deleted_at
+               FROM task_comments WHERE task_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|c| (c.comment_id, c))
+        .collect();
+        let mut touched_tasks = HashSet::new();
+        let mut touched_comments = HashSet::new();
+        let mut recount = HashSet::new();
+
+        for (event, task, change) in events {
+            let at = event.recorded_at;
+            let task = *task;
+            if let V::Created {
+                org_id,
+                title,
+                description,
+                status,
+                priority,
+                category_id,
+                labels,
+                assignees,
+            } = change
+            {
+                if !tasks.contains_key(&task) {
+                    tasks.insert(
+                        task,
+                        TaskRow {
+                            task_id: task,
+                            org_id: org_id.as_uuid(),
+                            title: title.as_str().to_owned(),
+                            description: description.as_str().to_owned(),
+                            status: wire(status),
+                            priority: wire(priority),
+                            category_id: category_id.map(|c| c.as_uuid()),
+                            labels: labels.iter().map(|l| l.as_uuid()).collect(),
+                            assignees: assignees.iter().map(|u| u.as_uuid()).collect(),
+                            comment_count: 0,
+                            created_position: event.global_position,
+                            created_at: at,
+                            updated_at: at,
+                            deleted_at: None,
+                        },
+                    );
+                    touched_tasks.insert(task);
+                }
+                continue;
+            }
+            // Every other change applies only to a task that exists, as an UPDATE would.
+            let Some(row) = tasks.get_mut(&task) else {
+                continue;
+            };
+            let mut updated = true;
+            match change {
+                V::Created { .. } => {}
+                V::TitleChanged { title } => row.title = title.as_str().to_owned(),
+                V::DescriptionChanged { description } => {
+                    row.description = description.as_str().to_owned()
+                }
+                V::StatusChanged { status } => row.status = wire(status),
+                V::PriorityChanged { priority } => row.priority = wire(priority),
+                V::CategoryChanged { category_id } => {
+                    row.category_id = category_id.map(|c| c.as_uuid())
+                }
+                V::Assigned { user_id } => add_last(&mut row.assignees, user_id.as_uuid()),
+                V::Unassigned { user_id } => row.assignees.retain(|u| *u != user_id.as_uuid()),
+                V::Labeled { label_id } => add_last(&mut row.labels, label_id.as_uuid()),
+                V::Unlabeled { label_id } => row.labels.retain(|l| *l != label_id.as_uuid()),
+                V::CommentAdded {
+                    comment_id,
+                    author,
+                    body,
+                } => {
+                    updated = false;
+                    comments.entry(comment_id.as_uuid()).or_insert_with(|| {
+                        touched_comments.insert(comment_id.as_uuid());
+                        CommentRow {
+                            comment_id: comment_id.as_uuid(),
+                            task_id: task,
+                            org_id: row.org_id,
+                            author: author.map(|a| a.as_uuid()),
+                            body: body.as_str().to_owned(),
+                            created_at: at,
+                            edited_at: None,
+                            deleted_at: None,
+                        }
+                    });
+                    recount.insert(task);
+                }
+                V::CommentEdited { comment_id, body } => {
+                    updated = false;
+                    if let Some(c) = comments.get_mut(&comment_id.as_uuid()) {
+                        c.body = body.as_str().to_owned();
+                        c.edited_at = Some(at);
+                        touched_comments.insert(c.comment_id);
+                    }
+                }
+                V::CommentDeleted { comment_id } => {
+                    updated = false;
+                    if let Some(c) = comments.get_mut(&comment_id.as_uuid()) {
+                        c.deleted_at = c.deleted_at.or(Some(at));
+                        touched_comments.insert(c.comment_id);
+                    }
+                    recount.insert(task);
+                }
+                V::Deleted {} => {
+                    updated = false;
+                    row.deleted_at = row.deleted_at.or(Some(at));
+                }
+            }
+            if updated {
+                row.updated_at = at;
+            }
+            touched_tasks.insert(task);
+        }
+        for task in &recount {
+            let live = comments
+                .values()
+                .filter(|c| c.task_id == *task && c.deleted_at.is_none())
+                .count();
+            if let Some(row) = tasks.get_mut(task) {
+                row.comment_count = live as i32;
+                touched_tasks.insert(*task);
+            }
+        }
+
+        let rows: Vec<&TaskRow> = touched_tasks.iter().filter_map(|t| tasks.get(t)).collect();
+        if !rows.is_empty() {
+            let json_list = |ids: &[Uuid]| {
+                serde_json::Value::from(ids.iter().map(|i| i.to_string()).collect::<Vec<_>>())
+            };
+            sqlx::query(
+                "INSERT INTO board_tasks (task_id, org_id, title, description, status, priority,
+                     category_id, labels, assignees, comment_count, created_position, created_at,
+                     updated_at, deleted_at)
+                 SELECT u.id, u.org, u.title, u.descr, u.status, u.prio, u.cat,
+                        ARRAY(SELECT jsonb_array_elements_text(u.labels)::uuid),
+                        ARRAY(SELECT jsonb_array_elements_text(u.assignees)::uuid),
+                        u.cc, u.pos, u.created, u.updated, u.deleted
+                   FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                               $7::uuid[], $8::jsonb[], $9::jsonb[], $10::int4[], $11::int8[],
+                               $12::timestamptz[], $13::timestamptz[], $14::timestamptz[])
+                        AS u(id, org, title, descr, status, prio, cat, labels, assignees, cc, pos,
+                             created, updated, deleted)
+                 ON CONFLICT (task_id) DO UPDATE SET
+                     title = EXCLUDED.title, description = EXCLUDED.description,
+                     status = EXCLUDED.status, priority = EXCLUDED.priority,
+                     category_id = EXCLUDED.category_id, labels = EXCLUDED.labels,
+                     assignees = EXCLUDED.assignees, comment_count = EXCLUDED.comment_count,
+                     updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at",
+            )
+            .bind(rows.iter().map(|r| r.task_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.org_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.title.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.description.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.priority.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.category_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| json_list(&r.labels)).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| json_list(&r.assignees)).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.comment_count).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.created_position).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.deleted_at).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let rows: Vec<&CommentRow> = touched_comments
+            .iter()
+            .filter_map(|c| comments.get(c))
+            .collect();
+        if !rows.is_empty() {
+            sqlx::query(
+                "INSERT INTO task_comments (comment_id, task_id, org_id, author, body, created_at,
+                     edited_at, deleted_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+                                      $6::timestamptz[], $7::timestamptz[], $8::timestamptz[])
+                 ON CONFLICT (comment_id) DO UPDATE SET
+                     body = EXCLUDED.body, edited_at = EXCLUDED.edited_at,
+                     deleted_at = EXCLUDED.deleted_at",
+            )
+            .bind(rows.iter().map(|r| r.comment_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.task_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.org_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.author).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.body.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.edited_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.deleted_at).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
 }

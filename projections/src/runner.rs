@@ -45,6 +45,22 @@ pub trait Projection: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &RecordedEvent,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+
+    /// Applies a batch, in order, inside its transaction. The default applies event by event;
+    /// a projection may fold the batch in memory and write each touched row once, as long as
+    /// the result equals applying the events one by one.
+    fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        async move {
+            for event in events {
+                self.apply(conn, event).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// How a runner behaves.
@@ -208,9 +224,7 @@ impl<P: Projection> Runner<P> {
             );
             return Ok(stored);
         }
-        for event in batch {
-            self.projection.apply(&mut tx, event).await?;
-        }
+        self.projection.apply_batch(&mut tx, batch).await?;
         let last = batch.last().map_or(cursor, RecordedEvent::cursor);
         sqlx::query(
             "UPDATE projection_checkpoints
