@@ -18,7 +18,7 @@ pub const NAME: &str = "board";
 pub struct BoardProjection;
 
 fn decode<T: DeserializeOwned>(event: &RecordedEvent) -> Result<T, ProjectionError> {
-    serde_json::from_value(event.payload.clone()).map_err(|source| ProjectionError::Decode {
+    T::deserialize(&event.payload).map_err(|source| ProjectionError::Decode {
         event_id: event.event_id,
         event_type: event.event_type.clone(),
         source,
@@ -374,6 +374,11 @@ impl BoardProjection {
         use std::collections::{HashMap, HashSet};
         use TaskEvent as V;
 
+        // A rebuild starts from empty tables, so plans cached early would scan them whole once
+        // they have grown; plan these keyed lookups per execution instead.
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .execute(&mut *conn)
+            .await?;
         let ids: Vec<Uuid> = events
             .iter()
             .map(|(_, id, _)| *id)

@@ -130,12 +130,13 @@ async fn replay_one<P: Projection>(
         store.clone(),
         projection,
         RunnerOptions {
-            batch: 2000,
+            batch: 10_000,
             poll: Duration::from_millis(200),
         },
     );
     let name = runner.name();
-    tokio::spawn(runner.run(stop.clone()));
+    let mut applied = runner.progress();
+    let running = tokio::spawn(runner.run(stop.clone()));
     let result = loop {
         let at = match checkpoint(pool, name).await {
             Ok(at) => at,
@@ -146,8 +147,11 @@ async fn replay_one<P: Projection>(
         if at >= target {
             break Ok(started.elapsed());
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Wake at once when this process's runner commits a batch (exact timing), or poll
+        // the checkpoint in case another node's runner does the work.
+        let _ = tokio::time::timeout(Duration::from_millis(500), applied.changed()).await;
     };
     stop.cancel();
+    let _ = running.await;
     result
 }
