@@ -424,26 +424,23 @@ impl BoardProjection {
                 assignees,
             } = change
             {
-                if !tasks.contains_key(&task) {
-                    tasks.insert(
-                        task,
-                        TaskRow {
-                            task_id: task,
-                            org_id: org_id.as_uuid(),
-                            title: title.as_str().to_owned(),
-                            description: description.as_str().to_owned(),
-                            status: wire(status),
-                            priority: wire(priority),
-                            category_id: category_id.map(|c| c.as_uuid()),
-                            labels: labels.iter().map(|l| l.as_uuid()).collect(),
-                            assignees: assignees.iter().map(|u| u.as_uuid()).collect(),
-                            comment_count: 0,
-                            created_position: event.global_position,
-                            created_at: at,
-                            updated_at: at,
-                            deleted_at: None,
-                        },
-                    );
+                if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(task) {
+                    slot.insert(TaskRow {
+                        task_id: task,
+                        org_id: org_id.as_uuid(),
+                        title: title.as_str().to_owned(),
+                        description: description.as_str().to_owned(),
+                        status: wire(status),
+                        priority: wire(priority),
+                        category_id: category_id.map(|c| c.as_uuid()),
+                        labels: labels.iter().map(|l| l.as_uuid()).collect(),
+                        assignees: assignees.iter().map(|u| u.as_uuid()).collect(),
+                        comment_count: 0,
+                        created_position: event.global_position,
+                        created_at: at,
+                        updated_at: at,
+                        deleted_at: None,
+                    });
                     touched_tasks.insert(task);
                 }
                 continue;
