@@ -212,7 +212,7 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
     eprintln!("phase 2/4: plain postgres-es execute (anchor)");
     let pges = postgres_es_execute(&pool, clients, duration).await?;
     eprintln!("phase 3/4: cairn commands::execute");
-    let cairn = cairn_execute(&pool, clients, duration, args.writers).await?;
+    let (cairn, lag) = cairn_execute(&pool, clients, duration, args.writers).await?;
     eprintln!("phase 4/4: latency against stream length (aggregate cache off)");
     let short = by_length(&pool, clients, 10, args.samples).await?;
     let long = by_length(&pool, clients, args.long_stream, args.samples).await?;
@@ -257,6 +257,13 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
         "cairn p99                 {:>6.2} ms  target <= 10 ms    {}",
         cairn.p(0.99),
         check(cairn.p(0.99) <= 10.0)
+    );
+    let lag_p99 = lag.value_at_quantile(0.99) as f64 / 1000.0;
+    println!(
+        "projection lag p99        {lag_p99:>6.2} ms  target <= 50 ms    {}  (memberships; commit -> read model, p50 {:.2} ms, {} samples)",
+        check(lag_p99 <= 50.0),
+        lag.value_at_quantile(0.5) as f64 / 1000.0,
+        lag.len()
     );
     println!(
         "p50 at stream length {}  {:>6.2} ms; at length 10: {:.2} ms; ratio {growth:.2}  target <= 1.5  {}",
@@ -387,21 +394,87 @@ async fn cairn_execute(
     clients: usize,
     duration: Duration,
     writers: usize,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<(Outcome, Histogram<u64>)> {
+    use projections::memberships::MembershipsProjection;
+    use projections::runner::{Runner, RunnerOptions};
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
     let options = StoreOptions {
         writers,
         ..StoreOptions::default()
     };
-    let commands = Commands::new(Store::new(pool.clone(), options));
+    let store = Store::new(pool.clone(), options);
+    let commands = Commands::new(store.clone());
     let orgs = setup_orgs(&commands, clients).await?;
-    drive(
-        "cairn",
-        clients,
-        duration,
-        None,
-        commands_op(commands, orgs),
-    )
-    .await
+
+    // The memberships projection runs alongside, as on a server; each receipt's cursor is
+    // timed from the command's acknowledgement to the batch that applies it.
+    let runner = Runner::new(store, MembershipsProjection, RunnerOptions::default());
+    let mut progress = runner.progress();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(runner.run(stop.clone()));
+    let pending: Arc<Mutex<VecDeque<(eventstore::Cursor, Instant)>>> = Arc::default();
+    let lag = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let watcher = {
+        let pending = pending.clone();
+        let lag = lag.clone();
+        tokio::spawn(async move {
+            while progress.changed().await.is_ok() {
+                let applied = *progress.borrow();
+                let now = Instant::now();
+                let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+                let mut lag = lag.lock().unwrap_or_else(|p| p.into_inner());
+                // Cursors arrive nearly in order; scan all, since concurrent clients interleave.
+                pending.retain(|(cursor, at)| {
+                    let done = *cursor <= applied;
+                    if done {
+                        lag.saturating_record(now.duration_since(*at).as_micros() as u64);
+                    }
+                    !done
+                });
+            }
+        })
+    };
+    let op: Op = {
+        let pending = pending.clone();
+        Arc::new(move |client, i| {
+            let commands = commands.clone();
+            let orgs = orgs.clone();
+            let pending = pending.clone();
+            Box::pin(async move {
+                let org = &orgs[client];
+                let receipt = commands
+                    .execute::<Organization>(
+                        org,
+                        Request::system(org_command(client, i)?),
+                        &Metadata::new(Actor::System).in_org(org),
+                    )
+                    .await?;
+                if let Some(cursor) = receipt.cursor {
+                    pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_back((cursor, Instant::now()));
+                }
+                Ok(())
+            })
+        })
+    };
+    let outcome = drive("cairn", clients, duration, None, op).await?;
+    // Let the projection finish what was acknowledged, then stop it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pending.lock().unwrap_or_else(|p| p.into_inner()).is_empty() && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let _ = running.await;
+    watcher.abort();
+    let lag = lag.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok((outcome, lag))
 }
 
 /// Latency of commands on streams that already hold `length` events, with the aggregate cache
