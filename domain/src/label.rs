@@ -286,9 +286,8 @@ macro_rules! tag_aggregate {
                 _services: &Self::Services,
                 sink: &EventSink<Self>,
             ) -> Result<(), Self::Error> {
-                for change in self.0.decide($perm, command)? {
-                    sink.write(change.into(), self).await;
-                }
+                let changes = self.0.decide($perm, command)?;
+                crate::record(self, sink, changes.into_iter().map(Into::into)).await;
                 Ok(())
             }
 

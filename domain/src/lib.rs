@@ -26,4 +26,16 @@ pub use grant::Grant;
 pub use ids::{ApiKeyId, CategoryId, CommentId, LabelId, OrgId, SessionId, TaskId, TeamId, UserId};
 pub use permission::Permission;
 pub use scope::Scope;
+/// Writes decided events to cqrs-es's sink, which applies each to the aggregate as it goes:
+/// the body every aggregate's `handle` shares.
+pub(crate) async fn record<A: cqrs_es::Aggregate>(
+    aggregate: &mut A,
+    sink: &cqrs_es::event_sink::EventSink<A>,
+    events: impl IntoIterator<Item = A::Event>,
+) {
+    for event in events {
+        sink.write(event, aggregate).await;
+    }
+}
+
 pub use values::{Digest, Email, Name, Sealed, Text, ValueError};

@@ -543,9 +543,8 @@ impl Aggregate for Organization {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
+        let events = self.decide(command)?;
+        crate::record(self, sink, events).await;
         Ok(())
     }
 
