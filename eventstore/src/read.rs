@@ -1,11 +1,15 @@
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{Cursor, Store, StoreError};
 
 /// One stored event with everything the table knows about it.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+///
+/// `payload` and `metadata` stay raw JSON text: a reader decodes them straight into its own
+/// types ([`RecordedEvent::decode`]) without building an intermediate `serde_json::Value`.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RecordedEvent {
     /// Unique id (CloudEvents `id`, NATS `Nats-Msg-Id`).
     pub event_id: Uuid,
@@ -19,10 +23,12 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// Payload schema version.
     pub event_version: String,
-    /// The event's data.
-    pub payload: Value,
-    /// Who, why and from where: actor, org_id, correlation and causation ids, and so on.
-    pub metadata: Value,
+    /// The event's data (JSON).
+    #[sqlx(json)]
+    pub payload: Box<RawValue>,
+    /// Who, why and from where (JSON): actor, org_id, correlation and causation ids, and so on.
+    #[sqlx(json)]
+    pub metadata: Box<RawValue>,
     /// Global position (a tie-break within one transaction).
     pub global_position: i64,
     /// The committing transaction's id.
@@ -42,6 +48,16 @@ impl RecordedEvent {
     pub fn cursor(&self) -> Cursor {
         Cursor::new(self.transaction_id as u64, self.global_position)
     }
+
+    /// The payload decoded as `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.payload.get())
+    }
+
+    /// The metadata decoded as `T`.
+    pub fn decode_metadata<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.metadata.get())
+    }
 }
 
 const COLUMNS: &str =
@@ -60,7 +76,7 @@ impl Store {
             "SELECT {COLUMNS} FROM events
               WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
                 AND (transaction_id, global_position) > ($1::text::xid8, $2)
-              ORDER BY transaction_id, global_position
+              ORDER BY events.transaction_id, events.global_position
               LIMIT $3"
         ))
         .bind(after.xid().to_string())

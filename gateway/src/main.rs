@@ -185,13 +185,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     .await?;
                 let Some(last) = page.last() else { break };
                 from = last.sequence + 1;
-                for mut event in page {
-                    opener.open_json(&mut event.payload).await?;
+                for event in page {
+                    let mut data: serde_json::Value = event.decode()?;
+                    opener.open_json(&mut data).await?;
                     let line = serde_json::json!({
                         "sequence": event.sequence,
                         "type": event.event_type,
                         "recorded_at": event.recorded_at.format(&time::format_description::well_known::Rfc3339)?,
-                        "data": event.payload,
+                        "data": data,
                         "metadata": event.metadata,
                     });
                     println!("{line}");

@@ -4,11 +4,10 @@
 use domain::label::{CategoryEvent, LabelEvent};
 use domain::task::TaskEvent;
 use eventstore::RecordedEvent;
-use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{Projection, ProjectionError};
+use crate::{decode, Projection, ProjectionError};
 
 /// The projection's name (its checkpoint key).
 pub const NAME: &str = "board";
@@ -16,14 +15,6 @@ pub const NAME: &str = "board";
 /// Builds `labels`, `categories`, `board_tasks` and `task_comments`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BoardProjection;
-
-fn decode<T: DeserializeOwned>(event: &RecordedEvent) -> Result<T, ProjectionError> {
-    T::deserialize(&event.payload).map_err(|source| ProjectionError::Decode {
-        event_id: event.event_id,
-        event_type: event.event_type.clone(),
-        source,
-    })
-}
 
 fn wire<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value)
@@ -194,24 +185,34 @@ impl BoardProjection {
         sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
             .execute(&mut *conn)
             .await?;
-        let ids: Vec<Uuid> = events
-            .iter()
-            .map(|(_, id, _)| *id)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let mut tasks: HashMap<Uuid, TaskRow> = sqlx::query_as::<_, TaskRow>(
-            "SELECT task_id, org_id, title, description, status, priority, category_id, labels,
+        // A task whose first event in this batch is `task.created` has its whole history in
+        // the batch (a rebuild's common case): nothing to read back for it.
+        let mut seen = HashSet::new();
+        let mut ids = Vec::new();
+        for (_, id, change) in events {
+            if seen.insert(*id) && !matches!(change, V::Created { .. }) {
+                ids.push(*id);
+            }
+        }
+        let mut tasks: HashMap<Uuid, TaskRow> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query_as::<_, TaskRow>(
+                "SELECT task_id, org_id, title, description, status, priority, category_id, labels,
                     assignees, comment_count, created_position, created_at, updated_at, deleted_at
                FROM board_tasks WHERE task_id = ANY($1)",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .map(|r| (r.task_id, r))
-        .collect();
-        let mut comments: HashMap<Uuid, CommentRow> = sqlx::query_as::<_, CommentRow>(
+            )
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| (r.task_id, r))
+            .collect()
+        };
+        let mut comments: HashMap<Uuid, CommentRow> = if ids.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query_as::<_, CommentRow>(
             "SELECT comment_id, task_id, org_id, author, body, created_at, edited_at, deleted_at
                FROM task_comments WHERE task_id = ANY($1)",
         )
@@ -220,7 +221,8 @@ impl BoardProjection {
         .await?
         .into_iter()
         .map(|c| (c.comment_id, c))
-        .collect();
+        .collect()
+        };
         let mut touched_tasks = HashSet::new();
         let mut touched_comments = HashSet::new();
         let mut recount = HashSet::new();
@@ -327,14 +329,18 @@ impl BoardProjection {
             }
             touched_tasks.insert(task);
         }
-        for task in &recount {
-            let live = comments
-                .values()
-                .filter(|c| c.task_id == *task && c.deleted_at.is_none())
-                .count();
-            if let Some(row) = tasks.get_mut(task) {
-                row.comment_count = live as i32;
-                touched_tasks.insert(*task);
+        if !recount.is_empty() {
+            let mut live: HashMap<Uuid, i32> = recount.iter().map(|t| (*t, 0)).collect();
+            for c in comments.values().filter(|c| c.deleted_at.is_none()) {
+                if let Some(n) = live.get_mut(&c.task_id) {
+                    *n += 1;
+                }
+            }
+            for (task, n) in live {
+                if let Some(row) = tasks.get_mut(&task) {
+                    row.comment_count = n;
+                    touched_tasks.insert(task);
+                }
             }
         }
 

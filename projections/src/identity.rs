@@ -37,18 +37,12 @@ impl Projection for IdentityProjection {
         let Ok(user_id) = Uuid::parse_str(&event.aggregate_id) else {
             return Ok(());
         };
-        let decoded: AccountEvent =
-            serde_json::from_value(event.payload.clone()).map_err(|source| {
-                ProjectionError::Decode {
-                    event_id: event.event_id,
-                    event_type: event.event_type.clone(),
-                    source,
-                }
-            })?;
+        let decoded: AccountEvent = crate::decode(event)?;
         let at = event.recorded_at;
+        let metadata: serde_json::Map<String, serde_json::Value> =
+            event.decode_metadata().unwrap_or_default();
         let meta = |key: &str| {
-            event
-                .metadata
+            metadata
                 .get(key)
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)

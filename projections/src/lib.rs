@@ -20,4 +20,4 @@ pub mod memberships;
 pub mod registry;
 pub mod runner;
 
-pub use runner::{Projection, ProjectionError, Runner};
+pub use runner::{decode, Projection, ProjectionError, Runner};

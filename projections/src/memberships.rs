@@ -41,14 +41,7 @@ impl Projection for MembershipsProjection {
         let Ok(org) = Uuid::parse_str(&event.aggregate_id) else {
             return Ok(());
         };
-        let decoded: OrganizationEvent =
-            serde_json::from_value(event.payload.clone()).map_err(|source| {
-                ProjectionError::Decode {
-                    event_id: event.event_id,
-                    event_type: event.event_type.clone(),
-                    source,
-                }
-            })?;
+        let decoded: OrganizationEvent = crate::decode(event)?;
         let at = event.recorded_at;
         use OrganizationEvent as V;
         match decoded {

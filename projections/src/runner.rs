@@ -30,6 +30,15 @@ pub enum ProjectionError {
     },
 }
 
+/// Decodes an event's payload as `T`, naming the event when it cannot.
+pub fn decode<T: serde::de::DeserializeOwned>(event: &RecordedEvent) -> Result<T, ProjectionError> {
+    event.decode().map_err(|source| ProjectionError::Decode {
+        event_id: event.event_id,
+        event_type: event.event_type.clone(),
+        source,
+    })
+}
+
 /// A read model built from events.
 pub trait Projection: Send + Sync + 'static {
     /// A stable name: the checkpoint's key. Changing it rebuilds from zero.
@@ -172,8 +181,12 @@ impl<P: Projection> Runner<P> {
         let mut cursor = checkpoint(pool, name).await?;
         let _ = self.progress.send(cursor);
         let mut commits = self.store.commits();
+        let mut prefetched: Option<Vec<RecordedEvent>> = None;
         loop {
-            let batch = self.store.tail(cursor, self.options.batch).await?;
+            let batch = match prefetched.take() {
+                Some(batch) => batch,
+                None => self.store.tail(cursor, self.options.batch).await?,
+            };
             if batch.is_empty() {
                 tokio::select! {
                     _ = commits.changed() => {}
@@ -192,7 +205,25 @@ impl<P: Projection> Runner<P> {
                 }
                 continue;
             }
-            cursor = self.apply_batch(pool, cursor, &batch).await?;
+            // A full batch means the runner is behind (a rebuild, or a burst): read the next
+            // batch on another connection while this one is applied.
+            let end = batch.last().map_or(cursor, RecordedEvent::cursor);
+            let full = batch.len() as i64 >= self.options.batch;
+            // Its own task, so decoding the next batch runs in parallel with this one's fold.
+            let next = full.then(|| {
+                let store = self.store.clone();
+                let size = self.options.batch;
+                tokio::spawn(async move { store.tail(end, size).await })
+            });
+            let applied = self.apply_batch(pool, cursor, &batch).await;
+            let next = match next {
+                Some(task) => task.await.ok().and_then(Result::ok),
+                None => None,
+            };
+            cursor = applied?;
+            if cursor == end {
+                prefetched = next;
+            }
             let _ = self.progress.send(cursor);
         }
     }
@@ -209,9 +240,13 @@ impl<P: Projection> Runner<P> {
     ) -> Result<Cursor, ProjectionError> {
         let name = self.projection.name();
         let mut tx = pool.begin().await?;
+        // Asynchronous commit: a crash may lose the last few batches, but each batch commits
+        // with its checkpoint, so they are lost together and simply applied again. Read models
+        // are derived data; the events themselves are always committed synchronously.
         let (xid, position): (i64, i64) = sqlx::query_as(
-            "SELECT last_xid::text::int8, last_position FROM projection_checkpoints
-              WHERE name = $1 FOR UPDATE",
+            "SELECT last_xid::text::int8, last_position FROM projection_checkpoints,
+                    set_config('synchronous_commit', 'off', true)
+              WHERE name = $1 FOR UPDATE OF projection_checkpoints",
         )
         .bind(name)
         .fetch_one(&mut *tx)

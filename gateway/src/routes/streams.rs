@@ -49,7 +49,7 @@ struct EventBody {
     event_type: String,
     version: String,
     data: Value,
-    metadata: Value,
+    metadata: Box<serde_json::value::RawValue>,
     position: i64,
     cursor: String,
     recorded_at: String,
@@ -57,8 +57,9 @@ struct EventBody {
     hash: String,
 }
 
-impl From<RecordedEvent> for EventBody {
-    fn from(e: RecordedEvent) -> Self {
+impl EventBody {
+    /// The wire form of `e`, with `data` its payload after the vault opened sealed values.
+    fn new(e: RecordedEvent, data: Value) -> Self {
         let cursor = e.cursor().to_string();
         Self {
             event_id: e.event_id.to_string(),
@@ -70,7 +71,7 @@ impl From<RecordedEvent> for EventBody {
             sequence: e.sequence,
             event_type: e.event_type,
             version: e.event_version,
-            data: e.payload,
+            data,
             metadata: e.metadata,
             position: e.global_position,
             cursor,
@@ -138,22 +139,25 @@ async fn history(
     if !may_read(ready, &caller, &aggregate_type, &aggregate_id).await? {
         return Err(not_found());
     }
-    let mut events = ready
+    let events = ready
         .store
         .read_stream(&aggregate_type, &aggregate_id, from, limit)
         .await?;
-    let mut opener = ready.identity.vault().opener();
-    for event in &mut events {
-        opener.open_json(&mut event.payload).await?;
-    }
     if events.is_empty() && from == 1 {
         return Err(not_found());
     }
     let next_from = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.sequence + 1))
         .flatten();
+    let mut opener = ready.identity.vault().opener();
+    let mut bodies = Vec::with_capacity(events.len());
+    for event in events {
+        let mut data: Value = event.decode().map_err(eventstore::StoreError::from)?;
+        opener.open_json(&mut data).await?;
+        bodies.push(EventBody::new(event, data));
+    }
     Ok(Json(HistoryBody {
-        events: events.into_iter().map(EventBody::from).collect(),
+        events: bodies,
         next_from,
     }))
 }
