@@ -207,13 +207,15 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
         args.seconds
     );
 
-    eprintln!("phase 1/4: raw single-row INSERT, autocommit (anchor)");
+    eprintln!("phase 1/5: raw single-row INSERT, autocommit (anchor)");
     let raw = raw_inserts(&pool, clients, duration).await?;
-    eprintln!("phase 2/4: plain postgres-es execute (anchor)");
+    eprintln!("phase 2/5: plain postgres-es execute (anchor)");
     let pges = postgres_es_execute(&pool, clients, duration).await?;
-    eprintln!("phase 3/4: cairn commands::execute");
-    let (cairn, lag) = cairn_execute(&pool, clients, duration, args.writers).await?;
-    eprintln!("phase 4/4: latency against stream length (aggregate cache off)");
+    eprintln!("phase 3/5: cairn commands::execute");
+    let (cairn, _) = cairn_execute(&pool, clients, duration, args.writers, false).await?;
+    eprintln!("phase 4/5: cairn commands::execute with the memberships projection running");
+    let (projected, lag) = cairn_execute(&pool, clients, duration, args.writers, true).await?;
+    eprintln!("phase 5/5: latency against stream length (aggregate cache off)");
     let short = by_length(&pool, clients, 10, args.samples).await?;
     let long = by_length(&pool, clients, args.long_stream, args.samples).await?;
 
@@ -240,6 +242,13 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
         cairn.rate(),
         cairn.p(0.5),
         cairn.p(0.99)
+    );
+    println!(
+        "{:<44} {:>10.0} {:>9.2} {:>9.2}",
+        "cairn, memberships projection running",
+        projected.rate(),
+        projected.p(0.5),
+        projected.p(0.99)
     );
     println!();
     let vs_raw = cairn.rate() / raw.rate();
@@ -394,6 +403,7 @@ async fn cairn_execute(
     clients: usize,
     duration: Duration,
     writers: usize,
+    project: bool,
 ) -> anyhow::Result<(Outcome, Histogram<u64>)> {
     use projections::memberships::MembershipsProjection;
     use projections::runner::{Runner, RunnerOptions};
@@ -413,7 +423,24 @@ async fn cairn_execute(
     let runner = Runner::new(store, MembershipsProjection, RunnerOptions::default());
     let mut progress = runner.progress();
     let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(runner.run(stop.clone()));
+    let running = project.then(|| tokio::spawn(runner.run(stop.clone())));
+    if project {
+        // Catch up on the earlier phases' events first, so only lag under load is measured.
+        let head: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text::int8, global_position FROM events
+              ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?;
+        if let Some((xid, position)) = head {
+            let target = eventstore::Cursor::new(xid as u64, position);
+            let name = projections::memberships::NAME;
+            let within = Duration::from_secs(120);
+            if !projections::runner::wait_for(pool, name, target, within, None).await? {
+                anyhow::bail!("the memberships projection did not catch up within 120 s");
+            }
+        }
+    }
     let pending: Arc<Mutex<VecDeque<(eventstore::Cursor, Instant)>>> = Arc::default();
     let lag = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
@@ -453,7 +480,7 @@ async fn cairn_execute(
                         &Metadata::new(Actor::System).in_org(org),
                     )
                     .await?;
-                if let Some(cursor) = receipt.cursor {
+                if let Some(cursor) = receipt.cursor.filter(|_| project) {
                     pending
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -471,7 +498,9 @@ async fn cairn_execute(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.cancel();
-    let _ = running.await;
+    if let Some(running) = running {
+        let _ = running.await;
+    }
     watcher.abort();
     let lag = lag.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok((outcome, lag))

@@ -4,6 +4,9 @@
 use domain::organization::OrganizationEvent;
 use domain::Permission;
 use eventstore::RecordedEvent;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -35,119 +38,399 @@ impl Projection for MembershipsProjection {
         conn: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != "organization" {
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Folds the batch in memory (one read of the touched rows per table, then one delete and
+    /// one upsert per table), so a burst of commands costs a handful of statements, not several
+    /// per event. `apply` is this fold over a batch of one, so the two cannot differ.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut changes = Vec::with_capacity(events.len());
+        for event in events {
+            if event.aggregate_type != "organization" {
+                continue;
+            }
+            let Ok(org) = Uuid::parse_str(&event.aggregate_id) else {
+                continue;
+            };
+            changes.push((org, event.recorded_at, crate::decode(event)?));
+        }
+        if changes.is_empty() {
             return Ok(());
         }
-        let Ok(org) = Uuid::parse_str(&event.aggregate_id) else {
-            return Ok(());
-        };
-        let decoded: OrganizationEvent = crate::decode(event)?;
-        let at = event.recorded_at;
+        let mut fold = Fold::load(conn, &changes).await?;
+        for (org, at, change) in changes {
+            fold.apply(org, at, change);
+        }
+        fold.write(conn).await
+    }
+}
+
+type At = time::OffsetDateTime;
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct OrgRow {
+    org_id: Uuid,
+    name: String,
+    created_at: At,
+    updated_at: At,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct TeamRow {
+    team_id: Uuid,
+    org_id: Uuid,
+    name: String,
+    permissions: Vec<String>,
+    created_at: At,
+}
+
+/// A table's touched rows: what the database held (`before`) and what they become (`after`,
+/// `None` = absent).
+#[derive(Debug)]
+struct Rows<K, V> {
+    before: HashMap<K, Option<V>>,
+    after: HashMap<K, Option<V>>,
+}
+
+impl<K: Eq + Hash + Copy, V: Clone + PartialEq> Rows<K, V> {
+    fn new(keys: impl IntoIterator<Item = K>, stored: impl IntoIterator<Item = (K, V)>) -> Self {
+        let mut before: HashMap<K, Option<V>> = keys.into_iter().map(|k| (k, None)).collect();
+        before.extend(stored.into_iter().map(|(k, v)| (k, Some(v))));
+        Self {
+            after: before.clone(),
+            before,
+        }
+    }
+
+    fn get_mut(&mut self, key: K) -> &mut Option<V> {
+        self.after.entry(key).or_insert(None)
+    }
+
+    /// Keys to delete and rows to upsert.
+    fn diff(&self) -> (Vec<K>, Vec<(K, &V)>) {
+        let mut gone = Vec::new();
+        let mut put = Vec::new();
+        for (key, now) in &self.after {
+            let was = self.before.get(key).and_then(Option::as_ref);
+            match (was, now) {
+                (Some(_), None) => gone.push(*key),
+                (was, Some(now)) if was != Some(now) => put.push((*key, now)),
+                _ => {}
+            }
+        }
+        (gone, put)
+    }
+}
+
+/// A batch of `organization.*` events folded over the rows they touch.
+#[derive(Debug)]
+struct Fold {
+    orgs: Rows<Uuid, OrgRow>,
+    members: Rows<(Uuid, Uuid), At>,
+    teams: Rows<Uuid, TeamRow>,
+    /// `(team, user)` → the team's organization.
+    team_members: Rows<(Uuid, Uuid), Uuid>,
+}
+
+impl Fold {
+    /// Reads every row the batch can touch, including the team memberships that a member's
+    /// removal or a team's deletion takes away.
+    async fn load(
+        conn: &mut PgConnection,
+        changes: &[(Uuid, At, OrganizationEvent)],
+    ) -> Result<Self, ProjectionError> {
         use OrganizationEvent as V;
-        match decoded {
-            V::Created { name, .. } => {
-                sqlx::query(
-                    "INSERT INTO organizations (org_id, name, created_at, updated_at) VALUES ($1, $2, $3, $3)
-                     ON CONFLICT (org_id) DO NOTHING",
+        let mut orgs = HashSet::new();
+        let mut members = HashSet::new();
+        let mut teams = HashSet::new();
+        let mut team_members = HashSet::new();
+        let mut leaving = HashSet::new();
+        for (org, _, change) in changes {
+            match change {
+                V::Created { .. } | V::Renamed { .. } => {
+                    orgs.insert(*org);
+                }
+                V::MemberAdded { user_id } => {
+                    members.insert((*org, user_id.as_uuid()));
+                }
+                V::MemberRemoved { user_id } => {
+                    members.insert((*org, user_id.as_uuid()));
+                    leaving.insert((*org, user_id.as_uuid()));
+                }
+                V::TeamCreated { team_id, .. }
+                | V::TeamRenamed { team_id, .. }
+                | V::TeamDeleted { team_id }
+                | V::TeamPermissionsSet { team_id, .. } => {
+                    teams.insert(team_id.as_uuid());
+                }
+                V::TeamMemberAdded { team_id, user_id }
+                | V::TeamMemberRemoved { team_id, user_id } => {
+                    team_members.insert((team_id.as_uuid(), user_id.as_uuid()));
+                }
+            }
+        }
+        let org_ids: Vec<Uuid> = orgs.iter().copied().collect();
+        let stored_orgs: Vec<OrgRow> = if org_ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT org_id, name, created_at, updated_at FROM organizations
+                  WHERE org_id = ANY($1)",
+            )
+            .bind(&org_ids)
+            .fetch_all(&mut *conn)
+            .await?
+        };
+        let (m_org, m_user): (Vec<Uuid>, Vec<Uuid>) = members.iter().copied().unzip();
+        let stored_members: Vec<(Uuid, Uuid, At)> = if m_org.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT m.org_id, m.user_id, m.added_at
+                   FROM org_members m JOIN UNNEST($1::uuid[], $2::uuid[]) AS k(org_id, user_id)
+                     ON m.org_id = k.org_id AND m.user_id = k.user_id",
+            )
+            .bind(&m_org)
+            .bind(&m_user)
+            .fetch_all(&mut *conn)
+            .await?
+        };
+        let team_ids: Vec<Uuid> = teams.iter().copied().collect();
+        let stored_teams: Vec<TeamRow> = if team_ids.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT team_id, org_id, name, permissions, created_at FROM org_teams
+                  WHERE team_id = ANY($1)",
+            )
+            .bind(&team_ids)
+            .fetch_all(&mut *conn)
+            .await?
+        };
+        let (tm_team, tm_user): (Vec<Uuid>, Vec<Uuid>) = team_members.iter().copied().unzip();
+        let (l_org, l_user): (Vec<Uuid>, Vec<Uuid>) = leaving.iter().copied().unzip();
+        let stored_team_members: Vec<(Uuid, Uuid, Uuid)> = if tm_team.is_empty()
+            && team_ids.is_empty()
+            && l_org.is_empty()
+        {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                    "SELECT tm.team_id, tm.user_id, tm.org_id FROM org_team_members tm
+                      WHERE (tm.team_id, tm.user_id) IN (SELECT * FROM UNNEST($1::uuid[], $2::uuid[]))
+                         OR tm.team_id = ANY($3)
+                         OR (tm.org_id, tm.user_id) IN (SELECT * FROM UNNEST($4::uuid[], $5::uuid[]))",
                 )
-                .bind(org)
-                .bind(name.as_str())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                .bind(&tm_team)
+                .bind(&tm_user)
+                .bind(&team_ids)
+                .bind(&l_org)
+                .bind(&l_user)
+                .fetch_all(&mut *conn)
+                .await?
+        };
+        Ok(Self {
+            orgs: Rows::new(orgs, stored_orgs.into_iter().map(|r| (r.org_id, r))),
+            members: Rows::new(
+                members,
+                stored_members.into_iter().map(|(o, u, at)| ((o, u), at)),
+            ),
+            teams: Rows::new(teams, stored_teams.into_iter().map(|r| (r.team_id, r))),
+            team_members: Rows::new(
+                team_members,
+                stored_team_members.into_iter().map(|(t, u, o)| ((t, u), o)),
+            ),
+        })
+    }
+
+    /// One event, with the semantics of the statements it stands for: inserts keep an
+    /// existing row, updates touch only existing rows.
+    fn apply(&mut self, org: Uuid, at: At, change: OrganizationEvent) {
+        use OrganizationEvent as V;
+        match change {
+            V::Created { name, .. } => {
+                self.orgs.get_mut(org).get_or_insert_with(|| OrgRow {
+                    org_id: org,
+                    name: name.as_str().to_owned(),
+                    created_at: at,
+                    updated_at: at,
+                });
             }
             V::Renamed { name } => {
-                sqlx::query(
-                    "UPDATE organizations SET name = $2, updated_at = $3 WHERE org_id = $1",
-                )
-                .bind(org)
-                .bind(name.as_str())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                if let Some(row) = self.orgs.get_mut(org) {
+                    row.name = name.as_str().to_owned();
+                    row.updated_at = at;
+                }
             }
             V::MemberAdded { user_id } => {
-                sqlx::query(
-                    "INSERT INTO org_members (org_id, user_id, added_at) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(org)
-                .bind(user_id.as_uuid())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                self.members
+                    .get_mut((org, user_id.as_uuid()))
+                    .get_or_insert(at);
             }
             V::MemberRemoved { user_id } => {
-                for sql in [
-                    "DELETE FROM org_members WHERE org_id = $1 AND user_id = $2",
-                    "DELETE FROM org_team_members WHERE org_id = $1 AND user_id = $2",
-                ] {
-                    sqlx::query(sql)
-                        .bind(org)
-                        .bind(user_id.as_uuid())
-                        .execute(&mut *conn)
-                        .await?;
+                let user = user_id.as_uuid();
+                *self.members.get_mut((org, user)) = None;
+                for ((_, u), team_org) in self.team_members.after.iter_mut() {
+                    if *u == user && *team_org == Some(org) {
+                        *team_org = None;
+                    }
                 }
             }
             V::TeamCreated { team_id, name } => {
-                sqlx::query(
-                    "INSERT INTO org_teams (team_id, org_id, name, created_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(team_id.as_uuid())
-                .bind(org)
-                .bind(name.as_str())
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
+                self.teams
+                    .get_mut(team_id.as_uuid())
+                    .get_or_insert_with(|| TeamRow {
+                        team_id: team_id.as_uuid(),
+                        org_id: org,
+                        name: name.as_str().to_owned(),
+                        permissions: Vec::new(),
+                        created_at: at,
+                    });
             }
             V::TeamRenamed { team_id, name } => {
-                sqlx::query("UPDATE org_teams SET name = $2 WHERE team_id = $1")
-                    .bind(team_id.as_uuid())
-                    .bind(name.as_str())
-                    .execute(&mut *conn)
-                    .await?;
+                if let Some(team) = self.teams.get_mut(team_id.as_uuid()) {
+                    team.name = name.as_str().to_owned();
+                }
             }
             V::TeamDeleted { team_id } => {
-                for sql in [
-                    "DELETE FROM org_teams WHERE team_id = $1",
-                    "DELETE FROM org_team_members WHERE team_id = $1",
-                ] {
-                    sqlx::query(sql)
-                        .bind(team_id.as_uuid())
-                        .execute(&mut *conn)
-                        .await?;
+                let team = team_id.as_uuid();
+                *self.teams.get_mut(team) = None;
+                for ((t, _), team_org) in self.team_members.after.iter_mut() {
+                    if *t == team {
+                        *team_org = None;
+                    }
                 }
             }
             V::TeamPermissionsSet {
                 team_id,
                 permissions,
             } => {
-                let names: Vec<&str> = permissions.iter().map(|p| p.as_str()).collect();
-                sqlx::query("UPDATE org_teams SET permissions = $2 WHERE team_id = $1")
-                    .bind(team_id.as_uuid())
-                    .bind(names)
-                    .execute(&mut *conn)
-                    .await?;
+                if let Some(team) = self.teams.get_mut(team_id.as_uuid()) {
+                    team.permissions = permissions.iter().map(|p| p.as_str().to_owned()).collect();
+                }
             }
             V::TeamMemberAdded { team_id, user_id } => {
-                sqlx::query(
-                    "INSERT INTO org_team_members (team_id, org_id, user_id) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(team_id.as_uuid())
-                .bind(org)
-                .bind(user_id.as_uuid())
-                .execute(&mut *conn)
-                .await?;
+                self.team_members
+                    .get_mut((team_id.as_uuid(), user_id.as_uuid()))
+                    .get_or_insert(org);
             }
             V::TeamMemberRemoved { team_id, user_id } => {
-                sqlx::query("DELETE FROM org_team_members WHERE team_id = $1 AND user_id = $2")
-                    .bind(team_id.as_uuid())
-                    .bind(user_id.as_uuid())
-                    .execute(&mut *conn)
-                    .await?;
+                *self
+                    .team_members
+                    .get_mut((team_id.as_uuid(), user_id.as_uuid())) = None;
             }
+        }
+    }
+
+    /// Deletes what is gone and upserts what changed, one statement each per table.
+    async fn write(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let (gone, put) = self.orgs.diff();
+        if !gone.is_empty() {
+            sqlx::query("DELETE FROM organizations WHERE org_id = ANY($1)")
+                .bind(&gone)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !put.is_empty() {
+            sqlx::query(
+                "INSERT INTO organizations (org_id, name, created_at, updated_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+                 ON CONFLICT (org_id) DO UPDATE SET name = EXCLUDED.name,
+                     created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(put.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+            .bind(put.iter().map(|(_, r)| r.name.as_str()).collect::<Vec<_>>())
+            .bind(put.iter().map(|(_, r)| r.created_at).collect::<Vec<_>>())
+            .bind(put.iter().map(|(_, r)| r.updated_at).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+
+        let (gone, put) = self.members.diff();
+        if !gone.is_empty() {
+            let (orgs, users): (Vec<Uuid>, Vec<Uuid>) = gone.into_iter().unzip();
+            sqlx::query(
+                "DELETE FROM org_members
+                  WHERE (org_id, user_id) IN (SELECT * FROM UNNEST($1::uuid[], $2::uuid[]))",
+            )
+            .bind(orgs)
+            .bind(users)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !put.is_empty() {
+            sqlx::query(
+                "INSERT INTO org_members (org_id, user_id, added_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[])
+                 ON CONFLICT (org_id, user_id) DO UPDATE SET added_at = EXCLUDED.added_at",
+            )
+            .bind(put.iter().map(|((o, _), _)| *o).collect::<Vec<_>>())
+            .bind(put.iter().map(|((_, u), _)| *u).collect::<Vec<_>>())
+            .bind(put.iter().map(|(_, at)| **at).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+
+        let (gone, put) = self.teams.diff();
+        if !gone.is_empty() {
+            sqlx::query("DELETE FROM org_teams WHERE team_id = ANY($1)")
+                .bind(&gone)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !put.is_empty() {
+            // Permission sets travel as JSON arrays: PostgreSQL has no array of arrays.
+            let permissions = put
+                .iter()
+                .map(|(_, r)| serde_json::Value::from(r.permissions.clone()))
+                .collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO org_teams (team_id, org_id, name, permissions, created_at)
+                 SELECT u.team_id, u.org_id, u.name,
+                        ARRAY(SELECT jsonb_array_elements_text(u.permissions)), u.created_at
+                   FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[])
+                        AS u(team_id, org_id, name, permissions, created_at)
+                 ON CONFLICT (team_id) DO UPDATE SET org_id = EXCLUDED.org_id,
+                     name = EXCLUDED.name, permissions = EXCLUDED.permissions,
+                     created_at = EXCLUDED.created_at",
+            )
+            .bind(put.iter().map(|(k, _)| *k).collect::<Vec<_>>())
+            .bind(put.iter().map(|(_, r)| r.org_id).collect::<Vec<_>>())
+            .bind(put.iter().map(|(_, r)| r.name.as_str()).collect::<Vec<_>>())
+            .bind(permissions)
+            .bind(put.iter().map(|(_, r)| r.created_at).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        }
+
+        let (gone, put) = self.team_members.diff();
+        if !gone.is_empty() {
+            let (teams, users): (Vec<Uuid>, Vec<Uuid>) = gone.into_iter().unzip();
+            sqlx::query(
+                "DELETE FROM org_team_members
+                  WHERE (team_id, user_id) IN (SELECT * FROM UNNEST($1::uuid[], $2::uuid[]))",
+            )
+            .bind(teams)
+            .bind(users)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !put.is_empty() {
+            sqlx::query(
+                "INSERT INTO org_team_members (team_id, user_id, org_id)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[])
+                 ON CONFLICT (team_id, user_id) DO UPDATE SET org_id = EXCLUDED.org_id",
+            )
+            .bind(put.iter().map(|((t, _), _)| *t).collect::<Vec<_>>())
+            .bind(put.iter().map(|((_, u), _)| *u).collect::<Vec<_>>())
+            .bind(put.iter().map(|(_, o)| **o).collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
         }
         Ok(())
     }

@@ -118,7 +118,7 @@ async fn replay_one<P: Projection>(
     let pool = store.pool();
     let target: Option<(i64, i64)> = sqlx::query_as(
         "SELECT transaction_id::text::int8, global_position FROM events
-          ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+          ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
     )
     .fetch_optional(pool)
     .await?;
@@ -132,6 +132,7 @@ async fn replay_one<P: Projection>(
         RunnerOptions {
             batch: 10_000,
             poll: Duration::from_millis(200),
+            ..RunnerOptions::default()
         },
     );
     let name = runner.name();

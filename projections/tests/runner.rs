@@ -36,6 +36,7 @@ fn runner(store: &Store) -> Runner<IdentityProjection> {
         RunnerOptions {
             batch: 3, // small batches, so the run spans many transactions
             poll: Duration::from_millis(100),
+            ..RunnerOptions::default()
         },
     )
 }
@@ -157,6 +158,8 @@ async fn memberships_replay_equals_the_incremental_read_model() {
     let member = UserId::from_uuid(uuid::Uuid::now_v7());
     let org = OrgId::from_uuid(uuid::Uuid::now_v7());
     let team = TeamId::from_uuid(uuid::Uuid::now_v7());
+    let other = UserId::from_uuid(uuid::Uuid::now_v7());
+    let doomed = TeamId::from_uuid(uuid::Uuid::now_v7());
     let id = org.to_string();
     let mut last = Cursor::START;
     for command in [
@@ -177,6 +180,43 @@ async fn memberships_replay_equals_the_incremental_read_model() {
         C::AddTeamMember {
             team_id: team,
             user_id: member,
+        },
+        // Then the churn that a batch fold must get right: a member leaves (and so every
+        // team), rejoins, a team is renamed and deleted with members in it, the org renamed.
+        C::AddMember { user_id: other },
+        C::CreateTeam {
+            team_id: doomed,
+            name: Name::parse("name", "Doomed").expect("name"),
+        },
+        C::AddTeamMember {
+            team_id: doomed,
+            user_id: other,
+        },
+        C::AddTeamMember {
+            team_id: team,
+            user_id: other,
+        },
+        C::RemoveMember { user_id: other },
+        C::AddMember { user_id: other },
+        C::AddTeamMember {
+            team_id: doomed,
+            user_id: other,
+        },
+        C::RenameTeam {
+            team_id: doomed,
+            name: Name::parse("name", "Still doomed").expect("name"),
+        },
+        C::DeleteTeam { team_id: doomed },
+        C::RemoveTeamMember {
+            team_id: team,
+            user_id: member,
+        },
+        C::AddTeamMember {
+            team_id: team,
+            user_id: member,
+        },
+        C::Rename {
+            name: Name::parse("name", "Acme Two").expect("name"),
         },
     ] {
         let receipt = commands
@@ -206,6 +246,7 @@ async fn memberships_replay_equals_the_incremental_read_model() {
     };
     let snapshot = || async {
         (
+            read("SELECT t::text FROM organizations t").await,
             read("SELECT t::text FROM org_members t").await,
             read("SELECT t::text FROM org_teams t").await,
             read("SELECT t::text FROM org_team_members t").await,
@@ -213,7 +254,13 @@ async fn memberships_replay_equals_the_incremental_read_model() {
         )
     };
     let incremental = snapshot().await;
-    assert_eq!(incremental.0.len(), 2);
+    assert_eq!(incremental.1.len(), 3, "founder, member, other");
+    assert_eq!(
+        incremental.2.len(),
+        2,
+        "administrators and core; doomed is gone"
+    );
+    assert!(incremental.0[0].contains("Acme Two"));
     assert!(projections::memberships::allows(
         &pool,
         org.as_uuid(),
@@ -246,6 +293,32 @@ async fn memberships_replay_equals_the_incremental_read_model() {
     assert!(reports >= 1, "progress was shown");
     assert_eq!(snapshot().await, incremental);
     let unknown = projections::registry::replay(&store, "nope", |_, _, _| {}).await;
+
+    // Event by event, all in one folded batch, and that batch applied twice: the same tables.
+    stop.cancel();
+    let projection = projections::memberships::MembershipsProjection;
+    let events = store.tail(Cursor::START, 1000).await.expect("tail");
+    projections::runner::reset(&pool, &projection)
+        .await
+        .expect("reset");
+    let mut tx = pool.begin().await.expect("begin");
+    for event in &events {
+        projection.apply(&mut tx, event).await.expect("apply");
+    }
+    tx.commit().await.expect("commit");
+    assert_eq!(snapshot().await, incremental, "event by event");
+    projections::runner::reset(&pool, &projection)
+        .await
+        .expect("reset");
+    for _ in 0..2 {
+        let mut tx = pool.begin().await.expect("begin");
+        projection
+            .apply_batch(&mut tx, &events)
+            .await
+            .expect("fold");
+        tx.commit().await.expect("commit");
+        assert_eq!(snapshot().await, incremental, "folded batch");
+    }
     assert!(unknown.is_err());
     stop.cancel();
 }
@@ -358,6 +431,7 @@ async fn the_board_survives_a_killed_runner_and_rebuilds_to_the_same_tables() {
             RunnerOptions {
                 batch,
                 poll: Duration::from_millis(50),
+                ..RunnerOptions::default()
             },
         )
     };
