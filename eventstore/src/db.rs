@@ -11,8 +11,12 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 ///
 /// `idle_in_transaction_session_timeout` matters for correctness of the tail, not only for
 /// hygiene: an open writing transaction holds every tailer back (DESIGN "Gapless tailing").
+///
+/// The `application_name` is `cairn` unless the URL names one (`?application_name=node-a`),
+/// which tells nodes apart in `pg_stat_activity` and `pg_locks`.
 pub fn tune(options: PgConnectOptions) -> PgConnectOptions {
-    options.application_name("cairn").options([
+    let name = options.get_application_name().unwrap_or("cairn").to_owned();
+    options.application_name(&name).options([
         ("idle_in_transaction_session_timeout", "10s"),
         ("statement_timeout", "60s"),
     ])

@@ -416,6 +416,30 @@ async fn the_board_follows_team_permissions() {
     )
     .await;
     assert_eq!(teams["teams"].as_array().map(Vec::len), Some(2));
+
+    // An auditor's read of the task's stream: members see who did what; others see nothing.
+    let stream = format!("/api/v1/streams/task/{task}/events");
+    let history = json_of(bob.get(app.url(&stream)).send().await.expect("history")).await;
+    let types: Vec<&str> = history["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(types.first(), Some(&"task.created"), "{history}");
+    assert!(types.contains(&"task.comment_edited"), "{types:?}");
+    let r = carol.get(app.url(&stream)).send().await.expect("history");
+    assert_eq!(r.status(), 404);
+    // The organization's own stream is for its administrators.
+    let org_stream = format!("/api/v1/streams/organization/{org}/events");
+    let r = bob.get(app.url(&org_stream)).send().await.expect("history");
+    assert_eq!(r.status(), 404);
+    let r = alice
+        .get(app.url(&org_stream))
+        .send()
+        .await
+        .expect("history");
+    assert_eq!(r.status(), 200);
     app.stop().await;
 }
 

@@ -125,7 +125,7 @@ async fn caught_up(ready: &Ready, name: &str, cursor: Cursor) -> Result<(), ApiE
 
 /// Waits until `name` includes everything this node has committed (so a client that just
 /// created an organization or a label can use it at once).
-async fn caught_up_locally(ready: &Ready, name: &str) -> Result<(), ApiError> {
+pub(crate) async fn caught_up_locally(ready: &Ready, name: &str) -> Result<(), ApiError> {
     let local = *ready.store.commits().borrow();
     caught_up(ready, name, local).await
 }
