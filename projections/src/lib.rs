@@ -14,10 +14,12 @@
 //! `migrations/`, never in code.
 
 pub mod board;
+pub mod bus;
 pub mod identity;
 pub mod mailer;
 pub mod memberships;
 pub mod registry;
+pub mod relay;
 pub mod runner;
 
 pub use runner::{decode, Projection, ProjectionError, Runner};
