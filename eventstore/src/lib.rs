@@ -32,7 +32,7 @@ pub use aggregate::{AggregateStore, StoreContext};
 pub use cursor::{Cursor, CursorError};
 pub use db::{connect, ensure_database, tune, MIGRATOR};
 pub use error::StoreError;
-pub use read::RecordedEvent;
+pub use read::{EventFilter, RecordedEvent};
 pub use receipt::{Appended, Receipt};
 pub use store::{Store, StoreOptions};
 pub use verify::{BrokenLink, VerifyReport};

@@ -86,6 +86,35 @@ impl Store {
         .await?)
     }
 
+    /// [`Store::tail`] restricted by `filter`: the same gapless order, only matching events.
+    pub async fn tail_filtered(
+        &self,
+        after: Cursor,
+        limit: i64,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM events
+              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                AND (transaction_id, global_position) > ($1::text::xid8, $2)
+                AND ($4::text[] IS NULL OR org_id = ANY($4))
+                AND ($5::text[] IS NULL OR aggregate_type = ANY($5))
+                AND ($6::text[] IS NULL OR event_type = ANY($6))
+                AND ($7::text IS NULL OR aggregate_id = $7)
+              ORDER BY events.transaction_id, events.global_position
+              LIMIT $3"
+        ))
+        .bind(after.xid().to_string())
+        .bind(after.position())
+        .bind(limit)
+        .bind(filter.orgs.as_deref())
+        .bind(filter.aggregate_types.as_deref())
+        .bind(filter.event_types.as_deref())
+        .bind(filter.aggregate_id.as_deref())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// One stream's events from `from_sequence` on (inclusive), at most `limit` of them.
     pub async fn read_stream(
         &self,
@@ -107,4 +136,17 @@ impl Store {
         .fetch_all(self.pool())
         .await?)
     }
+}
+
+/// Which events a filtered tail returns; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only these organizations' events.
+    pub orgs: Option<Vec<String>>,
+    /// Only these aggregate types.
+    pub aggregate_types: Option<Vec<String>>,
+    /// Only these event types (`noun.verb`).
+    pub event_types: Option<Vec<String>>,
+    /// Only this aggregate.
+    pub aggregate_id: Option<String>,
 }

@@ -72,6 +72,11 @@ impl Principal {
 
     /// Fails with 403 unless the caller is in a browser session (some operations, such as
     /// issuing keys or erasing the account, are not for keys).
+    pub fn is_api_key(&self) -> bool {
+        matches!(self.via, Via::ApiKey { .. })
+    }
+
+    /// A session, not an API key (403 `session_required` otherwise).
     pub fn require_session(&self) -> Result<SessionId, ApiError> {
         match &self.via {
             Via::Session { session_id } => Ok(*session_id),

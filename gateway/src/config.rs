@@ -65,6 +65,21 @@ pub struct Config {
     pub api_rate: u32,
     /// `CAIRN_LINK_TTL_SECONDS`: how long a sign-in link works.
     pub link_ttl: std::time::Duration,
+    /// `CAIRN_NATS_STREAM`: the JetStream stream the relay publishes to.
+    pub nats_stream: String,
+    /// `CAIRN_NATS_PREFIX`: the first subject token (`<prefix>.events.<org>.<type>.<id>`).
+    pub nats_prefix: String,
+    /// `CAIRN_WS_PING_SECONDS`: how often `/ws` sends `PING`.
+    pub ws_ping: std::time::Duration,
+    /// `CAIRN_WS_TIMEOUT_SECONDS`: how long `/ws` waits for a `PONG` before closing.
+    pub ws_timeout: std::time::Duration,
+    /// `CAIRN_WS_MIN_INTERVAL_MS`: the least time between two client messages on `/ws`.
+    pub ws_min_interval: std::time::Duration,
+    /// `CAIRN_WS_QUEUE`: messages queued per connection before it counts as a slow consumer.
+    pub ws_queue: usize,
+    /// `CAIRN_WS_REPLAY_LIMIT`: the most events a `since` replay sends before answering
+    /// `RESYNC_REQUIRED` instead.
+    pub ws_replay_limit: i64,
 }
 
 impl Config {
@@ -136,6 +151,32 @@ impl Config {
                     _ => Err("expected a number of seconds from 1 to 86400".to_owned()),
                 }
             })?,
+            nats_stream: parse(&get, "CAIRN_NATS_STREAM", "CAIRN_EVENTS", |v| {
+                nats_token(v, "a stream name")
+            })?,
+            nats_prefix: parse(&get, "CAIRN_NATS_PREFIX", "cairn", |v| {
+                nats_token(v, "a subject token")
+            })?,
+            ws_ping: parse(&get, "CAIRN_WS_PING_SECONDS", "30", millis_or_seconds(1000))?,
+            ws_timeout: parse(
+                &get,
+                "CAIRN_WS_TIMEOUT_SECONDS",
+                "60",
+                millis_or_seconds(1000),
+            )?,
+            ws_min_interval: parse(&get, "CAIRN_WS_MIN_INTERVAL_MS", "20", millis_or_seconds(1))?,
+            ws_queue: parse(&get, "CAIRN_WS_QUEUE", "1024", |v| {
+                match v.parse::<usize>() {
+                    Ok(n) if (8..=1_000_000).contains(&n) => Ok(n),
+                    _ => Err("expected a number of messages from 8 to 1000000".to_owned()),
+                }
+            })?,
+            ws_replay_limit: parse(&get, "CAIRN_WS_REPLAY_LIMIT", "1000", |v| {
+                match v.parse::<i64>() {
+                    Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+                    _ => Err("expected a number of events from 1 to 100000".to_owned()),
+                }
+            })?,
         })
     }
 }
@@ -155,6 +196,33 @@ fn parse_bool(v: &str) -> Result<bool, String> {
         "1" | "true" | "yes" => Ok(true),
         "0" | "false" | "no" => Ok(false),
         _ => Err("expected true or false".to_owned()),
+    }
+}
+
+/// A NATS name: letters, digits, `-` and `_` only.
+fn nats_token(v: &str, what: &str) -> Result<String, String> {
+    if !v.is_empty()
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(v.to_owned())
+    } else {
+        Err(format!(
+            "expected {what}: letters, digits, `-` and `_`, at most 64"
+        ))
+    }
+}
+
+/// A duration in whole units of `unit_ms` milliseconds (seconds or milliseconds), at least 1.
+/// Fractions are allowed for seconds (`0.2`), so tests can use short heartbeats.
+fn millis_or_seconds(unit_ms: u64) -> impl Fn(&str) -> Result<std::time::Duration, String> {
+    move |v| match v.parse::<f64>() {
+        Ok(n) if n > 0.0 && n * (unit_ms as f64) <= 86_400_000.0 => Ok(
+            std::time::Duration::from_micros((n * unit_ms as f64 * 1000.0) as u64),
+        ),
+        _ if unit_ms == 1 => Err("expected a number of milliseconds, above 0".to_owned()),
+        _ => Err("expected a number of seconds, above 0".to_owned()),
     }
 }
 

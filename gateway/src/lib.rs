@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 mod extract;
 mod limits;
+pub mod live;
 mod metrics;
 mod routes;
 mod startup;

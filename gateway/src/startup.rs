@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -6,7 +7,9 @@ use commands::identity::Identity;
 use commands::Commands;
 use eventstore::vault::Vault;
 use eventstore::{Store, StoreOptions, MIGRATOR};
+use projections::bus::{Bus, LocalBus, NatsBus, NatsOptions};
 use projections::mailer::{Outbox, Transport};
+use projections::relay::Relay;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +42,27 @@ impl App {
         let secret_key = secret_key(&config)?;
         let transport = Transport::new(config.smtp_url.as_ref(), config.data_dir.join("outbox"))?;
         let shutdown = CancellationToken::new();
-        let state = AppState::new(config, secret_key, transport.is_files());
+        let bus: Arc<dyn Bus> = match &config.nats_url {
+            Some(url) => NatsBus::connect(
+                NatsOptions {
+                    url: url.to_string(),
+                    stream: config.nats_stream.clone(),
+                    prefix: config.nats_prefix.clone(),
+                    max_age: Duration::from_secs(7 * 24 * 3600),
+                },
+                shutdown.clone(),
+            )
+            .await
+            .context("NATS_URL: cannot use the NATS server")?,
+            None => Arc::new(LocalBus::default()),
+        };
+        let state = AppState::new(config, secret_key, transport.is_files(), bus);
+        tokio::spawn(
+            state
+                .hub()
+                .clone()
+                .run(state.bus().subscribe(), shutdown.clone()),
+        );
         let connector = tokio::spawn(connect_with_backoff(
             state.clone(),
             transport,
@@ -189,6 +212,7 @@ async fn connect(
         .get(projections::identity::NAME)
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("the identity projection is not registered"))?;
+    tokio::spawn(Relay::new(store.clone(), state.bus().clone()).run(shutdown.clone()));
     let outbox = Outbox::new(pool);
     tokio::spawn(outbox.clone().run(
         transport.clone(),

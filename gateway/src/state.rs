@@ -9,7 +9,9 @@ use tokio::sync::{watch, OnceCell};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::limits::RateLimiter;
+use crate::live::Hub;
 use crate::metrics::Metrics;
+use projections::bus::Bus;
 
 /// What exists once PostgreSQL is reachable and migrated.
 #[derive(Debug, Clone)]
@@ -45,11 +47,18 @@ struct Inner {
     metrics: Metrics,
     limits: Limits,
     link_workers: Arc<tokio::sync::Semaphore>,
+    bus: Arc<dyn Bus>,
+    hub: Hub,
     renewing: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
 }
 
 impl AppState {
-    pub fn new(config: Config, secret_key: [u8; 32], mail_to_files: bool) -> Self {
+    pub fn new(
+        config: Config,
+        secret_key: [u8; 32],
+        mail_to_files: bool,
+        bus: Arc<dyn Bus>,
+    ) -> Self {
         let limits = Limits {
             links_per_email: RateLimiter::per_minute(config.links_per_email),
             links_per_ip: RateLimiter::per_minute(config.links_per_ip),
@@ -64,6 +73,8 @@ impl AppState {
                 metrics: Metrics::default(),
                 limits,
                 link_workers: Arc::new(tokio::sync::Semaphore::new(64)),
+                bus,
+                hub: Hub::default(),
                 renewing: std::sync::Mutex::default(),
             }),
         }
@@ -80,6 +91,16 @@ impl AppState {
     /// Whether mail lands in `.eml` files (development), so links may be logged.
     pub fn mail_to_files(&self) -> bool {
         self.inner.mail_to_files
+    }
+
+    /// Where committed events go (the relay) and come back from (the hub).
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
+    }
+
+    /// This node's live rooms.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -95,7 +95,10 @@ impl CloudEvent {
     /// The stored event type, `noun.verb` (e.g. `task.created`).
     pub fn stored_type(&self) -> String {
         let (aggregate_type, _) = self.stream();
-        let rest = self.event_type.strip_prefix("cairn.").unwrap_or(&self.event_type);
+        let rest = self
+            .event_type
+            .strip_prefix("cairn.")
+            .unwrap_or(&self.event_type);
         let verb = rest
             .strip_prefix(aggregate_type)
             .and_then(|r| r.strip_prefix('.'))

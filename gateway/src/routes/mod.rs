@@ -1,6 +1,7 @@
 //! The HTTP surface: one module per resource, each with its `router()`.
 
-mod board;
+pub(crate) mod board;
+mod events;
 mod health;
 mod me;
 mod openapi;
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(board::router())
         .merge(me::router())
         .merge(streams::router())
+        .merge(events::router())
         .merge(openapi::router())
         // Inside the CORS layer, so a preflight for a POST-only route is answered by CORS.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -67,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(pages::router())
+        .merge(crate::live::router())
         // Applies to the routes registered so far; the API sets its own.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .nest("/api/v1", api)

@@ -1,0 +1,641 @@
+//! Live boards: the `/ws` endpoint (the Sayr protocol) and the hub that routes bus events to
+//! its rooms.
+//!
+//! - On connect the server sends `CONNECTION_STATUS {authenticated, wsClientId}`.
+//! - Clients send `SUBSCRIBE {orgId, channel, since?}`, `UNSUBSCRIBE` and `PONG`; before the
+//!   first `SUBSCRIBE` nothing else is accepted (the waiting room).
+//! - The server sends `SUBSCRIBED`, `UNSUBSCRIBED`, `USER_SUBSCRIBED` / `USER_UNSUBSCRIBED`,
+//!   `ERROR {code}`, `PING`, `RESYNC_REQUIRED` and data messages (`CREATE_TASK`, …) carrying
+//!   `{orgId, channel, ts, cursor, data}`.
+//!
+//! Each connection has a bounded queue. The hub never waits on a connection: a full queue
+//! closes that connection (a slow consumer), and everyone else carries on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use domain::{Permission, Scope};
+use eventstore::{Cursor, EventFilter, Store};
+use futures::{SinkExt, StreamExt};
+use projections::bus::CloudEvent;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{MaybeAuth, Principal};
+use crate::state::AppState;
+
+/// A room's channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Open to anonymous clients: the organization's public name.
+    Public,
+    /// Members: tasks, labels and categories.
+    Tasks,
+    /// Administrators: membership and teams.
+    Admin,
+}
+
+impl Channel {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "public" => Some(Self::Public),
+            "tasks" => Some(Self::Tasks),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Tasks => "tasks",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The aggregate types whose events this channel carries (for `since` replays).
+    fn aggregate_types(self) -> Vec<String> {
+        match self {
+            Self::Tasks => vec!["task".into(), "label".into(), "category".into()],
+            Self::Public | Self::Admin => vec!["organization".into()],
+        }
+    }
+}
+
+/// `orgId:channel`.
+type Room = (String, Channel);
+
+/// The data messages an event becomes: `(channel, message type)`.
+fn messages_for(event: &CloudEvent) -> Vec<(Channel, String)> {
+    let stored = event.stored_type();
+    let (noun, verb) = stored.split_once('.').unwrap_or((&stored, ""));
+    match noun {
+        "task" | "label" | "category" => {
+            let action = match verb {
+                "created" => "CREATE",
+                "deleted" => "DELETE",
+                _ => "UPDATE",
+            };
+            vec![(Channel::Tasks, format!("{action}_{}", noun.to_uppercase()))]
+        }
+        "organization" => {
+            let mut out = vec![(Channel::Admin, "UPDATE_ORGANIZATION".to_owned())];
+            if matches!(verb, "created" | "renamed") {
+                out.push((Channel::Public, "UPDATE_ORGANIZATION".to_owned()));
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn frame(value: &Value) -> Utf8Bytes {
+    Utf8Bytes::from(value.to_string())
+}
+
+/// A data message for `event` on `channel`.
+fn data_frame(event: &CloudEvent, org: &str, channel: Channel, kind: &str) -> Utf8Bytes {
+    let (aggregate_type, aggregate_id) = event.stream();
+    let data: Value = serde_json::from_str(event.data.get()).unwrap_or(Value::Null);
+    frame(&json!({
+        "type": kind,
+        "scope": "CHANNEL",
+        "orgId": org,
+        "channel": channel.as_str(),
+        "ts": now_ms(),
+        "cursor": event.cairncursor,
+        "data": {
+            "id": aggregate_id,
+            "aggregateType": aggregate_type,
+            "event": event.stored_type(),
+            "eventId": event.id,
+            "sequence": event.cairnsequence,
+            "time": event.time,
+            "changes": data,
+        },
+    }))
+}
+
+/// What a connection's writer sends.
+#[derive(Debug)]
+enum Outbound {
+    /// A message; `Some(cursor)` for data messages, which are dropped at or behind the last
+    /// cursor sent (no duplicates across a `since` replay and the live stream).
+    Frame(Utf8Bytes, Option<Cursor>),
+    /// Replay the room's events after `since` from PostgreSQL, then carry on live.
+    Replay { room: Room, since: Cursor },
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+}
+
+#[derive(Debug)]
+struct Member {
+    tx: mpsc::Sender<Outbound>,
+    kill: CancellationToken,
+}
+
+/// Routes bus events to rooms. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+#[derive(Debug, Default)]
+struct HubInner {
+    rooms: Mutex<HashMap<Room, HashMap<u64, Member>>>,
+    next_id: AtomicU64,
+    connections: AtomicU64,
+    slow_closed: AtomicU64,
+}
+
+impl Hub {
+    /// Open connections.
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed for being too slow.
+    pub fn slow_closed(&self) -> u64 {
+        self.inner.slow_closed.load(Ordering::Relaxed)
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Room, HashMap<u64, Member>>> {
+        self.inner.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `message` for every member of `room` except `skip`; closes members whose queue
+    /// is full.
+    fn send_room(
+        &self,
+        room: &Room,
+        skip: Option<u64>,
+        message: &Utf8Bytes,
+        cursor: Option<Cursor>,
+    ) {
+        let mut rooms = self.rooms();
+        let Some(members) = rooms.get_mut(room) else {
+            return;
+        };
+        members.retain(|id, member| {
+            if Some(*id) == skip {
+                return true;
+            }
+            match member.tx.try_send(Outbound::Frame(message.clone(), cursor)) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.inner.slow_closed.fetch_add(1, Ordering::Relaxed);
+                    member.kill.cancel();
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        if members.is_empty() {
+            rooms.remove(room);
+        }
+    }
+
+    fn join(&self, room: Room, id: u64, tx: mpsc::Sender<Outbound>, kill: CancellationToken) {
+        self.rooms()
+            .entry(room)
+            .or_default()
+            .insert(id, Member { tx, kill });
+    }
+
+    fn leave(&self, room: &Room, id: u64) {
+        let mut rooms = self.rooms();
+        if let Some(members) = rooms.get_mut(room) {
+            members.remove(&id);
+            if members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+    }
+
+    /// Routes every event from the bus until `shutdown`. Events at or behind the last one
+    /// routed are dropped (a relay that republished after a crash). If this node falls behind
+    /// the bus, every subscriber is told `RESYNC_REQUIRED`.
+    pub async fn run(
+        self,
+        mut bus: broadcast::Receiver<Arc<CloudEvent>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut last = Cursor::START;
+        loop {
+            let event = tokio::select! {
+                event = bus.recv() => event,
+                () = shutdown.cancelled() => return,
+            };
+            match event {
+                Ok(event) => {
+                    let Some(cursor) = event.cursor() else {
+                        continue;
+                    };
+                    if cursor <= last {
+                        continue;
+                    }
+                    last = cursor;
+                    let Some(org) = event.cairnorg.clone() else {
+                        continue;
+                    };
+                    for (channel, kind) in messages_for(&event) {
+                        let room = (org.clone(), channel);
+                        let message = data_frame(&event, &org, channel, &kind);
+                        self.send_room(&room, None, &message, Some(cursor));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "live hub fell behind the bus; asking clients to resync"
+                    );
+                    let rooms: Vec<Room> = self.rooms().keys().cloned().collect();
+                    for room in rooms {
+                        let message = frame(&json!({
+                            "type": "RESYNC_REQUIRED", "orgId": room.0, "channel": room.1.as_str(),
+                            "ts": now_ms(),
+                        }));
+                        self.send_room(&room, None, &message, None);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// `/ws`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws", get(upgrade))
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    MaybeAuth(principal): MaybeAuth,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // A cookie rides along on cross-site WebSocket handshakes too: only a page of our own
+    // origin (or a client with an API key) gets the signed-in view.
+    let principal = principal.filter(|p| p.is_api_key() || same_origin(&state, &headers));
+    ws.max_message_size(16 * 1024)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .on_upgrade(move |socket| connection(state, principal, socket))
+}
+
+fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        // Not a browser: no ambient cookie to worry about.
+        return true;
+    };
+    let ours = state.config().public_url.origin().ascii_serialization();
+    origin == ours
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    org_id: Option<String>,
+    channel: Option<String>,
+    since: Option<String>,
+}
+
+/// Everything one connection needs.
+struct Conn {
+    state: AppState,
+    hub: Hub,
+    principal: Option<Principal>,
+    id: u64,
+    client_id: String,
+    tx: mpsc::Sender<Outbound>,
+    kill: CancellationToken,
+    room: Option<Room>,
+}
+
+impl Conn {
+    fn send(&self, value: Value) {
+        if self
+            .tx
+            .try_send(Outbound::Frame(frame(&value), None))
+            .is_err()
+        {
+            self.kill.cancel();
+        }
+    }
+
+    fn error(&self, code: &str, message: &str) {
+        self.send(json!({"type": "ERROR", "code": code, "message": message, "ts": now_ms()}));
+    }
+
+    fn presence(&self, kind: &str, room: &Room) -> Utf8Bytes {
+        frame(&json!({
+            "type": kind, "scope": "CHANNEL", "orgId": room.0, "channel": room.1.as_str(),
+            "ts": now_ms(),
+            "data": {
+                "wsClientId": self.client_id,
+                "userId": self.principal.as_ref().map(|p| p.user_id.to_string()),
+            },
+        }))
+    }
+
+    fn leave_room(&mut self) {
+        if let Some(room) = self.room.take() {
+            self.hub.leave(&room, self.id);
+            let message = self.presence("USER_UNSUBSCRIBED", &room);
+            self.hub.send_room(&room, Some(self.id), &message, None);
+        }
+    }
+
+    /// Whether this connection may join `room` (an `ERROR` code if not).
+    async fn authorize(&self, org: uuid::Uuid, channel: Channel) -> Result<(), &'static str> {
+        if channel == Channel::Public {
+            return Ok(());
+        }
+        let Some(principal) = &self.principal else {
+            return Err("UNAUTHORIZED");
+        };
+        if principal.require(Scope::TasksRead).is_err() {
+            return Err("FORBIDDEN");
+        }
+        let Ok(ready) = self.state.ready() else {
+            return Err("UNAVAILABLE");
+        };
+        let pool = ready.store.pool();
+        let _ =
+            crate::routes::board::caught_up_locally(ready, projections::memberships::NAME).await;
+        let user = principal.user_id.as_uuid();
+        let allowed = match channel {
+            Channel::Public => Ok(true),
+            Channel::Tasks => projections::memberships::is_member(pool, org, user).await,
+            Channel::Admin => {
+                projections::memberships::allows(pool, org, user, Permission::Administrator).await
+            }
+        };
+        match allowed {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("FORBIDDEN"),
+            Err(_) => Err("UNAVAILABLE"),
+        }
+    }
+
+    async fn subscribe(&mut self, message: ClientMessage) {
+        let (Some(org), Some(channel)) = (message.org_id, message.channel) else {
+            return self.error("BAD_REQUEST", "SUBSCRIBE needs orgId and channel");
+        };
+        let Ok(org_uuid) = uuid::Uuid::parse_str(&org) else {
+            return self.error("BAD_REQUEST", "orgId is not an organization id");
+        };
+        let Some(channel) = Channel::parse(&channel) else {
+            return self.error("BAD_REQUEST", "channel is one of public, tasks, admin");
+        };
+        let since = match message.since.as_deref().map(str::parse::<Cursor>) {
+            None => None,
+            Some(Ok(cursor)) => Some(cursor),
+            Some(Err(_)) => return self.error("BAD_CURSOR", "since is not a Cairn cursor"),
+        };
+        if let Err(code) = self.authorize(org_uuid, channel).await {
+            return self.error(code, "you may not subscribe to this channel");
+        }
+        self.leave_room();
+        let room: Room = (org_uuid.to_string(), channel);
+        self.send(json!({
+            "type": "SUBSCRIBED", "scope": "INDIVIDUAL", "orgId": room.0,
+            "channel": channel.as_str(), "ts": now_ms(),
+        }));
+        // The replay is queued before joining, so every live message for the room lands
+        // behind it, and the writer drops those the replay already sent.
+        if let Some(since) = since {
+            if self
+                .tx
+                .try_send(Outbound::Replay {
+                    room: room.clone(),
+                    since,
+                })
+                .is_err()
+            {
+                self.kill.cancel();
+                return;
+            }
+        }
+        self.hub
+            .join(room.clone(), self.id, self.tx.clone(), self.kill.clone());
+        let message = self.presence("USER_SUBSCRIBED", &room);
+        self.hub.send_room(&room, Some(self.id), &message, None);
+        self.room = Some(room);
+    }
+}
+
+async fn connection(state: AppState, principal: Option<Principal>, socket: WebSocket) {
+    let config = state.config().clone();
+    let hub = state.hub().clone();
+    let id = hub.inner.next_id.fetch_add(1, Ordering::Relaxed);
+    hub.inner.connections.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel(config.ws_queue);
+    let kill = CancellationToken::new();
+    let (sink, mut stream) = socket.split();
+    let store = state.try_ready().map(|r| r.store.clone());
+    let writer = tokio::spawn(write(sink, rx, kill.clone(), store, config.ws_replay_limit));
+    let mut conn = Conn {
+        state,
+        hub: hub.clone(),
+        principal,
+        id,
+        client_id: uuid::Uuid::now_v7().to_string(),
+        tx,
+        kill: kill.clone(),
+        room: None,
+    };
+    conn.send(json!({
+        "type": "CONNECTION_STATUS", "scope": "INDIVIDUAL", "ts": now_ms(),
+        "data": {"authenticated": conn.principal.is_some(), "wsClientId": conn.client_id},
+    }));
+
+    let mut ping = tokio::time::interval_at(Instant::now() + config.ws_ping, config.ws_ping);
+    let mut last_pong = Instant::now();
+    let mut last_message: Option<Instant> = None;
+    let mut offences = 0u32;
+    loop {
+        tokio::select! {
+            () = kill.cancelled() => break,
+            _ = ping.tick() => {
+                if last_pong.elapsed() > config.ws_timeout {
+                    let _ = conn.tx.try_send(Outbound::Close(1000, "no PONG in time"));
+                    break;
+                }
+                conn.send(json!({"type": "PING", "ts": now_ms()}));
+            }
+            message = stream.next() => {
+                let text = match message {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        conn.error("BAD_MESSAGE", "messages are JSON text");
+                        continue;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue,
+                };
+                // The minimum interval between client messages; repeat offenders are closed.
+                let now = Instant::now();
+                let too_soon = last_message.is_some_and(|t| now - t < config.ws_min_interval);
+                last_message = Some(now);
+                if too_soon {
+                    offences += 1;
+                    conn.error("RATE_LIMITED", "messages too close together");
+                    if offences >= 10 {
+                        let _ = conn.tx.try_send(Outbound::Close(1008, "rate limit"));
+                        break;
+                    }
+                    continue;
+                }
+                let Ok(message) = serde_json::from_str::<ClientMessage>(&text) else {
+                    conn.error("BAD_MESSAGE", "expected a JSON object with a type");
+                    continue;
+                };
+                match message.kind.as_str() {
+                    "PONG" => last_pong = Instant::now(),
+                    "SUBSCRIBE" => conn.subscribe(message).await,
+                    "UNSUBSCRIBE" => {
+                        if let Some(room) = conn.room.clone() {
+                            conn.leave_room();
+                            conn.send(json!({
+                                "type": "UNSUBSCRIBED", "scope": "INDIVIDUAL", "orgId": room.0,
+                                "channel": room.1.as_str(), "ts": now_ms(),
+                            }));
+                        }
+                    }
+                    _ if conn.room.is_none() => conn.error(
+                        "WAITING_ROOM",
+                        "subscribe first: only SUBSCRIBE, UNSUBSCRIBE and PONG are accepted",
+                    ),
+                    _ => conn.error("UNKNOWN_TYPE", "unknown message type"),
+                }
+            }
+        }
+    }
+    conn.leave_room();
+    hub.inner.connections.fetch_sub(1, Ordering::Relaxed);
+    // Let the writer send what is queued (a close frame), then stop it.
+    drop(conn);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+/// The connection's writer: sends queued messages in order, runs `since` replays, and closes
+/// the socket when the connection is killed (a slow consumer) or asked to.
+async fn write(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+    kill: CancellationToken,
+    store: Option<Store>,
+    replay_limit: i64,
+) {
+    let mut last = Cursor::START;
+    loop {
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            () = kill.cancelled() => {
+                let _ = sink.send(close(1008, "slow consumer")).await;
+                return;
+            }
+        };
+        let result = match next {
+            None => return,
+            Some(Outbound::Frame(text, cursor)) => {
+                if let Some(cursor) = cursor {
+                    if cursor <= last {
+                        continue;
+                    }
+                    last = cursor;
+                }
+                sink.send(Message::Text(text)).await
+            }
+            Some(Outbound::Replay { room, since }) => {
+                last = since;
+                match &store {
+                    Some(store) => {
+                        replay(&mut sink, store, &room, since, replay_limit, &mut last).await
+                    }
+                    None => sink.send(Message::Text(resync(&room))).await,
+                }
+            }
+            Some(Outbound::Close(code, reason)) => {
+                let _ = sink.send(close(code, reason)).await;
+                return;
+            }
+        };
+        if result.is_err() {
+            kill.cancel();
+            return;
+        }
+    }
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+fn resync(room: &Room) -> Utf8Bytes {
+    frame(&json!({
+        "type": "RESYNC_REQUIRED", "orgId": room.0, "channel": room.1.as_str(), "ts": now_ms(),
+    }))
+}
+
+/// Sends the room's events after `since` from PostgreSQL, or `RESYNC_REQUIRED` if there are
+/// more than `limit`.
+async fn replay(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    store: &Store,
+    room: &Room,
+    since: Cursor,
+    limit: i64,
+    last: &mut Cursor,
+) -> Result<(), axum::Error> {
+    let filter = EventFilter {
+        orgs: Some(vec![room.0.clone()]),
+        aggregate_types: Some(room.1.aggregate_types()),
+        ..EventFilter::default()
+    };
+    let events = match store.tail_filtered(since, limit + 1, &filter).await {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::warn!("since replay failed: {e}");
+            return sink.send(Message::Text(resync(room))).await;
+        }
+    };
+    if events.len() as i64 > limit {
+        return sink.send(Message::Text(resync(room))).await;
+    }
+    for event in &events {
+        let event = CloudEvent::from_recorded(event);
+        for (channel, kind) in messages_for(&event) {
+            if channel == room.1 {
+                sink.send(Message::Text(data_frame(&event, &room.0, channel, &kind)))
+                    .await?;
+            }
+        }
+        if let Some(cursor) = event.cursor() {
+            *last = cursor;
+        }
+    }
+    Ok(())
+}
