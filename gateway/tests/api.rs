@@ -412,6 +412,8 @@ async fn openapi_lists_every_route() {
         ("/orgs/{org}/teams/{team}/members", "post"),
         ("/orgs/{org}/teams/{team}/members/{user}", "delete"),
         ("/streams/{aggregate_type}/{aggregate_id}/events", "get"),
+        ("/events", "get"),
+        ("/events/stream", "get"),
         ("/orgs/{org}/labels", "post"),
         ("/orgs/{org}/categories/{id}", "patch"),
         ("/orgs/{org}/tasks", "get"),
