@@ -86,6 +86,20 @@ impl Store {
         .await?)
     }
 
+    /// The cursor after the newest committed event ([`Cursor::START`] for an empty store): what
+    /// a reader must reach to have seen everything committed so far.
+    pub async fn head(&self) -> Result<Cursor, StoreError> {
+        let newest: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT transaction_id::text::int8, global_position FROM events
+              ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(newest.map_or(Cursor::START, |(xid, position)| {
+            Cursor::new(xid as u64, position)
+        }))
+    }
+
     /// [`Store::tail`] restricted by `filter`: the same gapless order, only matching events.
     pub async fn tail_filtered(
         &self,

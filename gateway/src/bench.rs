@@ -426,19 +426,11 @@ async fn cairn_execute(
     let running = project.then(|| tokio::spawn(runner.run(stop.clone())));
     if project {
         // Catch up on the earlier phases' events first, so only lag under load is measured.
-        let head: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT transaction_id::text::int8, global_position FROM events
-              ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
-        )
-        .fetch_optional(pool)
-        .await?;
-        if let Some((xid, position)) = head {
-            let target = eventstore::Cursor::new(xid as u64, position);
-            let name = projections::memberships::NAME;
-            let within = Duration::from_secs(120);
-            if !projections::runner::wait_for(pool, name, target, within, None).await? {
-                anyhow::bail!("the memberships projection did not catch up within 120 s");
-            }
+        let target = commands.store().head().await?;
+        let name = projections::memberships::NAME;
+        let within = Duration::from_secs(120);
+        if !projections::runner::wait_for(pool, name, target, within, None).await? {
+            anyhow::bail!("the memberships projection did not catch up within 120 s");
         }
     }
     let pending: Arc<Mutex<VecDeque<(eventstore::Cursor, Instant)>>> = Arc::default();

@@ -382,12 +382,10 @@ impl Conn {
         let _ =
             crate::routes::board::caught_up_locally(ready, projections::memberships::NAME).await;
         let user = principal.user_id.as_uuid();
-        let allowed = match channel {
-            Channel::Public => Ok(true),
-            Channel::Tasks => projections::memberships::is_member(pool, org, user).await,
-            Channel::Admin => {
-                projections::memberships::allows(pool, org, user, Permission::Administrator).await
-            }
+        let allowed = if channel == Channel::Admin {
+            projections::memberships::allows(pool, org, user, Permission::Administrator).await
+        } else {
+            projections::memberships::is_member(pool, org, user).await
         };
         match allowed {
             Ok(true) => Ok(()),

@@ -436,6 +436,14 @@ impl Fold {
     }
 }
 
+/// The organizations `user` belongs to.
+pub async fn organizations_of(pool: &PgPool, user: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = $1 ORDER BY org_id")
+        .bind(user)
+        .fetch_all(pool)
+        .await
+}
+
 /// Whether `user` is a member of `org`.
 pub async fn is_member(pool: &PgPool, org: Uuid, user: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(

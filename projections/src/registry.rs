@@ -116,13 +116,7 @@ async fn replay_one<P: Projection>(
     mut progress: impl FnMut(i64, i64, f64),
 ) -> Result<Duration, ReplayError> {
     let pool = store.pool();
-    let target: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT transaction_id::text::int8, global_position FROM events
-          ORDER BY events.transaction_id DESC, events.global_position DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?;
-    let target = target.map_or(Cursor::START, |(x, p)| Cursor::new(x as u64, p));
+    let target = store.head().await?;
     reset(pool, &projection).await?;
     let started = Instant::now();
     let stop = CancellationToken::new();

@@ -16,11 +16,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, CloudEvent};
-use crate::runner::checkpoint;
+use crate::runner::{checkpoint, lead, release};
 use crate::ProjectionError;
 
 /// The relay's checkpoint name.
 pub const NAME: &str = "relay";
+
+/// The relay's advisory lock: one node publishes at a time.
+const LOCK_KEY: &str = "cairn.relay";
 
 /// Events per publish batch (JetStream acknowledgements in flight).
 const BATCH: i64 = 512;
@@ -76,21 +79,22 @@ impl Relay {
 
     async fn run_while_leader(&self, shutdown: &CancellationToken) -> Result<(), ProjectionError> {
         let pool = self.store.pool();
-        let mut lock = pool.acquire().await?.detach();
-        loop {
-            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1)::int8)")
-                .bind("cairn.relay")
-                .fetch_one(&mut lock)
-                .await?;
-            if held {
-                break;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.poll) => {}
-                () = shutdown.cancelled() => return Ok(()),
-            }
-        }
+        let Some(mut lock) = lead(pool, LOCK_KEY, self.poll, shutdown).await? else {
+            return Ok(());
+        };
         tracing::info!(bus = self.bus.kind(), "relay running");
+        let result = self.publish_batches(&mut lock, shutdown).await;
+        release(&mut lock, LOCK_KEY).await;
+        result
+    }
+
+    /// Publishes batch after batch while this node holds the relay's lock.
+    async fn publish_batches(
+        &self,
+        lock: &mut sqlx::PgConnection,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ProjectionError> {
+        let pool = self.store.pool();
         let mut cursor = checkpoint(pool, NAME).await?;
         let _ = self.progress.send(cursor);
         let mut commits = self.store.commits();
@@ -101,7 +105,7 @@ impl Relay {
                 tokio::select! {
                     _ = commits.changed() => {}
                     () = tokio::time::sleep(self.poll) => {
-                        sqlx::query("SELECT 1").execute(&mut lock).await?;
+                        sqlx::query("SELECT 1").execute(&mut *lock).await?;
                     }
                     () = shutdown.cancelled() => return Ok(()),
                 }

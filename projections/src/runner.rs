@@ -151,29 +151,13 @@ impl<P: Projection> Runner<P> {
     async fn run_while_leader(&self, shutdown: &CancellationToken) -> Result<(), ProjectionError> {
         let name = self.projection.name();
         let pool = self.store.pool();
-        // Detached from the pool: if this task dies, dropping the connection closes it and
-        // PostgreSQL releases the lock, instead of the lock living on in a pooled connection.
-        let mut lock = pool.acquire().await?.detach();
-        loop {
-            let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1)::int8)")
-                .bind(lock_key(name))
-                .fetch_one(&mut lock)
-                .await?;
-            if held {
-                break;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.options.poll) => {}
-                () = shutdown.cancelled() => return Ok(()),
-            }
-        }
+        let key = lock_key(name);
+        let Some(mut lock) = lead(pool, &key, self.options.poll, shutdown).await? else {
+            return Ok(());
+        };
         tracing::info!(projection = name, "running");
         let result = self.apply_batches(pool, &mut lock, shutdown).await;
-        // Release explicitly so a successor need not wait for the connection to close.
-        let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1)::int8)")
-            .bind(lock_key(name))
-            .execute(&mut lock)
-            .await;
+        release(&mut lock, &key).await;
         result
     }
 
@@ -311,6 +295,40 @@ pub async fn reset<P: Projection>(pool: &PgPool, projection: &P) -> Result<(), s
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+/// Takes advisory lock `key`, waiting (polling every `poll`) while another node holds it, on
+/// a connection detached from the pool: if the holder dies, dropping the connection closes it
+/// and PostgreSQL releases the lock, instead of the lock living on in a pooled connection.
+/// `None` if `shutdown` comes first.
+pub(crate) async fn lead(
+    pool: &PgPool,
+    key: &str,
+    poll: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Option<PgConnection>, sqlx::Error> {
+    let mut lock = pool.acquire().await?.detach();
+    loop {
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1)::int8)")
+            .bind(key)
+            .fetch_one(&mut lock)
+            .await?;
+        if held {
+            return Ok(Some(lock));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            () = shutdown.cancelled() => return Ok(None),
+        }
+    }
+}
+
+/// Releases a lock taken by [`lead`], so a successor need not wait for the connection to close.
+pub(crate) async fn release(lock: &mut PgConnection, key: &str) {
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1)::int8)")
+        .bind(key)
+        .execute(lock)
+        .await;
 }
 
 fn lock_key(name: &str) -> String {

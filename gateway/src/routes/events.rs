@@ -17,7 +17,6 @@ use eventstore::{Cursor, EventFilter, RecordedEvent};
 use futures::Stream;
 use projections::bus::CloudEvent;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::auth::{Auth, Principal};
 use crate::error::ApiError;
@@ -97,10 +96,8 @@ fn parse_cursor(text: Option<&str>) -> Result<Cursor, ApiError> {
 /// The organizations the caller belongs to (the feed's scope).
 async fn scope(state: &AppState, caller: &Principal) -> Result<Vec<String>, ApiError> {
     let ready = state.ready()?;
-    let orgs: Vec<Uuid> =
-        sqlx::query_scalar("SELECT org_id FROM org_members WHERE user_id = $1 ORDER BY org_id")
-            .bind(caller.user_id.as_uuid())
-            .fetch_all(ready.store.pool())
+    let orgs =
+        projections::memberships::organizations_of(ready.store.pool(), caller.user_id.as_uuid())
             .await?;
     Ok(orgs.into_iter().map(|o| o.to_string()).collect())
 }
