@@ -16,9 +16,10 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
+use crate::signal::Commits;
 use crate::{Appended, Cursor, Receipt, StoreError};
 
 /// One event to append.
@@ -88,11 +89,10 @@ impl Appender {
         pool: PgPool,
         workers: usize,
         max_batch: usize,
-        committed: watch::Sender<Cursor>,
+        committed: Arc<Commits>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(max_batch * workers.max(1) * 4);
         let rx = Arc::new(Mutex::new(rx));
-        let committed = Arc::new(committed);
         for _ in 0..workers.max(1) {
             tokio::spawn(worker(
                 pool.clone(),
@@ -118,7 +118,7 @@ async fn worker(
     pool: PgPool,
     rx: Arc<Mutex<mpsc::Receiver<(AppendRequest, Reply)>>>,
     max_batch: usize,
-    committed: Arc<watch::Sender<Cursor>>,
+    committed: Arc<Commits>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     loop {
@@ -135,13 +135,7 @@ async fn worker(
             .filter_map(|r| r.as_ref().ok().and_then(|c| c.receipt.cursor))
             .max()
         {
-            committed.send_if_modified(|c| {
-                let newer = cursor > *c;
-                if newer {
-                    *c = cursor;
-                }
-                newer
-            });
+            committed.committed(cursor);
         }
         for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have gone away (request cancelled); the events are committed anyway.

@@ -24,6 +24,7 @@ mod db;
 mod error;
 mod read;
 mod receipt;
+pub mod signal;
 mod store;
 pub mod vault;
 mod verify;

@@ -164,3 +164,29 @@ pub struct EventFilter {
     /// Only this aggregate.
     pub aggregate_id: Option<String>,
 }
+
+impl EventFilter {
+    /// Whether an event with these attributes passes the filter (what [`Store::tail_filtered`]
+    /// would return), for consumers that see events from elsewhere first, such as a bus.
+    pub fn matches(
+        &self,
+        org: Option<&str>,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+    ) -> bool {
+        fn within(list: &Option<Vec<String>>, value: Option<&str>) -> bool {
+            match list {
+                None => true,
+                Some(list) => value.is_some_and(|v| list.iter().any(|l| l == v)),
+            }
+        }
+        within(&self.orgs, org)
+            && within(&self.aggregate_types, Some(aggregate_type))
+            && within(&self.event_types, Some(event_type))
+            && self
+                .aggregate_id
+                .as_deref()
+                .is_none_or(|id| id == aggregate_id)
+    }
+}

@@ -3,9 +3,11 @@ use std::sync::Arc;
 use cqrs_es::Aggregate;
 use sqlx::PgPool;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::append::{self, AppendRequest, Appender, Committed};
+use crate::signal::{self, Commits};
 use crate::{AggregateStore, Cursor, Receipt, StoreError};
 
 /// Tuning for a [`Store`].
@@ -43,20 +45,25 @@ struct Inner {
     pool: PgPool,
     options: StoreOptions,
     appender: Appender,
-    committed: watch::Receiver<Cursor>,
+    commits: Arc<Commits>,
 }
 
 impl Store {
     /// Starts the group-commit writer on `pool`. Must be called inside a tokio runtime.
     pub fn new(pool: PgPool, options: StoreOptions) -> Self {
-        let (tx, committed) = watch::channel(Cursor::START);
-        let appender = Appender::start(pool.clone(), options.writers, options.max_batch, tx);
+        let commits = Arc::new(Commits::default());
+        let appender = Appender::start(
+            pool.clone(),
+            options.writers,
+            options.max_batch,
+            commits.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 pool,
                 options,
                 appender,
-                committed,
+                commits,
             }),
         }
     }
@@ -86,9 +93,31 @@ impl Store {
         append::find_receipt(&self.inner.pool, command_id).await
     }
 
-    /// Changes whenever this process commits events: a wake-up for tailers, never a source of
-    /// events (a tailer must still read the table, which is the correctness path).
+    /// Changes whenever this process commits events, and, once
+    /// [`share_commit_signals`](Self::share_commit_signals) runs, whenever another node does: a
+    /// wake-up for tailers, never a source of events (a tailer must still read the table, which
+    /// is the correctness path).
     pub fn commits(&self) -> watch::Receiver<Cursor> {
-        self.inner.committed.clone()
+        self.inner.commits.any()
+    }
+
+    /// The newest commit this process made (not other nodes').
+    pub fn committed_here(&self) -> Cursor {
+        self.inner.commits.here()
+    }
+
+    /// Shares commit signals with the other nodes on this database until `shutdown` (see
+    /// [`crate::signal`]).
+    pub fn share_commit_signals(&self, shutdown: CancellationToken) {
+        tokio::spawn(signal::announce(
+            self.inner.pool.clone(),
+            self.inner.commits.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(signal::listen(
+            self.inner.pool.clone(),
+            self.inner.commits.clone(),
+            shutdown,
+        ));
     }
 }

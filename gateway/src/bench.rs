@@ -23,6 +23,8 @@ use uuid::Uuid;
 
 use crate::config::Config;
 
+mod fanout;
+
 /// Which benchmark to run.
 #[derive(Debug, clap::Subcommand)]
 pub enum Which {
@@ -32,6 +34,12 @@ pub enum Which {
     /// Rebuild rate of the `board` projection over generated task events, beside a plain
     /// scan of the events table.
     Replay(ReplayArgs),
+    /// Commit → WebSocket delivery latency with 1,000 and 10,000 subscribed clients, and the
+    /// server's memory per idle connection.
+    Fanout(fanout::FanoutArgs),
+    /// The clients of `bench fanout`, in their own process (started by it).
+    #[command(hide = true)]
+    FanoutClients(fanout::FanoutClientArgs),
 }
 
 /// Options for `cairn bench replay`.
@@ -73,6 +81,8 @@ pub async fn run(config: &Config, which: Which) -> anyhow::Result<()> {
     match which {
         Which::Write(args) => write(config, args).await,
         Which::Replay(args) => replay(config, args).await,
+        Which::Fanout(args) => fanout::fanout(config, args).await,
+        Which::FanoutClients(args) => fanout::clients(args).await,
     }
 }
 

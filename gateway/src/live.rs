@@ -450,7 +450,7 @@ async fn connection(state: AppState, principal: Option<Principal>, socket: WebSo
     let kill = CancellationToken::new();
     let (sink, mut stream) = socket.split();
     let store = state.try_ready().map(|r| r.store.clone());
-    let writer = tokio::spawn(write(sink, rx, kill.clone(), store, config.ws_replay_limit));
+    let mut writer = tokio::spawn(write(sink, rx, kill.clone(), store, config.ws_replay_limit));
     let mut conn = Conn {
         state,
         hub: hub.clone(),
@@ -530,13 +530,22 @@ async fn connection(state: AppState, principal: Option<Principal>, socket: WebSo
     }
     conn.leave_room();
     hub.inner.connections.fetch_sub(1, Ordering::Relaxed);
-    // Let the writer send what is queued (a close frame), then stop it.
+    // Let the writer send what is queued (a close frame), then stop it: a writer still stuck
+    // on a socket that takes nothing is aborted, which closes the socket.
     drop(conn);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 /// The connection's writer: sends queued messages in order, runs `since` replays, and closes
 /// the socket when the connection is killed (a slow consumer) or asked to.
+///
+/// A send blocked on a full socket is abandoned as soon as the connection is killed, so a
+/// client that stops reading holds nothing on the server beyond the close attempt.
 async fn write(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Outbound>,
@@ -548,39 +557,60 @@ async fn write(
     loop {
         let next = tokio::select! {
             next = rx.recv() => next,
-            () = kill.cancelled() => {
-                let _ = sink.send(close(1008, "slow consumer")).await;
+            () = kill.cancelled() => break,
+        };
+        let result = tokio::select! {
+            result = send_one(&mut sink, next, &store, replay_limit, &mut last) => result,
+            () = kill.cancelled() => break,
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                kill.cancel();
                 return;
             }
-        };
-        let result = match next {
-            None => return,
-            Some(Outbound::Frame(text, cursor)) => {
-                if let Some(cursor) = cursor {
-                    if cursor <= last {
-                        continue;
-                    }
-                    last = cursor;
+        }
+    }
+    // Killed: say why if the socket still takes a frame, then let it go.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        sink.send(close(1008, "slow consumer")),
+    )
+    .await;
+}
+
+/// Sends one queued item; `Ok(false)` once the connection is done.
+async fn send_one(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    next: Option<Outbound>,
+    store: &Option<Store>,
+    replay_limit: i64,
+    last: &mut Cursor,
+) -> Result<bool, axum::Error> {
+    match next {
+        None => Ok(false),
+        Some(Outbound::Frame(text, cursor)) => {
+            if let Some(cursor) = cursor {
+                if cursor <= *last {
+                    return Ok(true);
                 }
-                sink.send(Message::Text(text)).await
+                *last = cursor;
             }
-            Some(Outbound::Replay { room, since }) => {
-                last = since;
-                match &store {
-                    Some(store) => {
-                        replay(&mut sink, store, &room, since, replay_limit, &mut last).await
-                    }
-                    None => sink.send(Message::Text(resync(&room))).await,
-                }
+            sink.send(Message::Text(text)).await?;
+            Ok(true)
+        }
+        Some(Outbound::Replay { room, since }) => {
+            *last = since;
+            match store {
+                Some(store) => replay(sink, store, &room, since, replay_limit, last).await?,
+                None => sink.send(Message::Text(resync(&room))).await?,
             }
-            Some(Outbound::Close(code, reason)) => {
-                let _ = sink.send(close(code, reason)).await;
-                return;
-            }
-        };
-        if result.is_err() {
-            kill.cancel();
-            return;
+            Ok(true)
+        }
+        Some(Outbound::Close(code, reason)) => {
+            let _ = sink.send(close(code, reason)).await;
+            Ok(false)
         }
     }
 }

@@ -76,6 +76,11 @@ impl App {
         })
     }
 
+    /// The shared state (for tools that drive a server in-process, such as `cairn bench`).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// Where the server listens (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
@@ -199,6 +204,8 @@ async fn connect(
         .context("cannot open a connection pool (DATABASE_URL)")?;
     MIGRATOR.run(&pool).await.context("migrations failed")?;
     let store = Store::new(pool.clone(), StoreOptions::default());
+    // Other nodes' commits wake this node's projections, relay and feeds at once.
+    store.share_commit_signals(shutdown.clone());
     let commands = Commands::new(store.clone());
     let link_ttl =
         time::Duration::try_from(config.link_ttl).unwrap_or(commands::identity::LINK_TTL);

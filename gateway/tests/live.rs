@@ -1,97 +1,28 @@
 //! Live boards over real WebSockets (tokio-tungstenite) and the integrator feeds (JSON, SSE),
-//! on the in-process bus.
+//! on the in-process bus and on NATS.
 
 mod support;
 
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use std::collections::HashSet;
+
+use futures::StreamExt;
 use serde_json::{json, Value};
+use support::nats::{Namespace, PrivateNats};
+use support::ws::{
+    connect, connect_with_receive_buffer, create_task, created_ids, key_for, next, send, subscribe,
+    until,
+};
 use support::TestApp;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Signs `email` in and returns an API key with `scopes`, and the browser.
-async fn key_for(app: &TestApp, email: &str, scopes: Value) -> (String, reqwest::Client) {
-    let browser = app.sign_in(email).await;
-    let key: Value = browser
-        .post(app.url("/api/v1/me/api-keys"))
-        .json(&json!({"name": "live", "scopes": scopes}))
-        .send()
-        .await
-        .expect("issue")
-        .json()
-        .await
-        .expect("json");
-    (key["key"].as_str().expect("key").to_owned(), browser)
-}
-
-async fn connect(app: &TestApp, key: Option<&str>) -> Ws {
-    let url = app.url("/ws").replacen("http://", "ws://", 1);
-    let mut request = url.into_client_request().expect("request");
-    if let Some(key) = key {
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {key}").parse().expect("header"),
-        );
-    }
-    let (ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect");
-    ws
-}
-
-/// The next JSON message that is not a PING, within 10 s.
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).expect("json");
-            if value["type"] != "PING" {
-                return value;
-            }
-        }
-    }
-}
-
-/// Messages until one of type `kind`.
-async fn until(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let m = next(ws).await;
-        if m["type"] == kind {
-            return m;
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string()))
-        .await
-        .expect("send");
-}
-
-async fn create_task(app: &TestApp, c: &reqwest::Client, org: &str, title: &str) -> String {
-    let r = c
-        .post(app.url(&format!("/api/v1/orgs/{org}/tasks")))
-        .json(&json!({"title": title}))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(r.status(), 201);
-    let body: Value = r.json().await.expect("json");
-    body["id"].as_str().expect("id").to_owned()
-}
-
-#[tokio::test]
-async fn boards_update_live_and_resume_with_since_without_gap_or_duplicate() {
-    let app = support::spawn_app_with(&[("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned())]).await;
+/// The delivery rules every bus keeps: live messages, the waiting room, a `since` resume with
+/// no gap and no duplicate, and the replay limit. Returns the app for bus-specific checks.
+async fn live_delivery(vars: &[(&str, String)]) -> TestApp {
+    let mut vars = vars.to_vec();
+    vars.push(("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()));
+    let app = support::spawn_app_with(&vars).await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
 
@@ -158,6 +89,206 @@ async fn boards_update_live_and_resume_with_since_without_gap_or_duplicate() {
     assert_eq!(next(&mut ws).await["type"], "SUBSCRIBED");
     // 5 task events exist; the limit in this test app is the default 1000, so this replays.
     assert_eq!(next(&mut ws).await["type"], "CREATE_TASK");
+    app
+}
+
+#[tokio::test]
+async fn boards_update_live_and_resume_without_gap_or_duplicate_on_the_local_bus() {
+    live_delivery(&[]).await.stop().await;
+}
+
+#[tokio::test]
+async fn boards_update_live_and_resume_without_gap_or_duplicate_on_nats() {
+    let nats = Namespace::shared();
+    let app = live_delivery(&nats.vars()).await;
+
+    // Integrators reading JetStream directly get every event once, in commit order, on its
+    // subject, with its id as Nats-Msg-Id and its cursor in a header.
+    let pool = app.db.pool(1).await;
+    let stored: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT event_id::text, aggregate_type, aggregate_id, org_id FROM events
+          ORDER BY transaction_id, global_position",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("events");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let messages = loop {
+        let messages = nats.messages().await;
+        if messages.len() >= stored.len() {
+            break messages;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} events reached JetStream",
+            messages.len(),
+            stored.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(messages.len(), stored.len(), "each event once");
+    for (message, (id, aggregate_type, aggregate_id, org)) in messages.iter().zip(&stored) {
+        let header = |name: &str| {
+            message
+                .headers
+                .get(name)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("Nats-Msg-Id"), *id);
+        let org = org.as_deref().unwrap_or("_");
+        assert_eq!(
+            message.subject.as_str(),
+            format!(
+                "{}.events.{org}.{aggregate_type}.{aggregate_id}",
+                nats.prefix
+            )
+        );
+        let body: Value = serde_json::from_slice(&message.payload).expect("CloudEvent");
+        assert_eq!(body["id"], id.as_str());
+        assert_eq!(body["specversion"], "1.0");
+        assert_eq!(
+            header("Cairn-Cursor"),
+            body["cairncursor"].as_str().unwrap_or("")
+        );
+    }
+    pool.close().await;
+    app.stop().await;
+    nats.delete().await;
+}
+
+#[tokio::test]
+async fn nats_going_down_and_coming_back_loses_no_event() {
+    let mut server = PrivateNats::start().await;
+    let nats = Namespace::on(&server.url());
+    let mut vars = nats.vars();
+    vars.push(("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()));
+    let app = support::spawn_app_with(&vars).await;
+    let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
+    let org = app.create_org_as(&ada, "Acme").await;
+    let mut ws = connect(&app, Some(&key)).await;
+    next(&mut ws).await;
+    subscribe(&mut ws, &org, "tasks").await;
+
+    let mut made = Vec::new();
+    for n in 0..3 {
+        made.push(create_task(&app, &ada, &org, &format!("before {n}")).await);
+    }
+    assert_eq!(created_ids(&mut ws, 3).await, made);
+
+    // NATS dies without a goodbye. Commands keep succeeding.
+    server.kill().await;
+    for n in 0..5 {
+        made.push(create_task(&app, &ada, &org, &format!("while down {n}")).await);
+    }
+    // It comes back on the same port and store: the relay catches up, the live client gets
+    // every missed event once and in order, then live ones again.
+    server.resume().await;
+    made.push(create_task(&app, &ada, &org, "after").await);
+    assert_eq!(created_ids(&mut ws, 6).await, made[3..]);
+
+    // JetStream holds every committed event exactly once.
+    let pool = app.db.pool(1).await;
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT event_id::text FROM events ORDER BY transaction_id, global_position",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("events");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ids: Vec<String> = nats
+            .messages()
+            .await
+            .iter()
+            .filter_map(|m| m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()))
+            .collect();
+        if ids == stored {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline && ids.len() < stored.len(),
+            "JetStream holds {ids:?}, the store {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pool.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
+    let app = support::spawn_app_with(&[
+        ("CAIRN_WS_QUEUE", "8".to_owned()),
+        ("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()),
+    ])
+    .await;
+    let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
+    let org = app.create_org_as(&ada, "Acme").await;
+
+    let mut fast = connect(&app, Some(&key)).await;
+    next(&mut fast).await;
+    subscribe(&mut fast, &org, "tasks").await;
+    // The slow client has a tiny receive buffer and stops reading once subscribed.
+    let mut slow = connect_with_receive_buffer(&app, &key, 4096).await;
+    next(&mut slow).await;
+    subscribe(&mut slow, &org, "tasks").await;
+
+    // About 5 MB of messages: more than the kernel buffers (4 MB at most here) and the
+    // connection's queue can hold for a client that reads nothing.
+    const TASKS: usize = 500;
+    let reader = tokio::spawn(async move { created_ids(&mut fast, TASKS).await });
+    let description = "x".repeat(10_000);
+    let made: Vec<String> = futures::stream::iter(0..TASKS)
+        .map(|n| {
+            let (app, ada, org, description) = (&app, &ada, &org, &description);
+            async move {
+                let r = ada
+                    .post(app.url(&format!("/api/v1/orgs/{org}/tasks")))
+                    .json(&json!({"title": format!("t{n}"), "description": description}))
+                    .send()
+                    .await
+                    .expect("create");
+                assert_eq!(r.status(), 201);
+                let body: Value = r.json().await.expect("json");
+                body["id"].as_str().expect("id").to_owned()
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let received = reader.await.expect("fast reader");
+    let unique: HashSet<&String> = received.iter().collect();
+    assert_eq!(unique.len(), TASKS, "the fast client got each task once");
+    assert_eq!(unique, made.iter().collect::<HashSet<_>>());
+
+    // The slow one was cut off: counted, and its socket ends once it reads what was buffered.
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("cairn_ws_slow_consumers_closed_total 1\n"),
+        "{metrics}"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match slow.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("the slow client's connection ends");
+    // It may or may not have had room for the close frame; if it did, the code says why.
+    assert!(matches!(ended, None | Some(1008)), "{ended:?}");
     app.stop().await;
 }
 

@@ -111,7 +111,7 @@ impl DomainStatus for TaskError {
 const CATCH_UP: Duration = Duration::from_secs(5);
 
 /// Waits until projection `name` includes `cursor`; 503 `not_caught_up` if it does not in time.
-async fn caught_up(ready: &Ready, name: &str, cursor: Cursor) -> Result<(), ApiError> {
+pub(crate) async fn caught_up(ready: &Ready, name: &str, cursor: Cursor) -> Result<(), ApiError> {
     let reached =
         projections::runner::wait_for(ready.store.pool(), name, cursor, CATCH_UP, None).await?;
     if reached {
@@ -126,7 +126,7 @@ async fn caught_up(ready: &Ready, name: &str, cursor: Cursor) -> Result<(), ApiE
 /// Waits until `name` includes everything this node has committed (so a client that just
 /// created an organization or a label can use it at once).
 pub(crate) async fn caught_up_locally(ready: &Ready, name: &str) -> Result<(), ApiError> {
-    let local = *ready.store.commits().borrow();
+    let local = ready.store.committed_here();
     caught_up(ready, name, local).await
 }
 

@@ -24,8 +24,9 @@ use crate::extract::ApiQuery;
 use crate::state::AppState;
 
 const MAX_LIMIT: i64 = 1000;
-/// How often an idle stream looks again even without a wake-up from the bus.
-const POLL: Duration = Duration::from_secs(1);
+/// How often an idle stream reads the caller's organizations and the store again, even without
+/// a wake-up from the bus (the bus wakes a stream for every event it would return).
+const POLL: Duration = Duration::from_secs(5);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -170,6 +171,7 @@ async fn stream(
         cursor: start,
         pending: std::collections::VecDeque::new(),
         wake,
+        orgs: None,
     };
     let events = futures::stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await?;
@@ -190,6 +192,9 @@ struct Feed {
     cursor: Cursor,
     pending: std::collections::VecDeque<RecordedEvent>,
     wake: tokio::sync::broadcast::Receiver<std::sync::Arc<CloudEvent>>,
+    /// The caller's organizations, read again after any organization event (membership may
+    /// have changed) and on every slow poll.
+    orgs: Option<Vec<String>>,
 }
 
 impl Feed {
@@ -204,8 +209,11 @@ impl Feed {
                 return Some(Event::default().id(cloud.cairncursor).data(body));
             }
             let ready = self.state.ready().ok()?;
+            if self.orgs.is_none() {
+                self.orgs = Some(scope(&self.state, &self.caller).await.ok()?);
+            }
             let mut filter = self.filter.clone();
-            filter.orgs = Some(scope(&self.state, &self.caller).await.ok()?);
+            filter.orgs = self.orgs.clone();
             if !filter.orgs.as_ref().is_some_and(Vec::is_empty) {
                 match ready.store.tail_filtered(self.cursor, 500, &filter).await {
                     Ok(events) if !events.is_empty() => {
@@ -216,8 +224,54 @@ impl Feed {
                     Err(e) => tracing::warn!("event stream read failed, retrying: {e}"),
                 }
             }
-            // Wait for anything new on the bus (any org: then look), or the slow poll.
-            let _ = tokio::time::timeout(POLL, self.wake.recv()).await;
+            self.wait(&filter).await;
+        }
+    }
+
+    /// Waits for a bus event this stream would return, or one that may change the caller's
+    /// organizations, or the slow poll; events for others wake nothing but this check.
+    async fn wait(&mut self, filter: &EventFilter) {
+        let deadline = tokio::time::Instant::now() + POLL;
+        loop {
+            match tokio::time::timeout_at(deadline, self.wake.recv()).await {
+                Ok(Ok(event)) => {
+                    let (aggregate_type, aggregate_id) = event.stream();
+                    if aggregate_type == "organization" {
+                        // Membership may have changed: read it again once projected.
+                        if let (Ok(ready), Some(cursor)) = (self.state.ready(), event.cursor()) {
+                            let _ = crate::routes::board::caught_up(
+                                ready,
+                                projections::memberships::NAME,
+                                cursor,
+                            )
+                            .await;
+                        }
+                        self.orgs = None;
+                        return;
+                    }
+                    let event_type = event.stored_type();
+                    if filter.matches(
+                        event.cairnorg.as_deref(),
+                        aggregate_type,
+                        aggregate_id,
+                        &event_type,
+                    ) {
+                        return;
+                    }
+                }
+                // Behind the bus: look at the store.
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => return,
+                // No bus (shutting down): only the slow poll.
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    tokio::time::sleep_until(deadline).await;
+                    self.orgs = None;
+                    return;
+                }
+                Err(_) => {
+                    self.orgs = None;
+                    return;
+                }
+            }
         }
     }
 }

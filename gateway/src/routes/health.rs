@@ -35,8 +35,15 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let ready = state.try_ready();
-    let position = ready.map_or(0, |r| r.store.commits().borrow().position());
+    let position = ready.map_or(0, |r| r.store.committed_here().position());
     let mut body = state.metrics().render(ready.is_some(), position);
+    let hub = state.hub();
+    body.push_str(&format!(
+        "# HELP cairn_ws_connections Open /ws connections on this node.\n# TYPE cairn_ws_connections gauge\ncairn_ws_connections {}\n\
+         # HELP cairn_ws_slow_consumers_closed_total /ws connections closed because their queue was full.\n# TYPE cairn_ws_slow_consumers_closed_total counter\ncairn_ws_slow_consumers_closed_total {}\n",
+        hub.connections(),
+        hub.slow_closed(),
+    ));
     if let Some(ready) = ready {
         // Lag in events, approximated by global positions (exact when nothing is in flight).
         let lags: Result<Vec<(String, i64, i64)>, _> = sqlx::query_as(

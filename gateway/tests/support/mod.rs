@@ -2,6 +2,9 @@
 //! gracefully; plus a browser, a real SMTP server, and the magic-link sign-in flow.
 #![allow(dead_code)]
 
+pub mod nats;
+pub mod ws;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,411 @@
+//! `cairn bench fanout`: commit → WebSocket delivery latency with many subscribed clients, and
+//! the server's resident memory per idle connection.
+//!
+//! The server runs in this process on the embedded defaults (in-process bus) on a fresh
+//! database. The clients run in a child process (`cairn bench fanout-clients`), so that 10,000
+//! of them fit beside the server's 10,000 sockets under the per-process file limit, and so that
+//! this process's resident memory is the server's alone. Every client subscribes to one
+//! organization's `tasks` room; this process then creates tasks through the HTTP API at a fixed
+//! rate, and each client measures, for every `CREATE_TASK` it receives, the time from the
+//! event's `recorded_at` (stamped by PostgreSQL as the row is written, just before the commit)
+//! to its arrival. Both processes read the same clock.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use commands::{Actor, Metadata};
+use domain::{Email, Name, Scope};
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::config::Config;
+use crate::App;
+
+/// Options for `cairn bench fanout`.
+#[derive(Debug, clap::Args)]
+pub struct FanoutArgs {
+    /// Subscribed clients in each phase, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    clients: Vec<usize>,
+    /// Tasks created per second while measuring.
+    #[arg(long, default_value_t = 10)]
+    rate: u32,
+    /// Seconds of measurement in each phase.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Keep the benchmark database instead of dropping it.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Options for `cairn bench fanout-clients` (started by `bench fanout`; the API key comes in
+/// `CAIRN_BENCH_KEY`).
+#[derive(Debug, clap::Args)]
+pub struct FanoutClientArgs {
+    /// The server, `http://host:port`.
+    #[arg(long)]
+    server: String,
+    /// The organization whose `tasks` room every client joins.
+    #[arg(long)]
+    org: String,
+    /// How many clients.
+    #[arg(long)]
+    clients: usize,
+}
+
+/// What the clients report.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Report {
+    received: u64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+}
+
+/// This process's resident memory, in bytes.
+fn resident_bytes() -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").context("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .context("unexpected /proc/self/statm")?;
+    Ok(pages * 4096)
+}
+
+/// Runs the benchmark.
+pub async fn fanout(config: &Config, args: FanoutArgs) -> anyhow::Result<()> {
+    if args.rate == 0 || args.seconds == 0 || args.clients.contains(&0) {
+        anyhow::bail!("--rate, --seconds and every --clients count must be above zero");
+    }
+    let (name, pool) = super::bench_database(config).await?;
+    pool.close().await;
+    let data_dir = std::env::temp_dir().join(&name);
+    let result = run_phases(config, &args, &name, data_dir.clone()).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    if args.keep {
+        println!("kept database {name}");
+    } else {
+        super::drop_database(config, &name).await?;
+    }
+    result
+}
+
+async fn run_phases(
+    config: &Config,
+    args: &FanoutArgs,
+    database: &str,
+    data_dir: PathBuf,
+) -> anyhow::Result<()> {
+    let mut config = config.clone();
+    config.database = config.database.clone().database(database);
+    config.bind = "127.0.0.1:0".parse()?;
+    config.nats_url = None;
+    config.smtp_url = None;
+    config.data_dir = data_dir;
+    config.secret_key = Some(rand::random());
+    config.api_rate = 1_000_000;
+    let app = App::build(config).await?;
+    let server = format!("http://{}", app.local_addr());
+    let state = app.state().clone();
+    let shutdown = app.shutdown_token();
+    let serving = tokio::spawn(app.run());
+
+    // An account with an administrator's API key, and its organization.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        if let Some(ready) = state.try_ready() {
+            break ready.clone();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the server never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let meta = Metadata::new(Actor::System);
+    let link = ready
+        .identity
+        .request_magic_link(&Email::parse("bench@example.com")?, &meta)
+        .await?;
+    let account = ready
+        .identity
+        .consume_magic_link(&link.token, &meta)
+        .await?;
+    let scopes = BTreeSet::from([Scope::Admin, Scope::TasksRead, Scope::TasksWrite]);
+    let key = ready
+        .identity
+        .issue_api_key(
+            account.user_id,
+            Name::parse("name", "bench")?,
+            scopes,
+            &meta,
+        )
+        .await?
+        .key;
+    let http = reqwest::Client::new();
+    let org = loop {
+        // The key works once the identity projection has it.
+        let r = http
+            .post(format!("{server}/api/v1/orgs"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"name": "Bench"}))
+            .send()
+            .await?;
+        if r.status().as_u16() == 201 {
+            let body: serde_json::Value = r.json().await?;
+            break body["id"].as_str().context("organization id")?.to_owned();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "POST /orgs: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    println!(
+        "fanout: one organization's tasks room; {} tasks/s for {} s per phase; \
+         latency from recorded_at to receipt",
+        args.rate, args.seconds
+    );
+    let mut rows = Vec::new();
+    for &clients in &args.clients {
+        rows.push(phase(&server, &key, &org, &http, clients, args).await?);
+    }
+    println!(
+        "\n| clients | delivered | p50 ms | p99 ms | max ms | server RSS per idle connection |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (clients, report, per_connection) in &rows {
+        println!(
+            "| {clients} | {} | {:.1} | {:.1} | {:.1} | {:.1} KiB |",
+            report.received,
+            report.p50_us as f64 / 1000.0,
+            report.p99_us as f64 / 1000.0,
+            report.max_us as f64 / 1000.0,
+            *per_connection as f64 / 1024.0,
+        );
+    }
+    println!(
+        "targets: p99 ≤ 50 ms at 1,000 clients, ≤ 250 ms at 10,000; ≤ 64 KiB per idle connection"
+    );
+    shutdown.cancel();
+    serving.await??;
+    Ok(())
+}
+
+/// One phase: connect `clients`, measure memory idle, then latency under the task rate.
+async fn phase(
+    server: &str,
+    key: &str,
+    org: &str,
+    http: &reqwest::Client,
+    clients: usize,
+    args: &FanoutArgs,
+) -> anyhow::Result<(usize, Report, u64)> {
+    println!("\n{clients} clients: connecting…");
+    let before = resident_bytes()?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "fanout-clients", "--server", server, "--org", org])
+        .args(["--clients", &clients.to_string()])
+        .env("CAIRN_BENCH_KEY", key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the client process")?;
+    let mut stdin = child.stdin.take().context("child stdin")?;
+    let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
+    loop {
+        let line = lines
+            .next_line()
+            .await?
+            .context("the client process ended early")?;
+        if line.starts_with("ready") {
+            break;
+        }
+        println!("  {line}");
+    }
+    // Let the connections settle, then weigh them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let per_connection = resident_bytes()?.saturating_sub(before) / clients as u64;
+    println!(
+        "  all subscribed; server RSS +{:.1} KiB per connection",
+        per_connection as f64 / 1024.0
+    );
+
+    let total = u64::from(args.rate) * args.seconds;
+    let interval = Duration::from_secs(1) / args.rate;
+    let start = tokio::time::Instant::now();
+    for n in 0..total {
+        tokio::time::sleep_until(start + interval * n as u32).await;
+        let r = http
+            .post(format!("{server}/api/v1/orgs/{org}/tasks"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"title": format!("fanout {n}")}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().as_u16() == 201, "POST task: {}", r.status());
+        if (n + 1) % u64::from(args.rate) == 0 {
+            println!("  {} s: {} tasks", (n + 1) / u64::from(args.rate), n + 1);
+        }
+    }
+    // Wait for every delivery (or give up after 30 s), then ask for the report.
+    let expected = total * clients as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        stdin.write_all(b"report\n").await?;
+        let line = loop {
+            let line = lines
+                .next_line()
+                .await?
+                .context("the client process ended early")?;
+            if let Some(report) = line.strip_prefix("report ") {
+                break report.to_owned();
+            }
+        };
+        let report: Report =
+            serde_json::from_str(&line).context("unexpected report from the client process")?;
+        if report.received >= expected || Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if report.received < expected {
+        println!("  only {} of {expected} messages arrived", report.received);
+    }
+    drop(stdin);
+    let _ = child.wait().await;
+    Ok((clients, report, per_connection))
+}
+
+/// `cairn bench fanout-clients`: opens the clients, prints `ready`, and answers each `report`
+/// line on stdin with the latency figures so far. Ends when stdin closes.
+pub async fn clients(args: FanoutClientArgs) -> anyhow::Result<()> {
+    let key = std::env::var("CAIRN_BENCH_KEY").context("CAIRN_BENCH_KEY is not set")?;
+    let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1,
+        600_000_000,
+        3,
+    )?));
+    let received = Arc::new(AtomicU64::new(0));
+    let url = format!("{}/ws", args.server).replacen("http://", "ws://", 1);
+    let connected = AtomicU64::new(0);
+    let sockets: Vec<anyhow::Result<()>> = futures::stream::iter(0..args.clients)
+        .map(|_| {
+            let (url, key, org) = (&url, &key, &args.org);
+            let (latency, received, connected) = (latency.clone(), received.clone(), &connected);
+            async move {
+                let ws = subscribe(url, key, org).await?;
+                tokio::spawn(listen(ws, latency, received));
+                let n = connected.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 1000 == 0 {
+                    println!("{n} subscribed");
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(128)
+        .collect()
+        .await;
+    let failed = sockets.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = sockets.into_iter().find(Result::is_err) {
+        anyhow::bail!("{failed} clients could not subscribe; the first: {e:#}");
+    }
+    println!("ready {}", args.clients);
+
+    let mut commands = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = commands.next_line().await? {
+        if line.trim() == "report" {
+            let h = latency.lock().unwrap_or_else(|p| p.into_inner());
+            let report = Report {
+                received: received.load(Ordering::Relaxed),
+                p50_us: h.value_at_quantile(0.5),
+                p99_us: h.value_at_quantile(0.99),
+                max_us: h.max(),
+            };
+            println!("report {}", serde_json::to_string(&report)?);
+        }
+    }
+    Ok(())
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One client, subscribed.
+async fn subscribe(url: &str, key: &str, org: &str) -> anyhow::Result<Ws> {
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    let subscribe = serde_json::json!({"type": "SUBSCRIBE", "orgId": org, "channel": "tasks"});
+    ws.send(Message::text(subscribe.to_string())).await?;
+    while let Some(message) = ws.next().await {
+        if let Message::Text(text) = message? {
+            let reply: Incoming = serde_json::from_str(&text)?;
+            match reply.kind {
+                "SUBSCRIBED" => return Ok(ws),
+                "ERROR" => anyhow::bail!("refused: {text}"),
+                _ => {}
+            }
+        }
+    }
+    anyhow::bail!("closed before SUBSCRIBED")
+}
+
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow)]
+    data: Option<IncomingData<'a>>,
+}
+
+#[derive(Deserialize)]
+struct IncomingData<'a> {
+    #[serde(borrow)]
+    time: Option<&'a str>,
+}
+
+/// Reads one client's messages, timing each `CREATE_TASK` and answering `PING`.
+async fn listen(mut ws: Ws, latency: Arc<Mutex<Histogram<u64>>>, received: Arc<AtomicU64>) {
+    while let Some(Ok(message)) = ws.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let Ok(incoming) = serde_json::from_str::<Incoming>(&text) else {
+            continue;
+        };
+        match incoming.kind {
+            "CREATE_TASK" => {
+                let now = OffsetDateTime::now_utc();
+                let recorded = incoming
+                    .data
+                    .and_then(|d| d.time)
+                    .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+                if let Some(recorded) = recorded {
+                    let micros = (now - recorded).whole_microseconds().max(1) as u64;
+                    let _ = latency
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(micros);
+                }
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            "PING" => {
+                let pong = serde_json::json!({"type": "PONG"}).to_string();
+                if ws.send(Message::text(pong)).await.is_err() {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
+}

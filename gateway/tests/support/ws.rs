@@ -1,0 +1,142 @@
+//! Real WebSocket clients (tokio-tungstenite) for `/ws`, and the few HTTP calls the live tests
+//! make around them.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::TestApp;
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Signs `email` in and returns an API key with `scopes`, and the browser.
+pub async fn key_for(app: &TestApp, email: &str, scopes: Value) -> (String, reqwest::Client) {
+    let browser = app.sign_in(email).await;
+    let key: Value = browser
+        .post(app.url("/api/v1/me/api-keys"))
+        .json(&json!({"name": "live", "scopes": scopes}))
+        .send()
+        .await
+        .expect("issue")
+        .json()
+        .await
+        .expect("json");
+    (key["key"].as_str().expect("key").to_owned(), browser)
+}
+
+pub async fn connect(app: &TestApp, key: Option<&str>) -> Ws {
+    connect_to(&app.url(""), key).await
+}
+
+/// A client on the server at `base` (`http://host:port`), with an API key or anonymous.
+pub async fn connect_to(base: &str, key: Option<&str>) -> Ws {
+    let url = format!("{base}/ws").replacen("http://", "ws://", 1);
+    let mut request = url.into_client_request().expect("request");
+    if let Some(key) = key {
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("header"),
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    ws
+}
+
+/// A client whose socket has a receive buffer of `bytes` (for slow-consumer tests).
+pub async fn connect_with_receive_buffer(app: &TestApp, key: &str, bytes: u32) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    let stream = socket.connect(app.addr).await.expect("connect");
+    let mut request = app
+        .url("/ws")
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("header"),
+    );
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("handshake");
+    ws
+}
+
+/// The next JSON message that is not a PING, within 10 s.
+pub async fn next(ws: &mut Ws) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).expect("json");
+            if value["type"] != "PING" {
+                return value;
+            }
+        }
+    }
+}
+
+/// Messages until one of type `kind`.
+pub async fn until(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let m = next(ws).await;
+        if m["type"] == kind {
+            return m;
+        }
+    }
+}
+
+pub async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::text(value.to_string()))
+        .await
+        .expect("send");
+}
+
+pub async fn create_task(app: &TestApp, c: &reqwest::Client, org: &str, title: &str) -> String {
+    create_task_at(&app.url(""), c, org, title).await
+}
+
+/// Creates a task through the server at `base` and returns its id.
+pub async fn create_task_at(base: &str, c: &reqwest::Client, org: &str, title: &str) -> String {
+    let r = c
+        .post(format!("{base}/api/v1/orgs/{org}/tasks"))
+        .json(&json!({"title": title}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201, "{title}");
+    let body: Value = r.json().await.expect("json");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+/// Subscribes `ws` (already past `CONNECTION_STATUS`) to `org`'s `channel` and waits for
+/// `SUBSCRIBED`.
+pub async fn subscribe(ws: &mut Ws, org: &str, channel: &str) {
+    send(
+        ws,
+        json!({"type": "SUBSCRIBE", "orgId": org, "channel": channel}),
+    )
+    .await;
+    let reply = next(ws).await;
+    assert_eq!(reply["type"], "SUBSCRIBED", "{reply}");
+}
+
+/// The ids of the next `n` `CREATE_TASK` messages, in order.
+pub async fn created_ids(ws: &mut Ws, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        let m = until(ws, "CREATE_TASK").await;
+        ids.push(m["data"]["id"].as_str().expect("id").to_owned());
+    }
+    ids
+}
