@@ -190,3 +190,29 @@ impl EventFilter {
                 .is_none_or(|id| id == aggregate_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EventFilter;
+
+    #[test]
+    fn a_filter_matches_what_its_tail_would_return() {
+        let any = EventFilter::default();
+        assert!(any.matches(None, "task", "t1", "task.created"));
+        let filter = EventFilter {
+            orgs: Some(vec!["o1".into()]),
+            aggregate_types: Some(vec!["task".into()]),
+            event_types: Some(vec!["task.created".into(), "task.deleted".into()]),
+            aggregate_id: Some("t1".into()),
+        };
+        assert!(filter.matches(Some("o1"), "task", "t1", "task.deleted"));
+        assert!(
+            !filter.matches(None, "task", "t1", "task.created"),
+            "no org"
+        );
+        assert!(!filter.matches(Some("o2"), "task", "t1", "task.created"));
+        assert!(!filter.matches(Some("o1"), "label", "t1", "task.created"));
+        assert!(!filter.matches(Some("o1"), "task", "t1", "task.renamed"));
+        assert!(!filter.matches(Some("o1"), "task", "t2", "task.created"));
+    }
+}

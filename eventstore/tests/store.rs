@@ -401,3 +401,41 @@ async fn events_are_append_only() {
         .expect("count");
     assert_eq!(count, 1);
 }
+
+#[tokio::test]
+async fn a_commit_on_one_node_wakes_tailers_on_another() {
+    let db = TestDb::new().await;
+    let a = store(&db, StoreOptions::default()).await;
+    let b = store(&db, StoreOptions::default()).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    a.share_commit_signals(shutdown.clone());
+    b.share_commit_signals(shutdown.clone());
+    let mut woken = b.commits();
+    let counters = a.aggregate::<Counter>();
+    // B's LISTEN starts in the background; until it is in place a signal may pass unseen
+    // (that costs a poll, never an event), so commit until one arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let receipt = add(&counters, "c1", vec![1], Uuid::new_v4())
+            .await
+            .expect("append");
+        let cursor = receipt.cursor.expect("cursor");
+        let seen = woken.wait_for(|c| *c >= cursor);
+        if tokio::time::timeout(Duration::from_millis(500), seen)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never heard of A's commits"
+        );
+    }
+    assert_eq!(
+        b.committed_here(),
+        Cursor::START,
+        "B itself committed nothing"
+    );
+    shutdown.cancel();
+}

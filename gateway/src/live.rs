@@ -470,9 +470,14 @@ async fn connection(state: AppState, principal: Option<Principal>, socket: WebSo
     let mut last_pong = Instant::now();
     let mut last_message: Option<Instant> = None;
     let mut offences = 0u32;
+    let shutdown = conn.state.shutdown().clone();
     loop {
         tokio::select! {
             () = kill.cancelled() => break,
+            () = shutdown.cancelled() => {
+                let _ = conn.tx.try_send(Outbound::Close(1001, "server shutting down"));
+                break;
+            }
             _ = ping.tick() => {
                 if last_pong.elapsed() > config.ws_timeout {
                     let _ = conn.tx.try_send(Outbound::Close(1000, "no PONG in time"));
@@ -554,14 +559,17 @@ async fn write(
     replay_limit: i64,
 ) {
     let mut last = Cursor::START;
+    // One registration for the whole connection, not one per message.
+    let killed = kill.cancelled();
+    tokio::pin!(killed);
     loop {
         let next = tokio::select! {
             next = rx.recv() => next,
-            () = kill.cancelled() => break,
+            () = &mut killed => break,
         };
         let result = tokio::select! {
             result = send_one(&mut sink, next, &store, replay_limit, &mut last) => result,
-            () = kill.cancelled() => break,
+            () = &mut killed => break,
         };
         match result {
             Ok(true) => {}

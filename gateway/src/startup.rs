@@ -56,7 +56,13 @@ impl App {
             .context("NATS_URL: cannot use the NATS server")?,
             None => Arc::new(LocalBus::default()),
         };
-        let state = AppState::new(config, secret_key, transport.is_files(), bus);
+        let state = AppState::new(
+            config,
+            secret_key,
+            transport.is_files(),
+            bus,
+            shutdown.clone(),
+        );
         tokio::spawn(
             state
                 .hub()

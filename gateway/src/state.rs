@@ -50,6 +50,7 @@ struct Inner {
     bus: Arc<dyn Bus>,
     hub: Hub,
     renewing: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -58,6 +59,7 @@ impl AppState {
         secret_key: [u8; 32],
         mail_to_files: bool,
         bus: Arc<dyn Bus>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         let limits = Limits {
             links_per_email: RateLimiter::per_minute(config.links_per_email),
@@ -76,6 +78,7 @@ impl AppState {
                 bus,
                 hub: Hub::default(),
                 renewing: std::sync::Mutex::default(),
+                shutdown,
             }),
         }
     }
@@ -96,6 +99,11 @@ impl AppState {
     /// Where committed events go (the relay) and come back from (the hub).
     pub fn bus(&self) -> &Arc<dyn Bus> {
         &self.inner.bus
+    }
+
+    /// Cancelled when the server stops: long-lived responses (SSE, `/ws`) end on it.
+    pub fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        &self.inner.shutdown
     }
 
     /// This node's live rooms.

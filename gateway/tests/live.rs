@@ -237,7 +237,7 @@ async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
     // About 5 MB of messages: more than the kernel buffers (4 MB at most here) and the
     // connection's queue can hold for a client that reads nothing.
     const TASKS: usize = 500;
-    let reader = tokio::spawn(async move { created_ids(&mut fast, TASKS).await });
+    let reader = tokio::spawn(async move { (created_ids(&mut fast, TASKS).await, fast) });
     let description = "x".repeat(10_000);
     let made: Vec<String> = futures::stream::iter(0..TASKS)
         .map(|n| {
@@ -257,7 +257,7 @@ async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
         .buffer_unordered(8)
         .collect()
         .await;
-    let received = reader.await.expect("fast reader");
+    let (received, mut fast) = reader.await.expect("fast reader");
     let unique: HashSet<&String> = received.iter().collect();
     assert_eq!(unique.len(), TASKS, "the fast client got each task once");
     assert_eq!(unique, made.iter().collect::<HashSet<_>>());
@@ -289,7 +289,21 @@ async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
     .expect("the slow client's connection ends");
     // It may or may not have had room for the close frame; if it did, the code says why.
     assert!(matches!(ended, None | Some(1008)), "{ended:?}");
+
+    // A server that stops says goodbye (1001) to the clients still connected.
     app.stop().await;
+    let goodbye = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match fast.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("closed when the server stops");
+    assert_eq!(goodbye, Some(1001));
 }
 
 #[tokio::test]
@@ -449,48 +463,90 @@ async fn the_json_feed_and_sse_resume_and_stay_within_the_callers_orgs() {
     assert_eq!(support::error_code(bad, 400).await, "invalid_query");
 
     // SSE: read two events, disconnect, resume from the last id: every event exactly once.
-    let read = |after: Option<String>, n: usize| {
-        let integrator = integrator.clone();
-        let url = app.url("/api/v1/events/stream?aggregate_type=task");
-        async move {
-            let mut request = integrator.get(url);
-            if let Some(after) = after {
-                request = request.header("last-event-id", after);
-            }
-            let mut body = request.send().await.expect("sse");
-            let mut text = String::new();
-            let mut out: Vec<(String, Value)> = Vec::new();
-            while out.len() < n {
-                let chunk = tokio::time::timeout(Duration::from_secs(10), body.chunk())
-                    .await
-                    .expect("an event in time")
-                    .expect("chunk")
-                    .expect("open");
-                text.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = text.find("\n\n") {
-                    let block: String = text.drain(..end + 2).collect();
-                    let id = block
-                        .lines()
-                        .find_map(|l| l.strip_prefix("id: "))
-                        .map(str::to_owned);
-                    let data = block.lines().find_map(|l| l.strip_prefix("data: "));
-                    if let (Some(id), Some(data)) = (id, data) {
-                        out.push((id, serde_json::from_str(data).expect("json")));
-                    }
-                }
-            }
-            out
-        }
-    };
+    let url = app.url("/api/v1/events/stream?aggregate_type=task");
     create_task(&app, &ada, &org, "two").await;
-    let first = read(None, 2).await;
+    let mut sse = Sse::open(&integrator, &url, None).await;
+    let first = [sse.next().await, sse.next().await];
+    drop(sse);
     create_task(&app, &ada, &org, "three").await;
-    let rest = read(Some(first[1].0.clone()), 1).await;
+    let mut sse = Sse::open(&integrator, &url, Some(&first[1].0)).await;
+    let third = sse.next().await;
     let titles: Vec<&str> = first
         .iter()
-        .chain(rest.iter())
+        .chain([&third])
         .filter_map(|(_, e)| e["data"]["title"].as_str())
         .collect();
     assert_eq!(titles, ["one", "two", "three"]);
+
+    // The open stream follows membership: once eve adds ada to her organization, its events
+    // flow; once she removes her, they stop.
+    let me: Value = ada
+        .get(app.url("/api/v1/me"))
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    let members = app.url(&format!("/api/v1/orgs/{other}/members"));
+    let added = eve
+        .post(&members)
+        .json(&json!({"user_id": me["user_id"]}))
+        .send()
+        .await
+        .expect("add");
+    assert_eq!(added.status(), 200);
+    create_task(&app, &eve, &other, "shared").await;
+    assert_eq!(sse.next().await.1["data"]["title"], "shared");
+    let removed = eve
+        .delete(format!("{members}/{}", me["user_id"].as_str().expect("id")))
+        .send()
+        .await
+        .expect("remove");
+    assert_eq!(removed.status(), 200);
+    create_task(&app, &eve, &other, "hidden").await;
+    create_task(&app, &ada, &org, "four").await;
+    assert_eq!(sse.next().await.1["data"]["title"], "four");
     app.stop().await;
+}
+
+/// An SSE client: `(id, data)` per event.
+struct Sse {
+    body: reqwest::Response,
+    text: String,
+}
+
+impl Sse {
+    async fn open(client: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> Self {
+        let mut request = client.get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let body = request.send().await.expect("sse");
+        assert_eq!(body.status(), 200);
+        Self {
+            body,
+            text: String::new(),
+        }
+    }
+
+    /// The next event, within 10 s.
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            while let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                let id = block.lines().find_map(|l| l.strip_prefix("id: "));
+                let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+                if let (Some(id), Some(data)) = (id, data) {
+                    return (id.to_owned(), serde_json::from_str(data).expect("json"));
+                }
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.body.chunk())
+                .await
+                .expect("an event in time")
+                .expect("chunk")
+                .expect("open");
+            self.text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
 }

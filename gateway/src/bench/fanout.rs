@@ -84,6 +84,22 @@ fn resident_bytes() -> anyhow::Result<u64> {
     Ok(pages * 4096)
 }
 
+/// CPU seconds (user and system) a process has used so far.
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("/proc/<pid>/stat")?;
+    // Fields after the command name (which ends with the last ')'): utime is the 12th, stime
+    // the 13th, in clock ticks of 1/100 s.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
 /// Runs the benchmark.
 pub async fn fanout(config: &Config, args: FanoutArgs) -> anyhow::Result<()> {
     if args.rate == 0 || args.seconds == 0 || args.clients.contains(&0) {
@@ -239,6 +255,9 @@ async fn phase(
         per_connection as f64 / 1024.0
     );
 
+    let child_pid = child.id().map(|p| p.to_string()).unwrap_or_default();
+    let (server_cpu, client_cpu) = (cpu_seconds("self")?, cpu_seconds(&child_pid)?);
+    let measuring = Instant::now();
     let total = u64::from(args.rate) * args.seconds;
     let interval = Duration::from_secs(1) / args.rate;
     let start = tokio::time::Instant::now();
@@ -276,6 +295,12 @@ async fn phase(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let elapsed = measuring.elapsed().as_secs_f64();
+    println!(
+        "  CPU while measuring: server {:.0}%, clients {:.0}% (of one core; 2 cores here)",
+        (cpu_seconds("self")? - server_cpu) / elapsed * 100.0,
+        (cpu_seconds(&child_pid)? - client_cpu) / elapsed * 100.0,
+    );
     if report.received < expected {
         println!("  only {} of {expected} messages arrived", report.received);
     }
@@ -344,7 +369,13 @@ async fn subscribe(url: &str, key: &str, org: &str) -> anyhow::Result<Ws> {
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {key}").parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+    // Small buffers, as a browser's would be: tungstenite's default 128 KiB read buffer is
+    // zeroed on every read, which would make the clients, not the server, the bottleneck.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
     let subscribe = serde_json::json!({"type": "SUBSCRIBE", "orgId": org, "channel": "tasks"});
     ws.send(Message::text(subscribe.to_string())).await?;
     while let Some(message) = ws.next().await {

@@ -224,7 +224,12 @@ impl Feed {
                     Err(e) => tracing::warn!("event stream read failed, retrying: {e}"),
                 }
             }
-            self.wait(&filter).await;
+            let shutdown = self.state.shutdown().clone();
+            tokio::select! {
+                () = self.wait(&filter) => {}
+                // The server is stopping: end the stream (clients resume with Last-Event-ID).
+                () = shutdown.cancelled() => return None,
+            }
         }
     }
 
