@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, CloudEvent};
-use crate::runner::{checkpoint, lead, release};
+use crate::runner::{checkpoint, lead, release, Unseen};
 use crate::ProjectionError;
 
 /// The relay's checkpoint name.
@@ -98,10 +98,18 @@ impl Relay {
         let mut cursor = checkpoint(pool, NAME).await?;
         let _ = self.progress.send(cursor);
         let mut commits = self.store.commits();
+        let mut unseen = Unseen::default();
         let mut backoff = Duration::from_millis(50);
         loop {
             let batch = self.store.tail(cursor, BATCH).await?;
             if batch.is_empty() {
+                if let Some(pause) = unseen.retry(&commits, cursor) {
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => return Ok(()),
+                    }
+                    continue;
+                }
                 tokio::select! {
                     _ = commits.changed() => {}
                     () = tokio::time::sleep(self.poll) => {
@@ -111,6 +119,7 @@ impl Relay {
                 }
                 continue;
             }
+            unseen = Unseen::default();
             let events: Vec<Arc<CloudEvent>> = batch
                 .iter()
                 .map(|e| Arc::new(CloudEvent::from_recorded(e)))

@@ -171,6 +171,7 @@ impl<P: Projection> Runner<P> {
         let mut cursor = checkpoint(pool, name).await?;
         let _ = self.progress.send(cursor);
         let mut commits = self.store.commits();
+        let mut unseen = Unseen::default();
         let mut prefetched: Option<Vec<RecordedEvent>> = None;
         loop {
             let batch = match prefetched.take() {
@@ -178,6 +179,13 @@ impl<P: Projection> Runner<P> {
                 None => self.store.tail(cursor, self.options.batch).await?,
             };
             if batch.is_empty() {
+                if let Some(pause) = unseen.retry(&commits, cursor) {
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => return Ok(()),
+                    }
+                    continue;
+                }
                 tokio::select! {
                     _ = commits.changed() => {}
                     () = tokio::time::sleep(self.options.poll) => {
@@ -195,6 +203,7 @@ impl<P: Projection> Runner<P> {
                 }
                 continue;
             }
+            unseen = Unseen::default();
             // A full batch means the runner is behind (a rebuild, or a burst): read the next
             // batch on another connection while this one is applied.
             let end = batch.last().map_or(cursor, RecordedEvent::cursor);
@@ -301,6 +310,42 @@ pub async fn reset<P: Projection>(pool: &PgPool, projection: &P) -> Result<(), s
 /// a connection detached from the pool: if the holder dies, dropping the connection closes it
 /// and PostgreSQL releases the lock, instead of the lock living on in a pooled connection.
 /// `None` if `shutdown` comes first.
+/// What a caught-up tailer does about commits it knows of (from [`Store::commits`]) that the
+/// gapless tail does not show yet: they wait behind an older transaction still open somewhere
+/// in the cluster, and no further wake-up may come for them. Rather than sleep until the next
+/// commit or the slow poll, read again soon, backing off from 1 ms to 100 ms.
+#[derive(Debug)]
+pub(crate) struct Unseen {
+    pause: Duration,
+}
+
+impl Default for Unseen {
+    fn default() -> Self {
+        Self {
+            pause: Duration::from_millis(1),
+        }
+    }
+}
+
+impl Unseen {
+    /// After an empty read at `cursor`: how long to pause before reading again, or `None` if
+    /// nothing known is missing (wait for the next commit).
+    pub(crate) fn retry(
+        &mut self,
+        commits: &watch::Receiver<Cursor>,
+        cursor: Cursor,
+    ) -> Option<Duration> {
+        if *commits.borrow() > cursor {
+            let pause = self.pause;
+            self.pause = (self.pause * 2).min(Duration::from_millis(100));
+            Some(pause)
+        } else {
+            *self = Self::default();
+            None
+        }
+    }
+}
+
 pub(crate) async fn lead(
     pool: &PgPool,
     key: &str,

@@ -38,11 +38,11 @@ pub struct FanoutArgs {
     /// Subscribed clients in each phase, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     clients: Vec<usize>,
-    /// Tasks created per second while measuring.
-    #[arg(long, default_value_t = 10)]
+    /// Tasks created per second while measuring (each reaches every client).
+    #[arg(long, default_value_t = 5)]
     rate: u32,
-    /// Seconds of measurement in each phase.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds of measurement in each phase (after one second of warm-up).
+    #[arg(long, default_value_t = 30)]
     seconds: u64,
     /// Keep the benchmark database instead of dropping it.
     #[arg(long)]
@@ -255,6 +255,13 @@ async fn phase(
         per_connection as f64 / 1024.0
     );
 
+    // Warm up for a second (first allocations, caches), then start counting from zero.
+    for n in 0..args.rate {
+        create_task(http, server, key, org, &format!("warm-up {n}")).await?;
+        tokio::time::sleep(Duration::from_secs(1) / args.rate).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stdin.write_all(b"reset\n").await?;
     let child_pid = child.id().map(|p| p.to_string()).unwrap_or_default();
     let (server_cpu, client_cpu) = (cpu_seconds("self")?, cpu_seconds(&child_pid)?);
     let measuring = Instant::now();
@@ -263,13 +270,7 @@ async fn phase(
     let start = tokio::time::Instant::now();
     for n in 0..total {
         tokio::time::sleep_until(start + interval * n as u32).await;
-        let r = http
-            .post(format!("{server}/api/v1/orgs/{org}/tasks"))
-            .bearer_auth(key)
-            .json(&serde_json::json!({"title": format!("fanout {n}")}))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status().as_u16() == 201, "POST task: {}", r.status());
+        create_task(http, server, key, org, &format!("fanout {n}")).await?;
         if (n + 1) % u64::from(args.rate) == 0 {
             println!("  {} s: {} tasks", (n + 1) / u64::from(args.rate), n + 1);
         }
@@ -309,8 +310,26 @@ async fn phase(
     Ok((clients, report, per_connection))
 }
 
-/// `cairn bench fanout-clients`: opens the clients, prints `ready`, and answers each `report`
-/// line on stdin with the latency figures so far. Ends when stdin closes.
+async fn create_task(
+    http: &reqwest::Client,
+    server: &str,
+    key: &str,
+    org: &str,
+    title: &str,
+) -> anyhow::Result<()> {
+    let r = http
+        .post(format!("{server}/api/v1/orgs/{org}/tasks"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "title": title }))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().as_u16() == 201, "POST task: {}", r.status());
+    Ok(())
+}
+
+/// `cairn bench fanout-clients`: opens the clients, prints `ready`, answers each `report` line
+/// on stdin with the latency figures so far, and starts counting afresh on `reset`. Ends when
+/// stdin closes.
 pub async fn clients(args: FanoutClientArgs) -> anyhow::Result<()> {
     let key = std::env::var("CAIRN_BENCH_KEY").context("CAIRN_BENCH_KEY is not set")?;
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
@@ -346,7 +365,11 @@ pub async fn clients(args: FanoutClientArgs) -> anyhow::Result<()> {
 
     let mut commands = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = commands.next_line().await? {
-        if line.trim() == "report" {
+        if line.trim() == "reset" {
+            // Everything queued before the reset has arrived by now (the parent waited).
+            latency.lock().unwrap_or_else(|p| p.into_inner()).reset();
+            received.store(0, Ordering::Relaxed);
+        } else if line.trim() == "report" {
             let h = latency.lock().unwrap_or_else(|p| p.into_inner());
             let report = Report {
                 received: received.load(Ordering::Relaxed),
