@@ -169,15 +169,7 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
     assert_eq!(page["events"][0]["sequence"], 4);
     assert_eq!(page["next_from"], 7);
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("cairn_commands_total{aggregate=\"organization\",outcome=\"ok\"} 10"),
         "{metrics}"

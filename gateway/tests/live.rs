@@ -3,16 +3,15 @@
 
 mod support;
 
-use std::time::Duration;
-
 use std::collections::HashSet;
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
 use support::nats::{Namespace, PrivateNats};
 use support::ws::{
-    connect, connect_with_receive_buffer, create_task, created_ids, key_for, next, send, subscribe,
-    until,
+    closed, connect, connect_with_receive_buffer, create_task, created_ids, key_for, next, send,
+    subscribe, until,
 };
 use support::TestApp;
 use tokio_tungstenite::tungstenite::Message;
@@ -263,47 +262,19 @@ async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
     assert_eq!(unique, made.iter().collect::<HashSet<_>>());
 
     // The slow one was cut off: counted, and its socket ends once it reads what was buffered.
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("cairn_ws_slow_consumers_closed_total 1\n"),
         "{metrics}"
     );
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match slow.next().await {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await
-    .expect("the slow client's connection ends");
+    let ended = closed(&mut slow, Duration::from_secs(20)).await;
     // It may or may not have had room for the close frame; if it did, the code says why.
-    assert!(matches!(ended, None | Some(1008)), "{ended:?}");
+    assert!(matches!(ended, None | Some((1008, _))), "{ended:?}");
 
     // A server that stops says goodbye (1001) to the clients still connected.
     app.stop().await;
-    let goodbye = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match fast.next().await {
-                None | Some(Err(_)) => return None,
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await
-    .expect("closed when the server stops");
-    assert_eq!(goodbye, Some(1001));
+    let goodbye = closed(&mut fast, Duration::from_secs(10)).await;
+    assert_eq!(goodbye.map(|(code, _)| code), Some(1001));
 }
 
 #[tokio::test]
@@ -383,17 +354,11 @@ async fn channel_rules_heartbeat_and_rate_limit() {
 
     // Heartbeat: a client that never answers PING is closed after the timeout.
     let mut silent = connect(&app, None).await;
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(message)) = silent.next().await {
-            if let Message::Close(frame) = message {
-                return frame.map(|f| f.reason.to_string());
-            }
-        }
-        None
-    })
-    .await
-    .expect("closed in time");
-    assert_eq!(closed.as_deref(), Some("no PONG in time"));
+    let ended = closed(&mut silent, Duration::from_secs(5)).await;
+    assert_eq!(
+        ended.map(|(_, reason)| reason).as_deref(),
+        Some("no PONG in time")
+    );
 
     // The anonymous public subscriber answered no PING either, so it is gone too; a client
     // that answers stays.

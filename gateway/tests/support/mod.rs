@@ -233,6 +233,18 @@ impl TestApp {
         }
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     pub async fn event_count(&self) -> i64 {
         let pool = self.db.pool(1).await;
         let n = sqlx::query_scalar("SELECT count(*) FROM events")

@@ -140,3 +140,21 @@ pub async fn created_ids(ws: &mut Ws, n: usize) -> Vec<String> {
     }
     ids
 }
+
+/// Reads until the server closes the connection, within `within`: the close frame's code and
+/// reason, or `None` if the socket ended without one.
+pub async fn closed(ws: &mut Ws, within: Duration) -> Option<(u16, String)> {
+    tokio::time::timeout(within, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()))
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("the connection ends in time")
+}
