@@ -93,7 +93,32 @@ async fn live_delivery(vars: &[(&str, String)]) -> TestApp {
 
 #[tokio::test]
 async fn boards_update_live_and_resume_without_gap_or_duplicate_on_the_local_bus() {
-    live_delivery(&[]).await.stop().await;
+    let app = live_delivery(&[]).await;
+
+    // Presence: the others in a room hear who comes and goes; UNSUBSCRIBE is answered.
+    let (key, ada) = key_for(&app, "bob@example.com", json!(["tasks:read"])).await;
+    let org = app.create_org_as(&ada, "Presence").await;
+    let mut first = connect(&app, Some(&key)).await;
+    next(&mut first).await;
+    subscribe(&mut first, &org, "tasks").await;
+    let mut second = connect(&app, Some(&key)).await;
+    let status = next(&mut second).await;
+    send(
+        &mut second,
+        json!({"type": "SUBSCRIBE", "orgId": org, "channel": "nope"}),
+    )
+    .await;
+    assert_eq!(next(&mut second).await["code"], "BAD_REQUEST");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    subscribe(&mut second, &org, "tasks").await;
+    let joined = until(&mut first, "USER_SUBSCRIBED").await;
+    assert_eq!(joined["data"]["wsClientId"], status["data"]["wsClientId"]);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    send(&mut second, json!({"type": "UNSUBSCRIBE"})).await;
+    assert_eq!(next(&mut second).await["type"], "UNSUBSCRIBED");
+    let left = until(&mut first, "USER_UNSUBSCRIBED").await;
+    assert_eq!(left["data"]["wsClientId"], status["data"]["wsClientId"]);
+    app.stop().await;
 }
 
 #[tokio::test]
