@@ -10,8 +10,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use support::nats::{Namespace, PrivateNats};
 use support::ws::{
-    closed, connect, connect_with_receive_buffer, create_task, created_ids, key_for, next, send,
-    subscribe, until,
+    closed, connect, connect_with_receive_buffer, create_task, created_ids, join, key_for, next,
+    send, subscribe, until,
 };
 use support::TestApp;
 use tokio_tungstenite::tungstenite::Message;
@@ -36,12 +36,7 @@ async fn live_delivery(vars: &[(&str, String)]) -> TestApp {
     assert_eq!(refused["type"], "ERROR");
     assert_eq!(refused["code"], "WAITING_ROOM");
 
-    send(
-        &mut ws,
-        json!({"type": "SUBSCRIBE", "orgId": org, "channel": "tasks"}),
-    )
-    .await;
-    let subscribed = next(&mut ws).await;
+    let subscribed = join(&mut ws, &org, "tasks").await;
     assert_eq!(subscribed["type"], "SUBSCRIBED", "{subscribed}");
     let first = create_task(&app, &ada, &org, "first").await;
     let created = until(&mut ws, "CREATE_TASK").await;
@@ -103,12 +98,7 @@ async fn boards_update_live_and_resume_without_gap_or_duplicate_on_the_local_bus
     subscribe(&mut first, &org, "tasks").await;
     let mut second = connect(&app, Some(&key)).await;
     let status = next(&mut second).await;
-    send(
-        &mut second,
-        json!({"type": "SUBSCRIBE", "orgId": org, "channel": "nope"}),
-    )
-    .await;
-    assert_eq!(next(&mut second).await["code"], "BAD_REQUEST");
+    assert_eq!(join(&mut second, &org, "nope").await["code"], "BAD_REQUEST");
     tokio::time::sleep(Duration::from_millis(5)).await;
     subscribe(&mut second, &org, "tasks").await;
     let joined = until(&mut first, "USER_SUBSCRIBED").await;
@@ -319,33 +309,18 @@ async fn channel_rules_heartbeat_and_rate_limit() {
     // Anonymous: public yes, tasks no.
     let mut anon = connect(&app, None).await;
     assert_eq!(next(&mut anon).await["data"]["authenticated"], false);
-    send(
-        &mut anon,
-        json!({"type": "SUBSCRIBE", "orgId": org, "channel": "tasks"}),
-    )
-    .await;
-    let denied = next(&mut anon).await;
+    let denied = join(&mut anon, &org, "tasks").await;
     assert_eq!(
         (denied["type"].as_str(), denied["code"].as_str()),
         (Some("ERROR"), Some("UNAUTHORIZED"))
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
-    send(
-        &mut anon,
-        json!({"type": "SUBSCRIBE", "orgId": org, "channel": "public"}),
-    )
-    .await;
-    assert_eq!(next(&mut anon).await["type"], "SUBSCRIBED");
+    assert_eq!(join(&mut anon, &org, "public").await["type"], "SUBSCRIBED");
 
     // A signed-in non-member: tasks no; a member who is not an administrator: admin no.
     let mut eve = connect(&app, Some(&stranger)).await;
     next(&mut eve).await;
-    send(
-        &mut eve,
-        json!({"type": "SUBSCRIBE", "orgId": org, "channel": "tasks"}),
-    )
-    .await;
-    assert_eq!(next(&mut eve).await["code"], "FORBIDDEN");
+    assert_eq!(join(&mut eve, &org, "tasks").await["code"], "FORBIDDEN");
 
     // Rate limit: two messages 200 ms apart are fine, back to back is not.
     let mut ws = connect(&app, Some(&key)).await;

@@ -243,12 +243,7 @@ async fn a_live_client_on_one_node_sees_changes_made_through_another() {
     let mut on_b = loop {
         let mut ws = ws::connect_to(&b.base(), Some(&key)).await;
         ws::next(&mut ws).await;
-        ws::send(
-            &mut ws,
-            json!({"type": "SUBSCRIBE", "orgId": org, "channel": "tasks"}),
-        )
-        .await;
-        if ws::next(&mut ws).await["type"] == "SUBSCRIBED" {
+        if ws::join(&mut ws, &org, "tasks").await["type"] == "SUBSCRIBED" {
             break ws;
         }
         assert!(tokio::time::Instant::now() < deadline, "B never let ada in");

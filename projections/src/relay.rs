@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, CloudEvent};
-use crate::runner::{checkpoint, lead, release, Unseen};
+use crate::runner::{checkpoint, lead, release, supervise, Unseen};
 use crate::ProjectionError;
 
 /// The relay's checkpoint name.
@@ -61,20 +61,14 @@ impl Relay {
 
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut pause = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match self.run_while_leader(&shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!("relay stopped, retrying: {e}");
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        supervise(
+            &shutdown,
+            || self.run_while_leader(&shutdown),
+            |e| {
+                tracing::warn!("relay stopped, retrying: {e}");
+            },
+        )
+        .await;
     }
 
     async fn run_while_leader(&self, shutdown: &CancellationToken) -> Result<(), ProjectionError> {

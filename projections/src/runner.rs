@@ -130,20 +130,14 @@ impl<P: Projection> Runner<P> {
     /// early otherwise.
     pub async fn run(self, shutdown: CancellationToken) {
         let name = self.projection.name();
-        let mut pause = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match self.run_while_leader(&shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(projection = name, "projection stopped, retrying: {e}");
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        supervise(
+            &shutdown,
+            || self.run_while_leader(&shutdown),
+            |e| {
+                tracing::warn!(projection = name, "projection stopped, retrying: {e}");
+            },
+        )
+        .await;
     }
 
     /// Takes the projection's advisory lock (waiting while another node holds it), then
@@ -310,6 +304,32 @@ pub async fn reset<P: Projection>(pool: &PgPool, projection: &P) -> Result<(), s
 /// a connection detached from the pool: if the holder dies, dropping the connection closes it
 /// and PostgreSQL releases the lock, instead of the lock living on in a pooled connection.
 /// `None` if `shutdown` comes first.
+/// Runs `attempt` until it returns `Ok` or `shutdown` is cancelled; after each error, reports it
+/// and waits, backing off from 100 ms to 5 s. Projection runners and the relay run under it.
+pub(crate) async fn supervise<F, Fut>(
+    shutdown: &CancellationToken,
+    mut attempt: F,
+    report: impl Fn(&ProjectionError),
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), ProjectionError>>,
+{
+    let mut pause = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        match attempt().await {
+            Ok(()) => return,
+            Err(e) => {
+                report(&e);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// What a caught-up tailer does about commits it knows of (from [`Store::commits`]) that the
 /// gapless tail does not show yet: they wait behind an older transaction still open somewhere
 /// in the cluster, and no further wake-up may come for them. Rather than sleep until the next

@@ -119,15 +119,20 @@ pub async fn create_task_at(base: &str, c: &reqwest::Client, org: &str, title: &
     body["id"].as_str().expect("id").to_owned()
 }
 
-/// Subscribes `ws` (already past `CONNECTION_STATUS`) to `org`'s `channel` and waits for
-/// `SUBSCRIBED`.
-pub async fn subscribe(ws: &mut Ws, org: &str, channel: &str) {
+/// Sends `SUBSCRIBE` for `org`'s `channel` and returns the reply (`SUBSCRIBED` or `ERROR`).
+pub async fn join(ws: &mut Ws, org: &str, channel: &str) -> Value {
     send(
         ws,
         json!({"type": "SUBSCRIBE", "orgId": org, "channel": channel}),
     )
     .await;
-    let reply = next(ws).await;
+    next(ws).await
+}
+
+/// Subscribes `ws` (already past `CONNECTION_STATUS`) to `org`'s `channel` and waits for
+/// `SUBSCRIBED`.
+pub async fn subscribe(ws: &mut Ws, org: &str, channel: &str) {
+    let reply = join(ws, org, channel).await;
     assert_eq!(reply["type"], "SUBSCRIBED", "{reply}");
 }
 
