@@ -10,12 +10,12 @@
 //! A signal is only a wake-up. A lost one (a reconnect, a crash) costs a tailer its slow poll,
 //! never an event: tailers always read the table.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::Cursor;
@@ -26,11 +26,22 @@ pub const CHANNEL: &str = "cairn_commits";
 /// The shortest time between two signals from one node; commits in between ride on the next.
 const MIN_INTERVAL: Duration = Duration::from_millis(5);
 
+/// One commit made by this process: every event at or behind `cursor` (and after the previous
+/// commit's) became durable when the commit returned, at `at` on the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitTime {
+    /// The cursor of the commit's last event.
+    pub cursor: Cursor,
+    /// When the commit returned.
+    pub at: SystemTime,
+}
+
 /// The newest commit this process made, and the newest it knows of on any node.
 #[derive(Debug)]
 pub(crate) struct Commits {
     here: watch::Sender<Cursor>,
     any: watch::Sender<Cursor>,
+    times: broadcast::Sender<CommitTime>,
 }
 
 impl Default for Commits {
@@ -38,6 +49,7 @@ impl Default for Commits {
         Self {
             here: watch::channel(Cursor::START).0,
             any: watch::channel(Cursor::START).0,
+            times: broadcast::channel(1024).0,
         }
     }
 }
@@ -55,6 +67,9 @@ fn advance(to: &watch::Sender<Cursor>, cursor: Cursor) {
 impl Commits {
     /// This process committed up to `cursor`.
     pub(crate) fn committed(&self, cursor: Cursor) {
+        let at = SystemTime::now();
+        // No receivers is the usual case; the time is only for those who measure.
+        let _ = self.times.send(CommitTime { cursor, at });
         advance(&self.here, cursor);
         advance(&self.any, cursor);
     }
@@ -70,6 +85,10 @@ impl Commits {
 
     pub(crate) fn any(&self) -> watch::Receiver<Cursor> {
         self.any.subscribe()
+    }
+
+    pub(crate) fn times(&self) -> broadcast::Receiver<CommitTime> {
+        self.times.subscribe()
     }
 }
 

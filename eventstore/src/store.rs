@@ -2,12 +2,12 @@ use std::sync::Arc;
 
 use cqrs_es::Aggregate;
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::append::{self, AppendRequest, Appender, Committed};
-use crate::signal::{self, Commits};
+use crate::signal::{self, CommitTime, Commits};
 use crate::{AggregateStore, Cursor, Receipt, StoreError};
 
 /// Tuning for a [`Store`].
@@ -104,6 +104,13 @@ impl Store {
     /// The newest commit this process made (not other nodes').
     pub fn committed_here(&self) -> Cursor {
         self.inner.commits.here()
+    }
+
+    /// Every commit this process makes from now on, with the wall-clock time it returned: for
+    /// measuring latency from the commit (`cairn bench fanout`). A receiver that falls more
+    /// than 1,024 commits behind misses the oldest.
+    pub fn commit_times(&self) -> broadcast::Receiver<CommitTime> {
+        self.inner.commits.times()
     }
 
     /// Shares commit signals with the other nodes on this database until `shutdown` (see

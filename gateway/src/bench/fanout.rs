@@ -6,28 +6,38 @@
 //! of them fit beside the server's 10,000 sockets under the per-process file limit, and so that
 //! this process's resident memory is the server's alone. Every client subscribes to one
 //! organization's `tasks` room; this process then creates tasks through the HTTP API at a fixed
-//! rate, and each client measures, for every `CREATE_TASK` it receives, the time from the
-//! event's `recorded_at` (stamped by PostgreSQL as the row is written, just before the commit)
-//! to its arrival. Both processes read the same clock.
+//! rate, and each client notes when every `CREATE_TASK` arrives. Both processes read the same
+//! wall clock.
+//!
+//! Latency is measured from the moment the commit was acknowledged (the event store's
+//! [`Store::commit_times`]), which is what the targets are about. The figure from the event's
+//! `recorded_at` (stamped as the row is written, before the commit's flush) is shown beside it,
+//! with the stages before the fan-out (the flush, the relay, the POST round trip), so that a
+//! slow disk is told apart from a slow fan-out.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use commands::{Actor, Metadata};
 use domain::{Email, Name, Scope};
+use eventstore::signal::CommitTime;
+use eventstore::{Cursor, Store};
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+
+use projections::bus::{Bus, CloudEvent};
 
 use crate::config::Config;
 use crate::App;
@@ -64,13 +74,47 @@ pub struct FanoutClientArgs {
     clients: usize,
 }
 
-/// What the clients report.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Report {
-    received: u64,
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+struct Figures {
     p50_us: u64,
     p99_us: u64,
     max_us: u64,
+}
+
+impl Figures {
+    fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+            max_us: h.max(),
+        }
+    }
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms(self.p50_us),
+            ms(self.p99_us),
+            ms(self.max_us)
+        )
+    }
+}
+
+/// What the clients report.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Report {
+    /// `CREATE_TASK` messages received since the reset.
+    received: u64,
+    /// From the acknowledged commit to arrival: the figure the targets are about.
+    from_commit: Figures,
+    /// From `recorded_at` (the row written, before the commit's flush) to arrival.
+    from_recorded: Figures,
+    /// Messages whose commit time was not known (not counted in `from_commit`).
+    unmatched: u64,
 }
 
 /// This process's resident memory, in bytes.
@@ -186,24 +230,34 @@ async fn run_phases(
 
     println!(
         "fanout: one organization's tasks room; {} tasks/s for {} s per phase; \
-         latency from recorded_at to receipt",
+         latency from the commit to receipt",
         args.rate, args.seconds
     );
     let mut rows = Vec::new();
     for &clients in &args.clients {
-        rows.push(phase(&server, &key, &org, &http, clients, args).await?);
+        let target = Target {
+            server: &server,
+            key: &key,
+            org: &org,
+            http: &http,
+        };
+        rows.push(phase(&target, &ready.store, state.bus(), clients, args).await?);
     }
+    println!("\nlatency from the acknowledged commit to arrival at the client:");
     println!(
-        "\n| clients | delivered | p50 ms | p99 ms | max ms | server RSS per idle connection |"
+        "| clients | delivered | p50 ms | p99 ms | max ms | p99 from recorded_at | \
+         server RSS per idle connection |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (clients, report, per_connection) in &rows {
+        let (commit, recorded) = (report.from_commit, report.from_recorded);
         println!(
-            "| {clients} | {} | {:.1} | {:.1} | {:.1} | {:.1} KiB |",
+            "| {clients} | {} | {:.1} | {:.1} | {:.1} | {:.1} ms | {:.1} KiB |",
             report.received,
-            report.p50_us as f64 / 1000.0,
-            report.p99_us as f64 / 1000.0,
-            report.max_us as f64 / 1000.0,
+            ms(commit.p50_us),
+            ms(commit.p99_us),
+            ms(commit.max_us),
+            ms(recorded.p99_us),
             *per_connection as f64 / 1024.0,
         );
     }
@@ -215,21 +269,70 @@ async fn run_phases(
     Ok(())
 }
 
+/// Where the tasks go.
+struct Target<'a> {
+    server: &'a str,
+    key: &'a str,
+    org: &'a str,
+    http: &'a reqwest::Client,
+}
+
+/// What the server side sees while measuring: every commit this process makes and every
+/// `task.created` event on the bus, in unix microseconds.
+#[derive(Debug, Default)]
+struct ServerSide {
+    commits: Vec<(Cursor, u64)>,
+    /// `(cursor, recorded_at, on the bus)`.
+    relayed: Vec<(Cursor, u64, u64)>,
+}
+
+impl ServerSide {
+    /// Collects until aborted.
+    async fn collect(
+        into: Arc<Mutex<Self>>,
+        mut commits: broadcast::Receiver<CommitTime>,
+        mut bus: broadcast::Receiver<Arc<CloudEvent>>,
+    ) {
+        loop {
+            tokio::select! {
+                commit = commits.recv() => match commit {
+                    Ok(commit) => lock(&into).commits.push((commit.cursor, unix_us(commit.at))),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        println!("  (the commit log skipped {missed} commits)");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                event = bus.recv() => match event {
+                    Ok(event) if event.event_type.starts_with("cairn.task.created.") => {
+                        let now = unix_us(SystemTime::now());
+                        if let (Some(cursor), Some(recorded)) =
+                            (event.cursor(), parse_unix_us(&event.time))
+                        {
+                            lock(&into).relayed.push((cursor, recorded, now));
+                        }
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}
+
 /// One phase: connect `clients`, measure memory idle, then latency under the task rate.
 async fn phase(
-    server: &str,
-    key: &str,
-    org: &str,
-    http: &reqwest::Client,
+    target: &Target<'_>,
+    store: &Store,
+    bus: &Arc<dyn Bus>,
     clients: usize,
     args: &FanoutArgs,
 ) -> anyhow::Result<(usize, Report, u64)> {
     println!("\n{clients} clients: connecting…");
     let before = resident_bytes()?;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["bench", "fanout-clients", "--server", server, "--org", org])
-        .args(["--clients", &clients.to_string()])
-        .env("CAIRN_BENCH_KEY", key)
+        .args(["bench", "fanout-clients", "--server", target.server])
+        .args(["--org", target.org, "--clients", &clients.to_string()])
+        .env("CAIRN_BENCH_KEY", target.key)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -257,10 +360,17 @@ async fn phase(
 
     // Warm up for a second (first allocations, caches), then start counting from zero.
     for n in 0..args.rate {
-        create_task(http, server, key, org, &format!("warm-up {n}")).await?;
+        create_task(target, &format!("warm-up {n}")).await?;
         tokio::time::sleep(Duration::from_secs(1) / args.rate).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let server_side = Arc::new(Mutex::new(ServerSide::default()));
+    let collector = tokio::spawn(ServerSide::collect(
+        server_side.clone(),
+        store.commit_times(),
+        bus.subscribe(),
+    ));
+    let mut posts = histogram()?;
     stdin.write_all(b"reset\n").await?;
     let child_pid = child.id().map(|p| p.to_string()).unwrap_or_default();
     let (server_cpu, client_cpu) = (cpu_seconds("self")?, cpu_seconds(&child_pid)?);
@@ -270,16 +380,26 @@ async fn phase(
     let start = tokio::time::Instant::now();
     for n in 0..total {
         tokio::time::sleep_until(start + interval * n as u32).await;
-        create_task(http, server, key, org, &format!("fanout {n}")).await?;
+        let sent = Instant::now();
+        create_task(target, &format!("fanout {n}")).await?;
+        posts.record(micros(sent.elapsed()))?;
         if (n + 1) % u64::from(args.rate) == 0 {
             println!("  {} s: {} tasks", (n + 1) / u64::from(args.rate), n + 1);
         }
     }
-    // Wait for every delivery (or give up after 30 s), then ask for the report.
+    // Wait for every delivery (or give up after 30 s), then ask for the report. The clients
+    // learn each commit's time first, to measure from it.
     let expected = total * clients as u64;
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut told = 0;
     let report = loop {
-        stdin.write_all(b"report\n").await?;
+        let mut commands = String::new();
+        for (cursor, at) in lock(&server_side).commits.iter().skip(told) {
+            commands.push_str(&format!("commit {cursor} {at}\n"));
+            told += 1;
+        }
+        commands.push_str("report\n");
+        stdin.write_all(commands.as_bytes()).await?;
         let line = loop {
             let line = lines
                 .next_line()
@@ -297,11 +417,45 @@ async fn phase(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let elapsed = measuring.elapsed().as_secs_f64();
+    collector.abort();
     println!(
         "  CPU while measuring: server {:.0}%, clients {:.0}% (of one core; 2 cores here)",
         (cpu_seconds("self")? - server_cpu) / elapsed * 100.0,
         (cpu_seconds(&child_pid)? - client_cpu) / elapsed * 100.0,
     );
+    // Where the time goes before the fan-out: the commit's own flush (recorded_at → the
+    // commit acknowledged), the relay (commit → on the bus), and the HTTP round trip.
+    let (mut flush, mut relay) = (histogram()?, histogram()?);
+    {
+        let server_side = lock(&server_side);
+        let mut commits = server_side.commits.clone();
+        commits.sort_unstable();
+        for &(cursor, recorded, relayed) in &server_side.relayed {
+            if let Some(committed) = commit_of(&commits, cursor) {
+                flush.record(committed.saturating_sub(recorded).max(1))?;
+                relay.record(relayed.saturating_sub(committed).max(1))?;
+            }
+        }
+    }
+    println!(
+        "  recorded_at → commit acknowledged: {}",
+        Figures::of(&flush)
+    );
+    println!(
+        "  commit → on the bus:               {}",
+        Figures::of(&relay)
+    );
+    println!(
+        "  POST round trip:                   {}",
+        Figures::of(&posts)
+    );
+    println!(
+        "  clients, from the commit:          {}",
+        report.from_commit
+    );
+    if report.unmatched > 0 {
+        println!("  {} messages had no known commit time", report.unmatched);
+    }
     if report.received < expected {
         println!("  only {} of {expected} messages arrived", report.received);
     }
@@ -310,16 +464,49 @@ async fn phase(
     Ok((clients, report, per_connection))
 }
 
-async fn create_task(
-    http: &reqwest::Client,
-    server: &str,
-    key: &str,
-    org: &str,
-    title: &str,
-) -> anyhow::Result<()> {
-    let r = http
-        .post(format!("{server}/api/v1/orgs/{org}/tasks"))
-        .bearer_auth(key)
+/// A latency histogram in microseconds, 1 µs to 10 minutes.
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 600_000_000, 3)?)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// An RFC 3339 time in unix microseconds.
+fn parse_unix_us(time: &str) -> Option<u64> {
+    let t = OffsetDateTime::parse(time, &Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+}
+
+/// When the commit that made the event at `cursor` durable was acknowledged: the first commit
+/// at or after it. `commits` is sorted by cursor.
+fn commit_of(commits: &[(Cursor, u64)], cursor: Cursor) -> Option<u64> {
+    let i = commits.partition_point(|(c, _)| *c < cursor);
+    commits.get(i).map(|&(_, at)| at)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn create_task(target: &Target<'_>, title: &str) -> anyhow::Result<()> {
+    let r = target
+        .http
+        .post(format!(
+            "{}/api/v1/orgs/{}/tasks",
+            target.server, target.org
+        ))
+        .bearer_auth(target.key)
         .json(&serde_json::json!({ "title": title }))
         .send()
         .await?;
@@ -327,26 +514,53 @@ async fn create_task(
     Ok(())
 }
 
-/// `cairn bench fanout-clients`: opens the clients, prints `ready`, answers each `report` line
-/// on stdin with the latency figures so far, and starts counting afresh on `reset`. Ends when
-/// stdin closes.
+/// What the clients saw: for every event, its `recorded_at` and each arrival, in unix
+/// microseconds.
+#[derive(Debug, Default)]
+struct Arrivals {
+    events: HashMap<Cursor, (u64, Vec<u64>)>,
+    received: u64,
+}
+
+impl Arrivals {
+    fn report(&self, commits: &[(Cursor, u64)]) -> anyhow::Result<Report> {
+        let (mut from_commit, mut from_recorded) = (histogram()?, histogram()?);
+        let mut unmatched = 0;
+        for (cursor, (recorded, arrivals)) in &self.events {
+            let committed = commit_of(commits, *cursor);
+            for &arrival in arrivals {
+                from_recorded.record(arrival.saturating_sub(*recorded).max(1))?;
+                match committed {
+                    Some(at) => from_commit.record(arrival.saturating_sub(at).max(1))?,
+                    None => unmatched += 1,
+                }
+            }
+        }
+        Ok(Report {
+            received: self.received,
+            from_commit: Figures::of(&from_commit),
+            from_recorded: Figures::of(&from_recorded),
+            unmatched,
+        })
+    }
+}
+
+/// `cairn bench fanout-clients`: opens the clients and prints `ready`. Then, on stdin:
+/// `reset` starts counting afresh, `commit <cursor> <unix µs>` says when a commit was
+/// acknowledged, and `report` is answered with the latency figures so far. Ends when stdin
+/// closes.
 pub async fn clients(args: FanoutClientArgs) -> anyhow::Result<()> {
     let key = std::env::var("CAIRN_BENCH_KEY").context("CAIRN_BENCH_KEY is not set")?;
-    let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1,
-        600_000_000,
-        3,
-    )?));
-    let received = Arc::new(AtomicU64::new(0));
+    let arrivals = Arc::new(Mutex::new(Arrivals::default()));
     let url = format!("{}/ws", args.server).replacen("http://", "ws://", 1);
     let connected = AtomicU64::new(0);
     let sockets: Vec<anyhow::Result<()>> = futures::stream::iter(0..args.clients)
         .map(|_| {
             let (url, key, org) = (&url, &key, &args.org);
-            let (latency, received, connected) = (latency.clone(), received.clone(), &connected);
+            let (arrivals, connected) = (arrivals.clone(), &connected);
             async move {
                 let ws = subscribe(url, key, org).await?;
-                tokio::spawn(listen(ws, latency, received));
+                tokio::spawn(listen(ws, arrivals));
                 let n = connected.fetch_add(1, Ordering::Relaxed) + 1;
                 if n % 1000 == 0 {
                     println!("{n} subscribed");
@@ -363,21 +577,25 @@ pub async fn clients(args: FanoutClientArgs) -> anyhow::Result<()> {
     }
     println!("ready {}", args.clients);
 
+    let mut commits: Vec<(Cursor, u64)> = Vec::new();
     let mut commands = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = commands.next_line().await? {
-        if line.trim() == "reset" {
-            // Everything queued before the reset has arrived by now (the parent waited).
-            latency.lock().unwrap_or_else(|p| p.into_inner()).reset();
-            received.store(0, Ordering::Relaxed);
-        } else if line.trim() == "report" {
-            let h = latency.lock().unwrap_or_else(|p| p.into_inner());
-            let report = Report {
-                received: received.load(Ordering::Relaxed),
-                p50_us: h.value_at_quantile(0.5),
-                p99_us: h.value_at_quantile(0.99),
-                max_us: h.max(),
-            };
-            println!("report {}", serde_json::to_string(&report)?);
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("reset"), None, None) => {
+                // Everything queued before the reset has arrived by now (the parent waited).
+                *lock(&arrivals) = Arrivals::default();
+                commits.clear();
+            }
+            (Some("commit"), Some(cursor), Some(at)) => {
+                commits.push((cursor.parse()?, at.parse()?));
+            }
+            (Some("report"), None, None) => {
+                commits.sort_unstable();
+                let report = lock(&arrivals).report(&commits)?;
+                println!("report {}", serde_json::to_string(&report)?);
+            }
+            _ => anyhow::bail!("unexpected command from the bench: {line}"),
         }
     }
     Ok(())
@@ -419,6 +637,8 @@ struct Incoming<'a> {
     #[serde(rename = "type", borrow)]
     kind: &'a str,
     #[serde(borrow)]
+    cursor: Option<&'a str>,
+    #[serde(borrow)]
     data: Option<IncomingData<'a>>,
 }
 
@@ -428,30 +648,29 @@ struct IncomingData<'a> {
     time: Option<&'a str>,
 }
 
-/// Reads one client's messages, timing each `CREATE_TASK` and answering `PING`.
-async fn listen(mut ws: Ws, latency: Arc<Mutex<Histogram<u64>>>, received: Arc<AtomicU64>) {
+/// Reads one client's messages, noting each `CREATE_TASK`'s arrival and answering `PING`.
+async fn listen(mut ws: Ws, arrivals: Arc<Mutex<Arrivals>>) {
     while let Some(Ok(message)) = ws.next().await {
         let Message::Text(text) = message else {
             continue;
         };
+        let arrival = unix_us(SystemTime::now());
         let Ok(incoming) = serde_json::from_str::<Incoming>(&text) else {
             continue;
         };
         match incoming.kind {
             "CREATE_TASK" => {
-                let now = OffsetDateTime::now_utc();
-                let recorded = incoming
-                    .data
-                    .and_then(|d| d.time)
-                    .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
-                if let Some(recorded) = recorded {
-                    let micros = (now - recorded).whole_microseconds().max(1) as u64;
-                    let _ = latency
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .record(micros);
+                let cursor = incoming.cursor.and_then(|c| c.parse::<Cursor>().ok());
+                let recorded = incoming.data.and_then(|d| d.time).and_then(parse_unix_us);
+                let mut arrivals = lock(&arrivals);
+                arrivals.received += 1;
+                if let (Some(cursor), Some(recorded)) = (cursor, recorded) {
+                    let (_, at) = arrivals
+                        .events
+                        .entry(cursor)
+                        .or_insert_with(|| (recorded, Vec::new()));
+                    at.push(arrival);
                 }
-                received.fetch_add(1, Ordering::Relaxed);
             }
             "PING" => {
                 let pong = serde_json::json!({"type": "PONG"}).to_string();
