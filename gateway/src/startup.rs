@@ -13,12 +13,16 @@ use projections::relay::Relay;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::state::{AppState, Ready};
 
 /// The longest wait between attempts to reach PostgreSQL at start.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long a stopping server waits for its background tasks.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A bound, not yet serving, Cairn server.
 ///
@@ -31,6 +35,9 @@ pub struct App {
     state: AppState,
     shutdown: CancellationToken,
     connector: JoinHandle<()>,
+    /// The background tasks that use the database (projection runners, the relay, the
+    /// outbox): waited for at shutdown before the pool closes.
+    tasks: TaskTracker,
 }
 
 impl App {
@@ -69,16 +76,19 @@ impl App {
                 .clone()
                 .run(state.bus().subscribe(), shutdown.clone()),
         );
+        let tasks = TaskTracker::new();
         let connector = tokio::spawn(connect_with_backoff(
             state.clone(),
             transport,
             shutdown.clone(),
+            tasks.clone(),
         ));
         Ok(Self {
             listener,
             state,
             shutdown,
             connector,
+            tasks,
         })
     }
 
@@ -113,6 +123,18 @@ impl App {
         .context("HTTP server failed")?;
         self.shutdown.cancel();
         let _ = self.connector.await;
+        // Let the runners finish the batch they are applying, and the relay and the outbox
+        // their current step, before the pool goes.
+        self.tasks.close();
+        if tokio::time::timeout(STOP_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "background tasks still running after {} s; closing anyway",
+                STOP_GRACE.as_secs()
+            );
+        }
         if let Some(ready) = self.state.try_ready() {
             ready.store.pool().close().await;
         }
@@ -165,11 +187,16 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
     options.open(path)?.write_all(contents.as_bytes())
 }
 
-async fn connect_with_backoff(state: AppState, transport: Transport, shutdown: CancellationToken) {
+async fn connect_with_backoff(
+    state: AppState,
+    transport: Transport,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = tokio::select! {
-            result = connect(&state, &transport, &shutdown) => result,
+            result = connect(&state, &transport, &shutdown, &tasks) => result,
             () = shutdown.cancelled() => return,
         };
         match attempt {
@@ -200,6 +227,7 @@ async fn connect(
     state: &AppState,
     transport: &Transport,
     shutdown: &CancellationToken,
+    tasks: &TaskTracker,
 ) -> anyhow::Result<Ready> {
     let config = state.config();
     eventstore::ensure_database(&config.database)
@@ -220,14 +248,14 @@ async fn connect(
         Vault::new(pool.clone(), *state.secret_key()),
     )
     .with_link_ttl(link_ttl);
-    let progress = projections::registry::spawn_all(&store, shutdown);
+    let progress = projections::registry::spawn_all(&store, shutdown, tasks);
     let identity_progress = progress
         .get(projections::identity::NAME)
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("the identity projection is not registered"))?;
-    tokio::spawn(Relay::new(store.clone(), state.bus().clone()).run(shutdown.clone()));
+    tasks.spawn(Relay::new(store.clone(), state.bus().clone()).run(shutdown.clone()));
     let outbox = Outbox::new(pool);
-    tokio::spawn(outbox.clone().run(
+    tasks.spawn(outbox.clone().run(
         transport.clone(),
         config.mail_from.clone(),
         shutdown.clone(),

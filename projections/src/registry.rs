@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use eventstore::{Cursor, Store};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::board::BoardProjection;
 use crate::identity::IdentityProjection;
@@ -21,26 +22,29 @@ pub const NAMES: &[&str] = &[
     crate::board::NAME,
 ];
 
-/// Starts a runner for every projection; returns each one's progress, by name.
+/// Starts a runner for every projection on `tasks`, until `shutdown` (a runner finishes the
+/// batch it is applying first); returns each one's progress, by name.
 pub fn spawn_all(
     store: &Store,
     shutdown: &CancellationToken,
+    tasks: &TaskTracker,
 ) -> HashMap<&'static str, watch::Receiver<Cursor>> {
     fn spawn<P: Projection>(
         store: &Store,
         projection: P,
         shutdown: &CancellationToken,
+        tasks: &TaskTracker,
     ) -> (&'static str, watch::Receiver<Cursor>) {
-        let name = projection.name();
         let runner = Runner::new(store.clone(), projection, RunnerOptions::default());
         let progress = runner.progress();
-        tokio::spawn(runner.run(shutdown.clone()));
+        let name = runner.name();
+        tasks.spawn(runner.run(shutdown.clone()));
         (name, progress)
     }
     HashMap::from([
-        spawn(store, IdentityProjection, shutdown),
-        spawn(store, MembershipsProjection, shutdown),
-        spawn(store, BoardProjection, shutdown),
+        spawn(store, IdentityProjection, shutdown, tasks),
+        spawn(store, MembershipsProjection, shutdown, tasks),
+        spawn(store, BoardProjection, shutdown, tasks),
     ])
 }
 

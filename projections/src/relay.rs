@@ -100,6 +100,8 @@ impl Relay {
                 if let Some(pause) = unseen.retry(&commits, cursor) {
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
+                        // The transaction they wait behind may be a commit of events too.
+                        _ = commits.changed() => {}
                         () = shutdown.cancelled() => return Ok(()),
                     }
                     continue;

@@ -176,6 +176,8 @@ impl<P: Projection> Runner<P> {
                 if let Some(pause) = unseen.retry(&commits, cursor) {
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
+                        // The transaction they wait behind may be a commit of events too.
+                        _ = commits.changed() => {}
                         () = shutdown.cancelled() => return Ok(()),
                     }
                     continue;
@@ -333,7 +335,8 @@ pub(crate) async fn supervise<F, Fut>(
 /// What a caught-up tailer does about commits it knows of (from [`Store::commits`]) that the
 /// gapless tail does not show yet: they wait behind an older transaction still open somewhere
 /// in the cluster, and no further wake-up may come for them. Rather than sleep until the next
-/// commit or the slow poll, read again soon, backing off from 1 ms to 100 ms.
+/// commit or the slow poll, read again soon, backing off from 1 ms to 100 ms, or at once when
+/// the next commit is announced.
 #[derive(Debug)]
 pub(crate) struct Unseen {
     pause: Duration,

@@ -151,7 +151,8 @@ async fn memberships_replay_equals_the_incremental_read_model() {
     let store = Store::new(pool.clone(), StoreOptions::default());
     let commands = Commands::new(store.clone());
     let stop = CancellationToken::new();
-    let progress = projections::registry::spawn_all(&store, &stop);
+    let tasks = tokio_util::task::TaskTracker::new();
+    let progress = projections::registry::spawn_all(&store, &stop, &tasks);
     assert!(progress.contains_key(projections::memberships::NAME));
 
     let founder = UserId::from_uuid(uuid::Uuid::now_v7());
