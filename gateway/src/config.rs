@@ -80,6 +80,9 @@ pub struct Config {
     /// `CAIRN_WS_REPLAY_LIMIT`: the most events a `since` replay sends before answering
     /// `RESYNC_REQUIRED` instead.
     pub ws_replay_limit: i64,
+    /// `CAIRN_WS_PRESENCE_LIMIT`: `USER_SUBSCRIBED` / `USER_UNSUBSCRIBED` are sent only while
+    /// a room has at most this many members on this node (0: never).
+    pub ws_presence_limit: usize,
 }
 
 impl Config {
@@ -175,6 +178,12 @@ impl Config {
                 match v.parse::<i64>() {
                     Ok(n) if (1..=100_000).contains(&n) => Ok(n),
                     _ => Err("expected a number of events from 1 to 100000".to_owned()),
+                }
+            })?,
+            ws_presence_limit: parse(&get, "CAIRN_WS_PRESENCE_LIMIT", "1000", |v| {
+                match v.parse::<usize>() {
+                    Ok(n) if n <= 1_000_000 => Ok(n),
+                    _ => Err("expected a number of members from 0 to 1000000".to_owned()),
                 }
             })?,
         })
@@ -310,6 +319,7 @@ mod tests {
             ("CAIRN_DEV_INSECURE_COOKIES", "maybe"),
             ("CAIRN_MAIL_FROM", "not a mailbox"),
             ("CAIRN_LINKS_PER_EMAIL", "0"),
+            ("CAIRN_WS_PRESENCE_LIMIT", "-1"),
         ] {
             let err = with(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

@@ -210,21 +210,32 @@ impl Hub {
         }
     }
 
-    fn join(&self, room: Room, id: u64, tx: mpsc::Sender<Outbound>, kill: CancellationToken) {
-        self.rooms()
-            .entry(room)
-            .or_default()
-            .insert(id, Member { tx, kill });
+    /// Adds a member; returns how many the room has now.
+    fn join(
+        &self,
+        room: Room,
+        id: u64,
+        tx: mpsc::Sender<Outbound>,
+        kill: CancellationToken,
+    ) -> usize {
+        let mut rooms = self.rooms();
+        let members = rooms.entry(room).or_default();
+        members.insert(id, Member { tx, kill });
+        members.len()
     }
 
-    fn leave(&self, room: &Room, id: u64) {
+    /// Removes a member; returns how many the room had with it.
+    fn leave(&self, room: &Room, id: u64) -> usize {
         let mut rooms = self.rooms();
-        if let Some(members) = rooms.get_mut(room) {
-            members.remove(&id);
-            if members.is_empty() {
-                rooms.remove(room);
-            }
+        let Some(members) = rooms.get_mut(room) else {
+            return 0;
+        };
+        let had = members.len();
+        members.remove(&id);
+        if members.is_empty() {
+            rooms.remove(room);
         }
+        had
     }
 
     /// Routes every event from the bus until `shutdown`. Events at or behind the last one
@@ -358,9 +369,19 @@ impl Conn {
 
     fn leave_room(&mut self) {
         if let Some(room) = self.room.take() {
-            self.hub.leave(&room, self.id);
-            let message = self.presence("USER_UNSUBSCRIBED", &room);
-            self.hub.send_room(&room, Some(self.id), &message, None);
+            let had = self.hub.leave(&room, self.id);
+            self.announce("USER_UNSUBSCRIBED", &room, had);
+        }
+    }
+
+    /// Tells the rest of `room` that this connection came or went, if the room (counting
+    /// this connection) is small enough for presence: announcing every arrival to everyone
+    /// costs the square of the room's size, which would stall a node that 10,000 clients
+    /// reconnect to.
+    fn announce(&self, kind: &str, room: &Room, members: usize) {
+        if members <= self.state.config().ws_presence_limit {
+            let message = self.presence(kind, room);
+            self.hub.send_room(room, Some(self.id), &message, None);
         }
     }
 
@@ -433,10 +454,10 @@ impl Conn {
                 return;
             }
         }
-        self.hub
+        let members = self
+            .hub
             .join(room.clone(), self.id, self.tx.clone(), self.kill.clone());
-        let message = self.presence("USER_SUBSCRIBED", &room);
-        self.hub.send_room(&room, Some(self.id), &message, None);
+        self.announce("USER_SUBSCRIBED", &room, members);
         self.room = Some(room);
     }
 }

@@ -231,6 +231,44 @@ async fn nats_going_down_and_coming_back_loses_no_event() {
 }
 
 #[tokio::test]
+async fn presence_is_announced_only_in_rooms_within_the_presence_limit() {
+    let app = support::spawn_app_with(&[
+        ("CAIRN_WS_PRESENCE_LIMIT", "2".to_owned()),
+        ("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()),
+    ])
+    .await;
+    let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
+    let org = app.create_org_as(&ada, "Crowd").await;
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let mut ws = connect(&app, Some(&key)).await;
+        let status = next(&mut ws).await;
+        ids.push(status["data"]["wsClientId"].clone());
+        clients.push(ws);
+    }
+    let [watcher, second, third] = &mut clients[..] else {
+        unreachable!()
+    };
+    subscribe(watcher, &org, "tasks").await;
+    // The second member makes two: announced.
+    subscribe(second, &org, "tasks").await;
+    let joined = until(watcher, "USER_SUBSCRIBED").await;
+    assert_eq!(joined["data"]["wsClientId"], ids[1]);
+    // The third makes three, over the limit: neither its arrival nor its departure is.
+    subscribe(third, &org, "tasks").await;
+    send(third, json!({"type": "UNSUBSCRIBE"})).await;
+    assert_eq!(next(third).await["type"], "UNSUBSCRIBED");
+    // Back to two: the second's departure is announced, and it is the watcher's next message.
+    send(second, json!({"type": "UNSUBSCRIBE"})).await;
+    assert_eq!(next(second).await["type"], "UNSUBSCRIBED");
+    let left = next(watcher).await;
+    assert_eq!(left["type"], "USER_UNSUBSCRIBED", "{left}");
+    assert_eq!(left["data"]["wsClientId"], ids[1]);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
     let app = support::spawn_app_with(&[
         ("CAIRN_WS_QUEUE", "64".to_owned()),

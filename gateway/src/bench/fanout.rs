@@ -329,6 +329,7 @@ async fn phase(
 ) -> anyhow::Result<(usize, Report, u64)> {
     println!("\n{clients} clients: connecting…");
     let before = resident_bytes()?;
+    let connecting = Instant::now();
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["bench", "fanout-clients", "--server", target.server])
         .args(["--org", target.org, "--clients", &clients.to_string()])
@@ -346,6 +347,10 @@ async fn phase(
             .await?
             .context("the client process ended early")?;
         if line.starts_with("ready") {
+            println!(
+                "  {clients} connected and subscribed in {:.1} s",
+                connecting.elapsed().as_secs_f64()
+            );
             break;
         }
         println!("  {line}");
