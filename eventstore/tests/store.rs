@@ -439,3 +439,20 @@ async fn a_commit_on_one_node_wakes_tailers_on_another() {
     );
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn each_commit_is_stamped_with_the_time_it_was_acknowledged() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    let mut times = store.commit_times();
+    let counters = store.aggregate::<Counter>();
+    let before = std::time::SystemTime::now();
+    let receipt = add(&counters, "c1", vec![1, 2], Uuid::new_v4())
+        .await
+        .expect("append");
+    let after = std::time::SystemTime::now();
+    let stamp = times.try_recv().expect("a commit time");
+    assert_eq!(Some(stamp.cursor), receipt.cursor, "the commit's last event");
+    assert!(before <= stamp.at && stamp.at <= after, "{stamp:?}");
+    assert!(times.try_recv().is_err(), "one commit, one stamp");
+}
