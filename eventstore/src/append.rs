@@ -130,13 +130,11 @@ async fn worker(
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
         let results = write(&pool, &requests).await;
-        if let Some(cursor) = results
+        let cursors: Vec<_> = results
             .iter()
             .filter_map(|r| r.as_ref().ok().and_then(|c| c.receipt.cursor))
-            .max()
-        {
-            committed.committed(cursor);
-        }
+            .collect();
+        committed.committed(&cursors);
         for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have gone away (request cancelled); the events are committed anyway.
             let _ = reply.send(result);

@@ -35,6 +35,7 @@ pub use db::{connect, ensure_database, tune, MIGRATOR};
 pub use error::StoreError;
 pub use read::{EventFilter, RecordedEvent};
 pub use receipt::{Appended, Receipt};
+pub use signal::CommitTime;
 pub use store::{Store, StoreOptions};
 pub use verify::{BrokenLink, VerifyReport};
 

@@ -26,11 +26,12 @@ pub const CHANNEL: &str = "cairn_commits";
 /// The shortest time between two signals from one node; commits in between ride on the next.
 const MIN_INTERVAL: Duration = Duration::from_millis(5);
 
-/// One commit made by this process: every event at or behind `cursor` (and after the previous
-/// commit's) became durable when the commit returned, at `at` on the wall clock.
+/// One command's events committed by this process: they became durable when the commit
+/// returned, at `at` on the wall clock. Every event of the transaction has `cursor`'s
+/// transaction id (commands written together in one transaction share it, and their time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitTime {
-    /// The cursor of the commit's last event.
+    /// The cursor of the command's last event.
     pub cursor: Cursor,
     /// When the commit returned.
     pub at: SystemTime,
@@ -65,13 +66,17 @@ fn advance(to: &watch::Sender<Cursor>, cursor: Cursor) {
 }
 
 impl Commits {
-    /// This process committed up to `cursor`.
-    pub(crate) fn committed(&self, cursor: Cursor) {
+    /// This process committed commands whose last events are at `cursors`.
+    pub(crate) fn committed(&self, cursors: &[Cursor]) {
         let at = SystemTime::now();
-        // No receivers is the usual case; the time is only for those who measure.
-        let _ = self.times.send(CommitTime { cursor, at });
-        advance(&self.here, cursor);
-        advance(&self.any, cursor);
+        for &cursor in cursors {
+            // No receivers is the usual case; the time is only for those who measure.
+            let _ = self.times.send(CommitTime { cursor, at });
+        }
+        if let Some(&newest) = cursors.iter().max() {
+            advance(&self.here, newest);
+            advance(&self.any, newest);
+        }
     }
 
     /// Another node committed up to `cursor`.

@@ -452,7 +452,11 @@ async fn each_commit_is_stamped_with_the_time_it_was_acknowledged() {
         .expect("append");
     let after = std::time::SystemTime::now();
     let stamp = times.try_recv().expect("a commit time");
-    assert_eq!(Some(stamp.cursor), receipt.cursor, "the commit's last event");
+    assert_eq!(
+        Some(stamp.cursor),
+        receipt.cursor,
+        "the commit's last event"
+    );
     assert!(before <= stamp.at && stamp.at <= after, "{stamp:?}");
     assert!(times.try_recv().is_err(), "one commit, one stamp");
 }

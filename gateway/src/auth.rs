@@ -283,7 +283,7 @@ async fn resolve(
     {
         let identity = ready.identity.clone();
         let worker = state.clone();
-        tokio::spawn(async move {
+        state.tasks().spawn(async move {
             let meta = Metadata::new(Actor::User(user_id));
             if let Err(e) = identity.renew_session(user_id, session_id, &meta).await {
                 tracing::debug!("session renewal skipped: {e}");

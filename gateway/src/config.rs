@@ -320,6 +320,7 @@ mod tests {
             ("CAIRN_MAIL_FROM", "not a mailbox"),
             ("CAIRN_LINKS_PER_EMAIL", "0"),
             ("CAIRN_WS_PRESENCE_LIMIT", "-1"),
+            ("CAIRN_WS_PRESENCE_LIMIT", "1000001"),
         ] {
             let err = with(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

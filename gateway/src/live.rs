@@ -224,14 +224,15 @@ impl Hub {
         members.len()
     }
 
-    /// Removes a member; returns how many the room had with it.
+    /// Removes a member; returns how many the room had with it (a member cut off as a slow
+    /// consumer is already gone, and still counted).
     fn leave(&self, room: &Room, id: u64) -> usize {
         let mut rooms = self.rooms();
         let Some(members) = rooms.get_mut(room) else {
-            return 0;
+            return 1;
         };
-        let had = members.len();
         members.remove(&id);
+        let had = members.len() + 1;
         if members.is_empty() {
             rooms.remove(room);
         }

@@ -35,8 +35,7 @@ pub struct App {
     state: AppState,
     shutdown: CancellationToken,
     connector: JoinHandle<()>,
-    /// The background tasks that use the database (projection runners, the relay, the
-    /// outbox): waited for at shutdown before the pool closes.
+    /// [`AppState::tasks`]: waited for at shutdown before the pool closes.
     tasks: TaskTracker,
 }
 
@@ -76,7 +75,7 @@ impl App {
                 .clone()
                 .run(state.bus().subscribe(), shutdown.clone()),
         );
-        let tasks = TaskTracker::new();
+        let tasks = state.tasks().clone();
         let connector = tokio::spawn(connect_with_backoff(
             state.clone(),
             transport,
@@ -136,7 +135,10 @@ impl App {
             );
         }
         if let Some(ready) = self.state.try_ready() {
-            ready.store.pool().close().await;
+            let closing = ready.store.pool().close();
+            if tokio::time::timeout(STOP_GRACE, closing).await.is_err() {
+                tracing::warn!("database connections still in use; stopping anyway");
+            }
         }
         tracing::info!("stopped");
         Ok(())

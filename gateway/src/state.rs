@@ -51,9 +51,11 @@ struct Inner {
     hub: Hub,
     renewing: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
     shutdown: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl AppState {
+    /// The state of a server that has not reached PostgreSQL yet.
     pub fn new(
         config: Config,
         secret_key: [u8; 32],
@@ -79,14 +81,17 @@ impl AppState {
                 hub: Hub::default(),
                 renewing: std::sync::Mutex::default(),
                 shutdown,
+                tasks: tokio_util::task::TaskTracker::new(),
             }),
         }
     }
 
+    /// The configuration it started with.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
 
+    /// The key that seals tokens and personal data.
     pub fn secret_key(&self) -> &[u8; 32] {
         &self.inner.secret_key
     }
@@ -104,6 +109,13 @@ impl AppState {
     /// Cancelled when the server stops: long-lived responses (SSE, `/ws`) end on it.
     pub fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
         &self.inner.shutdown
+    }
+
+    /// Background work that uses the database (projection runners, the relay, the outbox,
+    /// sign-in links answered before they are written, session renewals): a stopping server
+    /// waits for it before the pool closes.
+    pub fn tasks(&self) -> &tokio_util::task::TaskTracker {
+        &self.inner.tasks
     }
 
     /// This node's live rooms.

@@ -156,6 +156,8 @@ impl Outbox {
                         () = shutdown.cancelled() => return,
                     }
                 }
+                // More may be due; a leased message not tried is retried after its lease.
+                Ok(_) if shutdown.is_cancelled() => return,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!("mail outbox unavailable, retrying: {e}");

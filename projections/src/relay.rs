@@ -100,8 +100,6 @@ impl Relay {
                 if let Some(pause) = unseen.retry(&commits, cursor) {
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
-                        // The transaction they wait behind may be a commit of events too.
-                        _ = commits.changed() => {}
                         () = shutdown.cancelled() => return Ok(()),
                     }
                     continue;
@@ -150,6 +148,10 @@ impl Relay {
                 checkpoint(pool, NAME).await?
             };
             let _ = self.progress.send(cursor);
+            // A stopping server waits for this task: stop between batches, even when behind.
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
         }
     }
 }

@@ -176,8 +176,6 @@ impl<P: Projection> Runner<P> {
                 if let Some(pause) = unseen.retry(&commits, cursor) {
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
-                        // The transaction they wait behind may be a commit of events too.
-                        _ = commits.changed() => {}
                         () = shutdown.cancelled() => return Ok(()),
                     }
                     continue;
@@ -220,6 +218,10 @@ impl<P: Projection> Runner<P> {
                 prefetched = next;
             }
             let _ = self.progress.send(cursor);
+            // A stopping server waits for this task: stop between batches, even when behind.
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
             if !full && !self.options.linger.is_zero() {
                 tokio::select! {
                     () = tokio::time::sleep(self.options.linger) => {}
@@ -302,10 +304,6 @@ pub async fn reset<P: Projection>(pool: &PgPool, projection: &P) -> Result<(), s
     tx.commit().await
 }
 
-/// Takes advisory lock `key`, waiting (polling every `poll`) while another node holds it, on
-/// a connection detached from the pool: if the holder dies, dropping the connection closes it
-/// and PostgreSQL releases the lock, instead of the lock living on in a pooled connection.
-/// `None` if `shutdown` comes first.
 /// Runs `attempt` until it returns `Ok` or `shutdown` is cancelled; after each error, reports it
 /// and waits, backing off from 100 ms to 5 s. Projection runners and the relay run under it.
 pub(crate) async fn supervise<F, Fut>(
@@ -335,8 +333,7 @@ pub(crate) async fn supervise<F, Fut>(
 /// What a caught-up tailer does about commits it knows of (from [`Store::commits`]) that the
 /// gapless tail does not show yet: they wait behind an older transaction still open somewhere
 /// in the cluster, and no further wake-up may come for them. Rather than sleep until the next
-/// commit or the slow poll, read again soon, backing off from 1 ms to 100 ms, or at once when
-/// the next commit is announced.
+/// commit or the slow poll, read again soon, backing off from 1 ms to 100 ms.
 #[derive(Debug)]
 pub(crate) struct Unseen {
     pause: Duration,
@@ -369,6 +366,10 @@ impl Unseen {
     }
 }
 
+/// Takes advisory lock `key`, waiting (polling every `poll`) while another node holds it, on
+/// a connection detached from the pool: if the holder dies, dropping the connection closes it
+/// and PostgreSQL releases the lock, instead of the lock living on in a pooled connection.
+/// `None` if `shutdown` comes first.
 pub(crate) async fn lead(
     pool: &PgPool,
     key: &str,

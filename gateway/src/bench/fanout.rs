@@ -25,8 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use commands::{Actor, Metadata};
 use domain::{Email, Name, Scope};
-use eventstore::signal::CommitTime;
-use eventstore::{Cursor, Store};
+use eventstore::{CommitTime, Cursor, Store};
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -115,6 +114,9 @@ struct Report {
     from_recorded: Figures,
     /// Messages whose commit time was not known (not counted in `from_commit`).
     unmatched: u64,
+    /// Messages that arrived before their commit's stamp (the relay read the row before the
+    /// writer task took the time; counted in `from_commit` as 1 µs).
+    early: u64,
 }
 
 /// This process's resident memory, in bytes.
@@ -281,7 +283,10 @@ struct Target<'a> {
 /// `task.created` event on the bus, in unix microseconds.
 #[derive(Debug, Default)]
 struct ServerSide {
-    commits: Vec<(Cursor, u64)>,
+    /// Commit times by transaction id.
+    commits: HashMap<u64, u64>,
+    /// Commit stamps the collector missed (it fell behind).
+    missed: u64,
     /// `(cursor, recorded_at, on the bus)`.
     relayed: Vec<(Cursor, u64, u64)>,
 }
@@ -296,10 +301,10 @@ impl ServerSide {
         loop {
             tokio::select! {
                 commit = commits.recv() => match commit {
-                    Ok(commit) => lock(&into).commits.push((commit.cursor, unix_us(commit.at))),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        println!("  (the commit log skipped {missed} commits)");
+                    Ok(commit) => {
+                        lock(&into).commits.insert(commit.cursor.xid(), unix_us(commit.at));
                     }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => lock(&into).missed += missed,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 event = bus.recv() => match event {
@@ -392,37 +397,44 @@ async fn phase(
             println!("  {} s: {} tasks", (n + 1) / u64::from(args.rate), n + 1);
         }
     }
-    // Wait for every delivery (or give up after 30 s), then ask for the report. The clients
-    // learn each commit's time first, to measure from it.
+    // Wait for every delivery (or give up after 30 s).
     let expected = total * clients as u64;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut told = 0;
-    let report = loop {
-        let mut commands = String::new();
-        for (cursor, at) in lock(&server_side).commits.iter().skip(told) {
-            commands.push_str(&format!("commit {cursor} {at}\n"));
-            told += 1;
-        }
-        commands.push_str("report\n");
-        stdin.write_all(commands.as_bytes()).await?;
-        let line = loop {
-            let line = lines
-                .next_line()
-                .await?
-                .context("the client process ended early")?;
-            if let Some(report) = line.strip_prefix("report ") {
-                break report.to_owned();
-            }
-        };
-        let report: Report =
-            serde_json::from_str(&line).context("unexpected report from the client process")?;
-        if report.received >= expected || Instant::now() > deadline {
-            break report;
+    let mut reply = async |command: &str| -> anyhow::Result<String> {
+        stdin.write_all(command.as_bytes()).await?;
+        let line = lines
+            .next_line()
+            .await?
+            .context("the client process ended early")?;
+        Ok(line)
+    };
+    loop {
+        let received: u64 = reply("count\n")
+            .await?
+            .strip_prefix("count ")
+            .and_then(|n| n.parse().ok())
+            .context("unexpected count from the client process")?;
+        if received >= expected || Instant::now() > deadline {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
     let elapsed = measuring.elapsed().as_secs_f64();
+    // Let the collector take the last stamps, then tell the clients every commit's time and
+    // ask for the figures.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     collector.abort();
+    let mut commands = String::new();
+    for (xid, at) in &lock(&server_side).commits {
+        commands.push_str(&format!("commit {xid} {at}\n"));
+    }
+    commands.push_str("report\n");
+    let line = reply(&commands).await?;
+    let report: Report = line
+        .strip_prefix("report ")
+        .map(serde_json::from_str)
+        .context("no report from the client process")?
+        .context("unexpected report from the client process")?;
     println!(
         "  CPU while measuring: server {:.0}%, clients {:.0}% (of one core; 2 cores here)",
         (cpu_seconds("self")? - server_cpu) / elapsed * 100.0,
@@ -433,13 +445,17 @@ async fn phase(
     let (mut flush, mut relay) = (histogram()?, histogram()?);
     {
         let server_side = lock(&server_side);
-        let mut commits = server_side.commits.clone();
-        commits.sort_unstable();
         for &(cursor, recorded, relayed) in &server_side.relayed {
-            if let Some(committed) = commit_of(&commits, cursor) {
+            if let Some(&committed) = server_side.commits.get(&cursor.xid()) {
                 flush.record(committed.saturating_sub(recorded).max(1))?;
                 relay.record(relayed.saturating_sub(committed).max(1))?;
             }
+        }
+        if server_side.missed > 0 {
+            println!(
+                "  the collector missed {} commit stamps",
+                server_side.missed
+            );
         }
     }
     println!(
@@ -460,6 +476,12 @@ async fn phase(
     );
     if report.unmatched > 0 {
         println!("  {} messages had no known commit time", report.unmatched);
+    }
+    if report.early > 0 {
+        println!(
+            "  {} messages arrived before their commit was stamped (counted as 1 µs)",
+            report.early
+        );
     }
     if report.received < expected {
         println!("  only {} of {expected} messages arrived", report.received);
@@ -493,13 +515,6 @@ fn parse_unix_us(time: &str) -> Option<u64> {
     u64::try_from(t.unix_timestamp_nanos() / 1000).ok()
 }
 
-/// When the commit that made the event at `cursor` durable was acknowledged: the first commit
-/// at or after it. `commits` is sorted by cursor.
-fn commit_of(commits: &[(Cursor, u64)], cursor: Cursor) -> Option<u64> {
-    let i = commits.partition_point(|(c, _)| *c < cursor);
-    commits.get(i).map(|&(_, at)| at)
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -528,15 +543,19 @@ struct Arrivals {
 }
 
 impl Arrivals {
-    fn report(&self, commits: &[(Cursor, u64)]) -> anyhow::Result<Report> {
+    /// The figures, given each commit's time by transaction id.
+    fn report(&self, commits: &HashMap<u64, u64>) -> anyhow::Result<Report> {
         let (mut from_commit, mut from_recorded) = (histogram()?, histogram()?);
-        let mut unmatched = 0;
+        let (mut unmatched, mut early) = (0, 0);
         for (cursor, (recorded, arrivals)) in &self.events {
-            let committed = commit_of(commits, *cursor);
+            let committed = commits.get(&cursor.xid());
             for &arrival in arrivals {
                 from_recorded.record(arrival.saturating_sub(*recorded).max(1))?;
                 match committed {
-                    Some(at) => from_commit.record(arrival.saturating_sub(at).max(1))?,
+                    Some(&at) => {
+                        early += u64::from(arrival < at);
+                        from_commit.record(arrival.saturating_sub(at).max(1))?;
+                    }
                     None => unmatched += 1,
                 }
             }
@@ -546,14 +565,15 @@ impl Arrivals {
             from_commit: Figures::of(&from_commit),
             from_recorded: Figures::of(&from_recorded),
             unmatched,
+            early,
         })
     }
 }
 
 /// `cairn bench fanout-clients`: opens the clients and prints `ready`. Then, on stdin:
-/// `reset` starts counting afresh, `commit <cursor> <unix µs>` says when a commit was
-/// acknowledged, and `report` is answered with the latency figures so far. Ends when stdin
-/// closes.
+/// `reset` starts counting afresh, `count` is answered with the messages received so far,
+/// `commit <transaction id> <unix µs>` says when a transaction's commit was acknowledged, and
+/// `report` is answered with the latency figures. Ends when stdin closes.
 pub async fn clients(args: FanoutClientArgs) -> anyhow::Result<()> {
     let key = std::env::var("CAIRN_BENCH_KEY").context("CAIRN_BENCH_KEY is not set")?;
     let arrivals = Arc::new(Mutex::new(Arrivals::default()));
@@ -582,7 +602,7 @@ pub async fn clients(args: FanoutClientArgs) -> anyhow::Result<()> {
     }
     println!("ready {}", args.clients);
 
-    let mut commits: Vec<(Cursor, u64)> = Vec::new();
+    let mut commits: HashMap<u64, u64> = HashMap::new();
     let mut commands = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = commands.next_line().await? {
         let mut words = line.split_whitespace();
@@ -592,11 +612,11 @@ pub async fn clients(args: FanoutClientArgs) -> anyhow::Result<()> {
                 *lock(&arrivals) = Arrivals::default();
                 commits.clear();
             }
-            (Some("commit"), Some(cursor), Some(at)) => {
-                commits.push((cursor.parse()?, at.parse()?));
+            (Some("count"), None, None) => println!("count {}", lock(&arrivals).received),
+            (Some("commit"), Some(xid), Some(at)) => {
+                commits.insert(xid.parse()?, at.parse()?);
             }
             (Some("report"), None, None) => {
-                commits.sort_unstable();
                 let report = lock(&arrivals).report(&commits)?;
                 println!("report {}", serde_json::to_string(&report)?);
             }

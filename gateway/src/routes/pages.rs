@@ -161,7 +161,7 @@ async fn send_link(
         .try_acquire_owned()
         .map_err(|_| limited(std::time::Duration::from_secs(1)))?;
     let worker = state.clone();
-    tokio::spawn(async move {
+    state.tasks().spawn(async move {
         let _permit = permit;
         if let Err(e) = deliver_link(&worker, &email, &meta.0).await {
             tracing::warn!("sign-in link not sent: {e}");
