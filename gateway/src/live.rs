@@ -26,7 +26,8 @@ use domain::{Permission, Scope};
 use eventstore::{Cursor, EventFilter, Store};
 use futures::{SinkExt, StreamExt};
 use projections::bus::CloudEvent;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -76,10 +77,10 @@ impl Channel {
 /// `orgId:channel`.
 type Room = (String, Channel);
 
-/// The data messages an event becomes: `(channel, message type)`.
-fn messages_for(event: &CloudEvent) -> Vec<(Channel, String)> {
-    let stored = event.stored_type();
-    let (noun, verb) = stored.split_once('.').unwrap_or((&stored, ""));
+/// The data messages an event of stored type `stored` (`noun.verb`) becomes:
+/// `(channel, message type)`.
+fn messages_for(stored: &str) -> Vec<(Channel, String)> {
+    let (noun, verb) = stored.split_once('.').unwrap_or((stored, ""));
     match noun {
         "task" | "label" | "category" => {
             let action = match verb {
@@ -108,27 +109,61 @@ fn frame(value: &Value) -> Utf8Bytes {
     Utf8Bytes::from(value.to_string())
 }
 
-/// A data message for `event` on `channel`.
-fn data_frame(event: &CloudEvent, org: &str, channel: Channel, kind: &str) -> Utf8Bytes {
+/// A data message on the wire.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DataMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    scope: &'static str,
+    org_id: &'a str,
+    channel: &'static str,
+    ts: i64,
+    cursor: &'a str,
+    data: DataBody<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DataBody<'a> {
+    id: &'a str,
+    aggregate_type: &'a str,
+    event: &'a str,
+    event_id: &'a str,
+    sequence: i64,
+    time: &'a str,
+    /// The event's payload, copied as stored (not parsed again).
+    changes: &'a RawValue,
+}
+
+/// The data message for `event` (of stored type `stored`) on `channel`.
+fn data_frame(
+    event: &CloudEvent,
+    stored: &str,
+    org: &str,
+    channel: Channel,
+    kind: &str,
+) -> Utf8Bytes {
     let (aggregate_type, aggregate_id) = event.stream();
-    let data: Value = serde_json::from_str(event.data.get()).unwrap_or(Value::Null);
-    frame(&json!({
-        "type": kind,
-        "scope": "CHANNEL",
-        "orgId": org,
-        "channel": channel.as_str(),
-        "ts": now_ms(),
-        "cursor": event.cairncursor,
-        "data": {
-            "id": aggregate_id,
-            "aggregateType": aggregate_type,
-            "event": event.stored_type(),
-            "eventId": event.id,
-            "sequence": event.cairnsequence,
-            "time": event.time,
-            "changes": data,
+    let message = DataMessage {
+        kind,
+        scope: "CHANNEL",
+        org_id: org,
+        channel: channel.as_str(),
+        ts: now_ms(),
+        cursor: &event.cairncursor,
+        data: DataBody {
+            id: aggregate_id,
+            aggregate_type,
+            event: stored,
+            event_id: &event.id,
+            sequence: event.cairnsequence,
+            time: &event.time,
+            changes: &event.data,
         },
-    }))
+    };
+    // A struct of strings and a raw value always serializes.
+    Utf8Bytes::from(serde_json::to_string(&message).unwrap_or_default())
 }
 
 /// What a connection's writer sends.
@@ -265,9 +300,10 @@ impl Hub {
                     let Some(org) = event.cairnorg.clone() else {
                         continue;
                     };
-                    for (channel, kind) in messages_for(&event) {
+                    let stored = event.stored_type();
+                    for (channel, kind) in messages_for(&stored) {
                         let room = (org.clone(), channel);
-                        let message = data_frame(&event, &org, channel, &kind);
+                        let message = data_frame(&event, &stored, &org, channel, &kind);
                         self.send_room(&room, None, &message, Some(cursor));
                     }
                 }
@@ -685,10 +721,11 @@ async fn replay(
     }
     for event in &events {
         let event = CloudEvent::from_recorded(event);
-        for (channel, kind) in messages_for(&event) {
+        let stored = event.stored_type();
+        for (channel, kind) in messages_for(&stored) {
             if channel == room.1 {
-                sink.send(Message::Text(data_frame(&event, &room.0, channel, &kind)))
-                    .await?;
+                let message = data_frame(&event, &stored, &room.0, channel, &kind);
+                sink.send(Message::Text(message)).await?;
             }
         }
         if let Some(cursor) = event.cursor() {
@@ -696,4 +733,52 @@ async fn replay(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_message_carries_the_payload_as_stored() {
+        let event: CloudEvent = serde_json::from_value(json!({
+            "specversion": "1.0",
+            "id": "e1",
+            "source": "/orgs/o1/task/t1",
+            "type": "cairn.task.created.v1",
+            "subject": "task/t1",
+            "time": "2026-11-22T05:00:00Z",
+            "datacontenttype": "application/json",
+            "data": {"title": "Ship", "labels": [1, 2]},
+            "cairncursor": "c1",
+            "cairnsequence": 1,
+            "cairnorg": "o1",
+        }))
+        .expect("event");
+        let stored = event.stored_type();
+        assert_eq!(
+            messages_for(&stored),
+            vec![(Channel::Tasks, "CREATE_TASK".to_owned())]
+        );
+        let message: Value = serde_json::from_str(&data_frame(
+            &event,
+            &stored,
+            "o1",
+            Channel::Tasks,
+            "CREATE_TASK",
+        ))
+        .expect("json");
+        assert_eq!(message["type"], "CREATE_TASK");
+        assert_eq!(message["orgId"], "o1");
+        assert_eq!(message["channel"], "tasks");
+        assert_eq!(message["cursor"], "c1");
+        assert_eq!(message["data"]["id"], "t1");
+        assert_eq!(message["data"]["aggregateType"], "task");
+        assert_eq!(message["data"]["event"], "task.created");
+        assert_eq!(message["data"]["eventId"], "e1");
+        assert_eq!(
+            message["data"]["changes"],
+            json!({"title": "Ship", "labels": [1, 2]})
+        );
+    }
 }
