@@ -6,14 +6,14 @@
 //! and accept `?after=<cursor>` (a write's `Cairn-Cursor`) to wait until they include it.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, patch};
 use axum::{Json, Router};
-use commands::{CommandError, Cursor, Receipt};
+use commands::{CommandError, Receipt};
 use cqrs_es::Aggregate;
 use domain::label::{Category, Color, Label, TagCommand, TagError, TagRequest};
 use domain::task::{
@@ -23,6 +23,7 @@ use domain::task::{
 use domain::{
     CategoryId, CommentId, Grant, LabelId, Name, OrgId, Permission, Scope, TaskId, Text, UserId,
 };
+use projections::access::Class;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -107,32 +108,11 @@ impl DomainStatus for TaskError {
 
 // ---- read-your-writes, grants and references ----
 
-/// How long a read waits for `?after=`, or a write for this node's own last commit.
-const CATCH_UP: Duration = Duration::from_secs(5);
-
-/// Waits until projection `name` includes `cursor`; 503 `not_caught_up` if it does not in time.
-pub(crate) async fn caught_up(ready: &Ready, name: &str, cursor: Cursor) -> Result<(), ApiError> {
-    let reached =
-        projections::runner::wait_for(ready.store.pool(), name, cursor, CATCH_UP, None).await?;
-    if reached {
-        Ok(())
-    } else {
-        Err(ApiError::Unavailable(Some(
-            format!("the {name} read model has not caught up yet; retry").into(),
-        )))
-    }
-}
-
-/// Waits until `name` includes everything this node has committed (so a client that just
-/// created an organization or a label can use it at once).
-pub(crate) async fn caught_up_locally(ready: &Ready, name: &str) -> Result<(), ApiError> {
-    let local = ready.store.committed_here();
-    caught_up(ready, name, local).await
-}
-
 /// The caller's grant in `org`, from the memberships read model.
 async fn grant(ready: &Ready, org: OrgId, caller: &Principal) -> Result<Grant, ApiError> {
-    caught_up_locally(ready, projections::memberships::NAME).await?;
+    ready
+        .caught_up_locally(projections::memberships::NAME)
+        .await?;
     let pool = ready.store.pool();
     let member =
         projections::memberships::is_member(pool, org.as_uuid(), caller.user_id.as_uuid()).await?;
@@ -154,7 +134,9 @@ async fn grant(ready: &Ready, org: OrgId, caller: &Principal) -> Result<Grant, A
     })
 }
 
-/// Lets a member read `org` (after `?after=` if given); anyone else gets 404.
+/// Lets whoever the access policy lets read `org`'s board read it, after `?after=` if given.
+/// Access is decided first (a stranger learns nothing and costs no wait: 404), the cursor is
+/// checked at once (400 if malformed or never returned), and only then does the read wait.
 async fn readable(
     ready: &Ready,
     org: &str,
@@ -162,26 +144,23 @@ async fn readable(
     after: Option<&str>,
     projection: &str,
 ) -> Result<OrgId, ApiError> {
-    caller.require(Scope::TasksRead)?;
-    let org: OrgId = parse_id(org, "organization")?;
-    if let Some(after) = after {
-        let cursor: Cursor = after.parse().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "`after` is not a Cairn cursor")
-        })?;
-        caught_up(ready, projection, cursor).await?;
-        caught_up(ready, projections::memberships::NAME, cursor).await?;
+    if !caller.reader().scoped_for(Class::Board) {
+        caller.require(Scope::TasksRead)?;
     }
-    if !projections::memberships::is_member(
-        ready.store.pool(),
-        org.as_uuid(),
-        caller.user_id.as_uuid(),
-    )
-    .await?
-    {
+    let org: OrgId = parse_id(org, "organization")?;
+    let after = ready.after_cursor(after).await?;
+    let access = ready.access(Some(caller), Some(org.as_uuid())).await?;
+    if !access.may_read(Class::Board, Some(org.as_uuid()), None) {
         return Err(ApiError::not_found(
             "organization_not_found",
             "no such organization",
         ));
+    }
+    if let Some(cursor) = after {
+        ready.caught_up(projection, cursor).await?;
+        ready
+            .caught_up(projections::memberships::NAME, cursor)
+            .await?;
     }
     Ok(org)
 }
@@ -202,7 +181,7 @@ async fn check_labels(
     if labels.is_empty() {
         return Ok(());
     }
-    caught_up_locally(ready, projections::board::NAME).await?;
+    ready.caught_up_locally(projections::board::NAME).await?;
     let ids: Vec<Uuid> = labels.iter().map(|l| l.as_uuid()).collect();
     let found: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM labels WHERE org_id = $1 AND label_id = ANY($2) AND deleted_at IS NULL",
@@ -230,7 +209,7 @@ async fn check_category(
     let Some(category) = category else {
         return Ok(());
     };
-    caught_up_locally(ready, projections::board::NAME).await?;
+    ready.caught_up_locally(projections::board::NAME).await?;
     let found: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM categories WHERE org_id = $1 AND category_id = $2 AND deleted_at IS NULL)",
     )
@@ -248,23 +227,25 @@ async fn check_category(
     }
 }
 
-/// Every assignee is a member of `org` (422 `assignee_not_member` otherwise).
+/// Every assignee is a member of `org` (422 `assignee_not_member` otherwise), in one query.
 async fn check_assignees(
     ready: &Ready,
     org: OrgId,
     users: &BTreeSet<UserId>,
 ) -> Result<(), ApiError> {
-    for user in users {
-        if !projections::memberships::is_member(ready.store.pool(), org.as_uuid(), user.as_uuid())
-            .await?
-        {
-            return Err(unprocessable(
-                "assignee_not_member",
-                format!("user {user} is not a member"),
-            ));
-        }
+    if users.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let ids: Vec<Uuid> = users.iter().map(|u| u.as_uuid()).collect();
+    let members =
+        projections::memberships::members_among(ready.store.pool(), org.as_uuid(), &ids).await?;
+    match users.iter().find(|u| !members.contains(&u.as_uuid())) {
+        None => Ok(()),
+        Some(user) => Err(unprocessable(
+            "assignee_not_member",
+            format!("user {user} is not a member"),
+        )),
+    }
 }
 
 // ---- running commands ----

@@ -64,15 +64,16 @@ async fn erase(
     caller.require_session()?;
     let ready = state.ready()?;
     let receipt = ready.identity.erase(caller.user_id, &meta.0).await?;
-    ready.identity_caught_up(receipt.cursor).await;
+    ready.identity_applied(receipt.cursor).await?;
     let response = Json(json!({ "receipt": receipt_json(&receipt) })).into_response();
     Ok(with_session_cookie(response, &state, "", 0))
 }
 
 async fn sessions(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
+    caller.require_account_access()?;
     let ready = state.ready()?;
     let current = match caller.via {
-        Via::Session { session_id } => Some(session_id.as_uuid()),
+        Via::Session { session_id, .. } => Some(session_id.as_uuid()),
         Via::ApiKey { .. } => None,
     };
     let rows =
@@ -99,17 +100,19 @@ async fn revoke_session(
     ApiPath(id): ApiPath<String>,
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
+    caller.require_account_access()?;
     let session_id: SessionId = parse_id(&id, "session")?;
     let ready = state.ready()?;
     let receipt = ready
         .identity
         .revoke_session(caller.user_id, session_id, &meta.0)
         .await?;
-    ready.identity_caught_up(receipt.cursor).await;
+    ready.identity_applied(receipt.cursor).await?;
     Ok(Json(json!({ "receipt": receipt_json(&receipt) })).into_response())
 }
 
 async fn api_keys(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
+    caller.require_account_access()?;
     let ready = state.ready()?;
     let rows =
         projections::identity::api_keys_of(ready.store.pool(), caller.user_id.as_uuid()).await?;
@@ -187,12 +190,13 @@ async fn revoke_api_key(
     ApiPath(id): ApiPath<String>,
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
+    caller.require_account_access()?;
     let key_id: ApiKeyId = parse_id(&id, "API key")?;
     let ready = state.ready()?;
     let receipt = ready
         .identity
         .revoke_api_key(caller.user_id, key_id, &meta.0)
         .await?;
-    ready.identity_caught_up(receipt.cursor).await;
+    ready.identity_applied(receipt.cursor).await?;
     Ok(Json(json!({ "receipt": receipt_json(&receipt) })).into_response())
 }
