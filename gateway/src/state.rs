@@ -211,22 +211,17 @@ impl Ready {
         self.caught_up(name, self.store.committed_here()).await
     }
 
-    /// A `?after=` cursor as given: 400 `invalid_cursor` if it is not a cursor, or if it lies
-    /// beyond the newest commit (no commit ever returned it, so waiting would be in vain).
-    pub async fn after_cursor(&self, after: Option<&str>) -> Result<Option<Cursor>, ApiError> {
-        let Some(text) = after.filter(|t| !t.is_empty()) else {
-            return Ok(None);
-        };
-        let cursor: Cursor = text.parse().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "`after` is not a Cairn cursor")
-        })?;
-        if cursor > self.store.committed_here() && cursor > self.store.head().await? {
-            return Err(ApiError::bad_request(
+    /// Fails with 400 `invalid_cursor` if `cursor` lies beyond the newest commit: no commit
+    /// ever returned it, so waiting for it would be in vain.
+    pub async fn committed(&self, cursor: Cursor) -> Result<(), ApiError> {
+        if cursor <= self.store.committed_here() || cursor <= self.store.head().await? {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(
                 "invalid_cursor",
                 "`after` is past the newest event; use a cursor Cairn returned",
-            ));
+            ))
         }
-        Ok(Some(cursor))
     }
 
     /// What `caller` may read (in `org` only, when given), by the one access policy, after

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, patch};
 use axum::{Json, Router};
-use commands::{CommandError, Receipt};
+use commands::{CommandError, Cursor, Receipt};
 use cqrs_es::Aggregate;
 use domain::label::{Category, Color, Label, TagCommand, TagError, TagRequest};
 use domain::task::{
@@ -145,10 +145,13 @@ async fn readable(
     projection: &str,
 ) -> Result<OrgId, ApiError> {
     if !caller.reader().scoped_for(Class::Board) {
-        caller.require(Scope::TasksRead)?;
+        return Err(ApiError::forbidden(
+            "insufficient_scope",
+            "this API key lacks the `tasks:read` scope (or `events:read`)",
+        ));
     }
     let org: OrgId = parse_id(org, "organization")?;
-    let after = ready.after_cursor(after).await?;
+    let after = after.map(parse_cursor).transpose()?;
     let access = ready.access(Some(caller), Some(org.as_uuid())).await?;
     if !access.may_read(Class::Board, Some(org.as_uuid()), None) {
         return Err(ApiError::not_found(
@@ -157,12 +160,18 @@ async fn readable(
         ));
     }
     if let Some(cursor) = after {
+        ready.committed(cursor).await?;
         ready.caught_up(projection, cursor).await?;
         ready
             .caught_up(projections::memberships::NAME, cursor)
             .await?;
     }
     Ok(org)
+}
+
+fn parse_cursor(text: &str) -> Result<Cursor, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request("invalid_cursor", "`after` is not a Cairn cursor"))
 }
 
 fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
