@@ -211,6 +211,17 @@ impl Ready {
         self.caught_up(name, self.store.committed_here()).await
     }
 
+    /// Parses `?after=`: 400 `invalid_cursor` for text that is not a Cairn cursor.
+    pub fn parse_after(after: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+        after
+            .map(|text| {
+                text.parse().map_err(|_| {
+                    ApiError::bad_request("invalid_cursor", "`after` is not a Cairn cursor")
+                })
+            })
+            .transpose()
+    }
+
     /// Fails with 400 `invalid_cursor` if `cursor` lies beyond the newest commit: no commit
     /// ever returned it, so waiting for it would be in vain.
     pub async fn committed(&self, cursor: Cursor) -> Result<(), ApiError> {
@@ -221,6 +232,27 @@ impl Ready {
                 "invalid_cursor",
                 "`after` is past the newest event; use a cursor Cairn returned",
             ))
+        }
+    }
+
+    /// For `?after=<cursor>` on a read of projection `name` (and `also`, when the read
+    /// joins another): 400 `invalid_cursor` at once for text that is no cursor or a cursor
+    /// past the newest commit, else a wait until the read model includes it. Call it after
+    /// access is decided, so strangers cost no wait.
+    pub async fn read_after(
+        &self,
+        after: Option<Cursor>,
+        name: &str,
+        also: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(cursor) = after else {
+            return Ok(());
+        };
+        self.committed(cursor).await?;
+        self.caught_up(name, cursor).await?;
+        match also {
+            Some(other) => self.caught_up(other, cursor).await,
+            None => Ok(()),
         }
     }
 

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, patch};
 use axum::{Json, Router};
-use commands::{CommandError, Cursor, Receipt};
+use commands::{CommandError, Receipt};
 use cqrs_es::Aggregate;
 use domain::label::{Category, Color, Label, TagCommand, TagError, TagRequest};
 use domain::task::{
@@ -30,6 +30,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::orgs::written;
+use super::paging::ListQuery;
 use crate::auth::{Auth, Principal};
 use crate::error::{ApiError, DomainStatus};
 use crate::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
@@ -151,7 +152,7 @@ async fn readable(
         ));
     }
     let org: OrgId = parse_id(org, "organization")?;
-    let after = after.map(parse_cursor).transpose()?;
+    let after = Ready::parse_after(after)?;
     let access = ready.access(Some(caller), Some(org.as_uuid())).await?;
     if !access.may_read(Class::Board, Some(org.as_uuid()), None) {
         return Err(ApiError::not_found(
@@ -159,19 +160,10 @@ async fn readable(
             "no such organization",
         ));
     }
-    if let Some(cursor) = after {
-        ready.committed(cursor).await?;
-        ready.caught_up(projection, cursor).await?;
-        ready
-            .caught_up(projections::memberships::NAME, cursor)
-            .await?;
-    }
+    ready
+        .read_after(after, projection, Some(projections::memberships::NAME))
+        .await?;
     Ok(org)
-}
-
-fn parse_cursor(text: &str) -> Result<Cursor, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::bad_request("invalid_cursor", "`after` is not a Cairn cursor"))
 }
 
 fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -314,8 +306,9 @@ async fn members(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath(org): ApiPath<String>,
-    ApiQuery(q): ApiQuery<After>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let paging = q.paging()?;
     let ready = state.ready()?;
     let org = readable(
         ready,
@@ -325,29 +318,39 @@ async fn members(
         projections::memberships::NAME,
     )
     .await?;
-    let rows: Vec<(Uuid, time::OffsetDateTime, Vec<String>)> = sqlx::query_as(
+    let mut rows: Vec<(Uuid, time::OffsetDateTime, Vec<String>)> = sqlx::query_as(
         "SELECT m.user_id, m.added_at,
                 coalesce(array_agg(DISTINCT p.permission) FILTER (WHERE p.permission IS NOT NULL), '{}')
            FROM org_members m
            LEFT JOIN effective_permissions p ON p.org_id = m.org_id AND p.user_id = m.user_id
-          WHERE m.org_id = $1 GROUP BY m.user_id, m.added_at ORDER BY m.added_at",
+          WHERE m.org_id = $1
+            AND ($2::timestamptz IS NULL OR (m.added_at, m.user_id) > ($2::timestamptz, $3::uuid))
+          GROUP BY m.user_id, m.added_at ORDER BY m.added_at, m.user_id LIMIT $4",
     )
     .bind(org.as_uuid())
+    .bind(paging.key())
+    .bind(paging.id())
+    .bind(paging.fetch())
     .fetch_all(ready.store.pool())
     .await?;
+    let next = paging.finish(&mut rows, |(user, added, _)| (at(*added), *user));
     let members: Vec<Value> = rows
         .into_iter()
         .map(|(user, added, perms)| json!({"user_id": user, "added_at": at(added), "permissions": perms}))
         .collect();
-    Ok(Json(json!({ "members": members })))
+    Ok(Json(json!({ "members": members, "next": next })))
 }
+
+/// A team: id, name, permissions, members, created.
+type TeamRow = (Uuid, String, Vec<String>, Vec<Uuid>, time::OffsetDateTime);
 
 async fn teams(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath(org): ApiPath<String>,
-    ApiQuery(q): ApiQuery<After>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let paging = q.paging()?;
     let ready = state.ready()?;
     let org = readable(
         ready,
@@ -357,20 +360,28 @@ async fn teams(
         projections::memberships::NAME,
     )
     .await?;
-    let rows: Vec<(Uuid, String, Vec<String>, Vec<Uuid>)> = sqlx::query_as(
-        "SELECT t.team_id, t.name, t.permissions,
-                coalesce(array_agg(tm.user_id) FILTER (WHERE tm.user_id IS NOT NULL), '{}')
-           FROM org_teams t LEFT JOIN org_team_members tm ON tm.team_id = t.team_id
-          WHERE t.org_id = $1 GROUP BY t.team_id ORDER BY t.created_at",
-    )
-    .bind(org.as_uuid())
-    .fetch_all(ready.store.pool())
-    .await?;
+    let mut rows: Vec<TeamRow> =
+        sqlx::query_as(
+            "SELECT t.team_id, t.name, t.permissions,
+                    coalesce(array_agg(tm.user_id) FILTER (WHERE tm.user_id IS NOT NULL), '{}'),
+                    t.created_at
+               FROM org_teams t LEFT JOIN org_team_members tm ON tm.team_id = t.team_id
+              WHERE t.org_id = $1
+                AND ($2::timestamptz IS NULL OR (t.created_at, t.team_id) > ($2::timestamptz, $3::uuid))
+              GROUP BY t.team_id ORDER BY t.created_at, t.team_id LIMIT $4",
+        )
+        .bind(org.as_uuid())
+        .bind(paging.key())
+        .bind(paging.id())
+        .bind(paging.fetch())
+        .fetch_all(ready.store.pool())
+        .await?;
+    let next = paging.finish(&mut rows, |r| (at(r.4), r.0));
     let teams: Vec<Value> = rows
         .into_iter()
-        .map(|(id, name, perms, members)| json!({"id": id, "name": name, "permissions": perms, "members": members}))
+        .map(|(id, name, perms, members, _)| json!({"id": id, "name": name, "permissions": perms, "members": members}))
         .collect();
-    Ok(Json(json!({ "teams": teams })))
+    Ok(Json(json!({ "teams": teams, "next": next })))
 }
 
 // ---- labels and categories ----
@@ -401,23 +412,38 @@ async fn list_tags(
     state: &AppState,
     caller: &Principal,
     org: &str,
-    after: Option<&str>,
+    q: &ListQuery,
     table: &str,
     key: &str,
 ) -> Result<Json<Value>, ApiError> {
+    let paging = q.paging()?;
     let ready = state.ready()?;
-    let org = readable(ready, org, caller, after, projections::board::NAME).await?;
-    let rows: Vec<(Uuid, String, String)> = sqlx::query_as(&format!(
-        "SELECT {key}, name, color FROM {table} WHERE org_id = $1 AND deleted_at IS NULL ORDER BY name"
+    let org = readable(
+        ready,
+        org,
+        caller,
+        q.after.as_deref(),
+        projections::board::NAME,
+    )
+    .await?;
+    let mut rows: Vec<(Uuid, String, String)> = sqlx::query_as(&format!(
+        "SELECT {key}, name, color FROM {table}
+          WHERE org_id = $1 AND deleted_at IS NULL
+            AND ($2::text IS NULL OR (name, {key}) > ($2, $3::uuid))
+          ORDER BY name, {key} LIMIT $4"
     ))
     .bind(org.as_uuid())
+    .bind(paging.key())
+    .bind(paging.id())
+    .bind(paging.fetch())
     .fetch_all(ready.store.pool())
     .await?;
+    let next = paging.finish(&mut rows, |(id, name, _)| (name.clone(), *id));
     let items: Vec<Value> = rows
         .into_iter()
         .map(|(id, name, color)| json!({"id": id, "name": name, "color": color}))
         .collect();
-    Ok(Json(json!({ table: items })))
+    Ok(Json(json!({ table: items, "next": next })))
 }
 
 async fn tag_command<A>(
@@ -454,9 +480,9 @@ macro_rules! tag_routes {
             State(state): State<AppState>,
             Auth(caller): Auth,
             ApiPath(org): ApiPath<String>,
-            ApiQuery(q): ApiQuery<After>,
+            ApiQuery(q): ApiQuery<ListQuery>,
         ) -> Result<Json<Value>, ApiError> {
-            list_tags(&state, &caller, &org, q.after.as_deref(), $table, $key).await
+            list_tags(&state, &caller, &org, &q, $table, $key).await
         }
 
         async fn $create(
@@ -921,8 +947,9 @@ async fn list_comments(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath((org, task)): ApiPath<(String, String)>,
-    ApiQuery(q): ApiQuery<After>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let paging = q.paging()?;
     let ready = state.ready()?;
     let org = readable(
         ready,
@@ -933,19 +960,25 @@ async fn list_comments(
     )
     .await?;
     let task: TaskId = parse_id(&task, "task")?;
-    let rows: Vec<CommentRow> = sqlx::query_as(
+    let mut rows: Vec<CommentRow> = sqlx::query_as(
         "SELECT comment_id, author, body, created_at, edited_at FROM task_comments
-          WHERE org_id = $1 AND task_id = $2 AND deleted_at IS NULL ORDER BY created_at",
+          WHERE org_id = $1 AND task_id = $2 AND deleted_at IS NULL
+            AND ($3::timestamptz IS NULL OR (created_at, comment_id) > ($3::timestamptz, $4::uuid))
+          ORDER BY created_at, comment_id LIMIT $5",
     )
     .bind(org.as_uuid())
     .bind(task.as_uuid())
+    .bind(paging.key())
+    .bind(paging.id())
+    .bind(paging.fetch())
     .fetch_all(ready.store.pool())
     .await?;
+    let next = paging.finish(&mut rows, |r| (at(r.3), r.0));
     let comments: Vec<Value> = rows
         .into_iter()
         .map(|(id, author, body, created, edited)| {
             json!({"id": id, "author": author, "body": body, "created_at": at(created), "edited_at": edited.map(at)})
         })
         .collect();
-    Ok(Json(json!({ "comments": comments })))
+    Ok(Json(json!({ "comments": comments, "next": next })))
 }
