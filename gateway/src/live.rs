@@ -378,11 +378,13 @@ impl Hub {
                 }
                 let mut lost = Vec::new();
                 let ready = match state.ready() {
-                    Ok(ready) => ready
-                        .caught_up(projections::memberships::NAME, at)
-                        .await
-                        .ok()
-                        .map(|()| ready),
+                    Ok(ready) => match ready.caught_up(projections::memberships::NAME, at).await {
+                        Ok(()) => Some(ready),
+                        Err(e) => {
+                            tracing::warn!(%org, "closing the admin channel to be safe: {e}");
+                            None
+                        }
+                    },
                     Err(_) => None,
                 };
                 for (id, reader) in readers {

@@ -180,7 +180,7 @@ impl AppState {
 
 impl Ready {
     /// Waits until projection `name` includes `cursor`, woken by its progress; 503
-    /// `unavailable` (logged at WARN) if it does not within [`CATCH_UP`].
+    /// `unavailable` if it does not within [`CATCH_UP`] (the request log records it at WARN).
     pub async fn caught_up(&self, name: &str, cursor: Cursor) -> Result<(), ApiError> {
         let reached = projections::runner::wait_for(
             self.store.pool(),
@@ -193,12 +193,7 @@ impl Ready {
         if reached {
             Ok(())
         } else {
-            tracing::warn!(
-                projection = name,
-                %cursor,
-                "the read model has not caught up within {} s",
-                CATCH_UP.as_secs()
-            );
+            // The request log says so at WARN, with this cause.
             Err(ApiError::Unavailable(Some(
                 format!("the {name} read model has not caught up yet; retry").into(),
             )))
