@@ -957,6 +957,279 @@ mod tests {
             .then_expect_events(vec![V::MemberRemoved { user_id: alice() }]);
     }
 
+    // Finding 1 of the 2026-12-03 security review: `admin.manageTeams` was as good as
+    // administrator. Bob holds only what the `Ops` team gives him (manageTeams and
+    // tasks.create); Carol is a plain member; Dave manages members.
+    fn ops() -> TeamId {
+        TeamId::from_uuid(Uuid::from_u128(10))
+    }
+    fn crew() -> TeamId {
+        TeamId::from_uuid(Uuid::from_u128(11))
+    }
+    fn editors() -> TeamId {
+        TeamId::from_uuid(Uuid::from_u128(12))
+    }
+    fn writers() -> TeamId {
+        TeamId::from_uuid(Uuid::from_u128(13))
+    }
+    fn people() -> TeamId {
+        TeamId::from_uuid(Uuid::from_u128(14))
+    }
+    fn carol() -> UserId {
+        UserId::from_uuid(Uuid::from_u128(5))
+    }
+    fn dave() -> UserId {
+        UserId::from_uuid(Uuid::from_u128(6))
+    }
+    fn team_with(id: TeamId, team_name: &str, permissions: &[Permission]) -> Vec<V> {
+        vec![
+            V::TeamCreated {
+                team_id: id,
+                name: name(team_name),
+            },
+            V::TeamPermissionsSet {
+                team_id: id,
+                permissions: permissions.iter().copied().collect(),
+            },
+        ]
+    }
+    fn delegated() -> Vec<V> {
+        let mut events = founded();
+        events.extend(team_with(
+            ops(),
+            "Ops",
+            &[Permission::ManageTeams, Permission::CreateTasks],
+        ));
+        events.push(V::TeamMemberAdded {
+            team_id: ops(),
+            user_id: bob(),
+        });
+        events.extend(team_with(crew(), "Crew", &[]));
+        events.extend(team_with(editors(), "Editors", &[Permission::EditTasks]));
+        events.extend(team_with(writers(), "Writers", &[Permission::CreateTasks]));
+        events.push(V::MemberAdded { user_id: carol() });
+        events.push(V::MemberAdded { user_id: dave() });
+        events.extend(team_with(people(), "People", &[Permission::ManageMembers]));
+        events.push(V::TeamMemberAdded {
+            team_id: people(),
+            user_id: dave(),
+        });
+        events
+    }
+    fn set(team_id: TeamId, permissions: &[Permission]) -> C {
+        C::SetTeamPermissions {
+            team_id,
+            permissions: permissions.iter().copied().collect(),
+        }
+    }
+    async fn refused(given: Vec<V>, by: UserId, command: C, missing: Permission) {
+        Given::with(())
+            .given(given)
+            .when_async(Request::by_user(by, command))
+            .await
+            .then_expect_error(E::Forbidden(missing));
+    }
+    /// The one event each of these commands gives when it is allowed and changes something.
+    fn the_event(command: &C) -> V {
+        match command.clone() {
+            C::SetTeamPermissions {
+                team_id,
+                permissions,
+            } => V::TeamPermissionsSet {
+                team_id,
+                permissions,
+            },
+            C::AddTeamMember { team_id, user_id } => V::TeamMemberAdded { team_id, user_id },
+            C::RemoveTeamMember { team_id, user_id } => V::TeamMemberRemoved { team_id, user_id },
+            C::RenameTeam { team_id, name } => V::TeamRenamed { team_id, name },
+            C::DeleteTeam { team_id } => V::TeamDeleted { team_id },
+            C::RemoveMember { user_id } => V::MemberRemoved { user_id },
+            other => unreachable!("not used here: {other:?}"),
+        }
+    }
+    async fn allowed(given: Vec<V>, by: UserId, command: C) {
+        let expected = the_event(&command);
+        Given::with(())
+            .given(given)
+            .when_async(Request::by_user(by, command))
+            .await
+            .then_expect_events(vec![expected]);
+    }
+
+    #[tokio::test]
+    async fn escalation_a_team_manager_grants_only_permissions_they_hold() {
+        allowed(delegated(), bob(), set(crew(), &[Permission::CreateTasks])).await;
+        refused(
+            delegated(),
+            bob(),
+            set(crew(), &[Permission::CreateTasks, Permission::EditTasks]),
+            Permission::EditTasks,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn escalation_only_an_administrator_grants_admin_permissions() {
+        for admin in [
+            Permission::Administrator,
+            Permission::ManageTeams,
+            Permission::ManageMembers,
+            Permission::ManageSettings,
+        ] {
+            // Even manageTeams, which Bob holds: handing out admin.* is for administrators.
+            refused(
+                delegated(),
+                bob(),
+                set(crew(), &[admin]),
+                Permission::Administrator,
+            )
+            .await;
+            allowed(delegated(), alice(), set(crew(), &[admin])).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn escalation_taking_permissions_away_needs_them_too() {
+        refused(
+            delegated(),
+            bob(),
+            set(editors(), &[]),
+            Permission::EditTasks,
+        )
+        .await;
+        allowed(delegated(), bob(), set(writers(), &[])).await;
+        allowed(delegated(), alice(), set(editors(), &[])).await;
+    }
+
+    #[tokio::test]
+    async fn escalation_a_team_manager_cannot_touch_the_administrators_team() {
+        let add = |user_id| C::AddTeamMember {
+            team_id: admins(),
+            user_id,
+        };
+        for command in [
+            add(bob()),
+            add(carol()),
+            C::RemoveTeamMember {
+                team_id: admins(),
+                user_id: alice(),
+            },
+            C::RenameTeam {
+                team_id: admins(),
+                name: name("Owners"),
+            },
+            C::DeleteTeam { team_id: admins() },
+            set(
+                admins(),
+                &[Permission::Administrator, Permission::CreateTasks],
+            ),
+        ] {
+            refused(delegated(), bob(), command, Permission::Administrator).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn escalation_teams_granting_admin_permissions_are_changed_by_administrators_only() {
+        for command in [
+            C::AddTeamMember {
+                team_id: ops(),
+                user_id: carol(),
+            },
+            C::RemoveTeamMember {
+                team_id: ops(),
+                user_id: bob(),
+            },
+            C::RenameTeam {
+                team_id: ops(),
+                name: name("Operations"),
+            },
+            C::DeleteTeam { team_id: ops() },
+            set(ops(), &[Permission::CreateTasks]),
+        ] {
+            refused(
+                delegated(),
+                bob(),
+                command.clone(),
+                Permission::Administrator,
+            )
+            .await;
+            allowed(delegated(), alice(), command).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn escalation_team_membership_needs_the_teams_permissions() {
+        let add = |team_id| C::AddTeamMember {
+            team_id,
+            user_id: carol(),
+        };
+        allowed(delegated(), bob(), add(writers())).await;
+        allowed(delegated(), bob(), add(crew())).await;
+        refused(delegated(), bob(), add(editors()), Permission::EditTasks).await;
+        allowed(delegated(), alice(), add(editors())).await;
+
+        let mut carol_edits = delegated();
+        carol_edits.push(V::TeamMemberAdded {
+            team_id: editors(),
+            user_id: carol(),
+        });
+        let remove = C::RemoveTeamMember {
+            team_id: editors(),
+            user_id: carol(),
+        };
+        refused(
+            carol_edits.clone(),
+            bob(),
+            remove.clone(),
+            Permission::EditTasks,
+        )
+        .await;
+        refused(
+            carol_edits.clone(),
+            bob(),
+            C::DeleteTeam { team_id: editors() },
+            Permission::EditTasks,
+        )
+        .await;
+        allowed(carol_edits.clone(), alice(), remove).await;
+        // A name changes nobody's permissions.
+        allowed(
+            carol_edits,
+            bob(),
+            C::RenameTeam {
+                team_id: editors(),
+                name: name("Reviewers"),
+            },
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn escalation_only_an_administrator_removes_an_administrator() {
+        let mut two_admins = delegated();
+        two_admins.push(V::TeamMemberAdded {
+            team_id: admins(),
+            user_id: carol(),
+        });
+        refused(
+            two_admins.clone(),
+            dave(),
+            C::RemoveMember { user_id: alice() },
+            Permission::Administrator,
+        )
+        .await;
+        // Nor a team manager, whose own team grants admin.*.
+        refused(
+            delegated(),
+            dave(),
+            C::RemoveMember { user_id: bob() },
+            Permission::Administrator,
+        )
+        .await;
+        allowed(delegated(), dave(), C::RemoveMember { user_id: carol() }).await;
+        allowed(two_admins, carol(), C::RemoveMember { user_id: alice() }).await;
+    }
+
     #[test]
     fn removing_a_member_empties_their_teams_and_admin_implies_all() {
         let mut org_state = Organization::default();
