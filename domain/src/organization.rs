@@ -5,7 +5,8 @@
 //!
 //! Authorization is a domain rule here: the aggregate knows its members and teams, so it checks
 //! the caller's permission itself. A person who creates an organization becomes its first
-//! administrator, and no command may leave an organization without one.
+//! administrator, and no command may leave an organization without one. Nobody can hand out
+//! more than they hold: see [`Organization::check_delegation`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -257,6 +258,18 @@ impl OrganizationError {
     }
 }
 
+/// Whether `permission` is one of the organization's `admin.*` permissions, which only an
+/// administrator may hand out (see [`Organization::check_delegation`]).
+const fn is_admin(permission: Permission) -> bool {
+    matches!(
+        permission,
+        Permission::Administrator
+            | Permission::ManageMembers
+            | Permission::ManageTeams
+            | Permission::ManageSettings
+    )
+}
+
 /// A team's state inside the aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Team {
@@ -371,6 +384,82 @@ impl Organization {
                 .any(|held| held.grants(permission))
     }
 
+    /// The no-escalation rule, checked after the command's own permission
+    /// ([`Self::required_permission`]). A caller may only change who holds a permission if they
+    /// hold it themselves, and administration stays with administrators:
+    ///
+    /// 1. A team that grants any `admin.*` permission is an *administrative* team (the founder's
+    ///    Administrators team is one). Only an administrator may change such a team in any way:
+    ///    its permissions, its members (adding or removing), its name, or deleting it.
+    /// 2. Only an administrator may grant an `admin.*` permission, that is, make a team
+    ///    administrative.
+    /// 3. Setting a team's permissions needs every permission that is added or taken away (the
+    ///    symmetric difference of the old and new sets).
+    /// 4. Adding someone to a team, taking someone out of it, or deleting it needs every
+    ///    permission the team grants.
+    /// 5. Removing from the organization someone who sits in an administrative team needs
+    ///    administrator. (Removing anyone else needs only `admin.manageMembers`: off-boarding
+    ///    must not depend on what the remover can do on the board.)
+    ///
+    /// Renaming or creating a non-administrative team changes nobody's permissions and needs
+    /// only `admin.manageTeams`. Refusals are [`OrganizationError::Forbidden`] naming the first
+    /// missing permission (`admin.administrator` for rules 1, 2 and 5). An unknown team passes
+    /// here and is reported by the command itself.
+    pub fn check_delegation(
+        &self,
+        user: UserId,
+        command: &OrganizationCommand,
+    ) -> Result<(), OrganizationError> {
+        use OrganizationCommand as C;
+
+        let granted = |team_id: &TeamId| {
+            self.teams
+                .get(team_id)
+                .map(|t| t.permissions.clone())
+                .unwrap_or_default()
+        };
+        let needed: Vec<Permission> = match command {
+            C::SetTeamPermissions {
+                team_id,
+                permissions,
+            } => {
+                let old = granted(team_id);
+                // An administrative team needs administrator even to drop a plain permission.
+                let administrative = old.iter().copied().filter(|p| is_admin(*p));
+                old.symmetric_difference(permissions)
+                    .copied()
+                    .chain(administrative)
+                    .collect()
+            }
+            C::AddTeamMember { team_id, .. }
+            | C::RemoveTeamMember { team_id, .. }
+            | C::DeleteTeam { team_id } => granted(team_id).into_iter().collect(),
+            C::RenameTeam { team_id, .. } => granted(team_id)
+                .into_iter()
+                .filter(|p| is_admin(*p))
+                .collect(),
+            C::RemoveMember { user_id } => self
+                .teams
+                .values()
+                .filter(|t| t.members.contains(user_id))
+                .flat_map(|t| t.permissions.iter().copied())
+                .filter(|p| is_admin(*p))
+                .collect(),
+            C::Create { .. } | C::Rename { .. } | C::AddMember { .. } | C::CreateTeam { .. } => {
+                Vec::new()
+            }
+        };
+        let needed: BTreeSet<Permission> = if needed.iter().any(|p| is_admin(*p)) {
+            [Permission::Administrator].into()
+        } else {
+            needed.into_iter().collect()
+        };
+        match needed.into_iter().find(|p| !self.allows(user, *p)) {
+            Some(missing) => Err(OrganizationError::Forbidden(missing)),
+            None => Ok(()),
+        }
+    }
+
     fn has_administrator(&self) -> bool {
         self.members
             .iter()
@@ -430,6 +519,7 @@ impl Organization {
                     return Err(E::Forbidden(needed));
                 }
             }
+            self.check_delegation(user, &command)?;
         }
         let events = self.decide_change(command)?;
         if self.has_administrator() {
