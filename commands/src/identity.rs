@@ -106,6 +106,8 @@ impl Identity {
     }
 
     /// Records a sign-in link for `email`, known or not, and returns the token to send.
+    /// [`AccountError::TooManyLinks`] means the address has as many live links, or was sent as
+    /// many today, as it may: nothing was recorded, and nothing must be sent.
     pub async fn request_magic_link(
         &self,
         email: &Email,
@@ -118,11 +120,13 @@ impl Identity {
             .map_err(CommandError::Store)?;
         let user_id = UserId::from_uuid(key.subject_id());
         let (secret, token_hash) = new_token();
+        let now = OffsetDateTime::now_utc();
         let command = C::RequestMagicLink {
+            now,
             user_id,
             email: Sealed::new(self.vault.seal(&key, email.as_str())),
             token_hash,
-            expires_at: OffsetDateTime::now_utc() + self.link_ttl,
+            expires_at: now + self.link_ttl,
         };
         let receipt = self.run(user_id, command, &Self::fresh(meta)).await?;
         Ok(MagicLink {

@@ -4,17 +4,28 @@
 //! Secrets never enter the domain: links, sessions and keys arrive as [`Digest`]s of tokens the
 //! `commands` side generated, and the email address as a [`Sealed`] ciphertext.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::{ApiKeyId, Digest, Name, Scope, Sealed, SessionId, UserId};
 
-/// How many outstanding magic links an account remembers; older ones stop working.
-pub const MAX_OPEN_LINKS: usize = 10;
+/// How many sign-in links may be live (sent, unused and unexpired) for one address at once.
+/// A request while this many are live sends nothing: a new request never voids a link already
+/// sent, so nobody can cancel someone else's sign-in by asking for links to their address.
+pub const MAX_LIVE_LINKS: usize = 5;
+
+/// How many sign-in links one address may be sent in a day ([`LINK_WINDOW`]). Further requests
+/// send nothing until the oldest of them leaves the window.
+pub const MAX_LINKS_PER_DAY: usize = 50;
+
+/// The window [`MAX_LINKS_PER_DAY`] counts over. A link is counted from its request until this
+/// long after it *expires* (the stored event carries the expiry, not the request time), so the
+/// window is in effect a day plus a link's lifetime: never more lenient than a day.
+pub const LINK_WINDOW: Duration = Duration::DAY;
 
 /// A session about to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +41,12 @@ pub struct NewSession {
 /// What can be asked of an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountCommand {
-    /// Record that a sign-in link was sent (the account may not be registered yet).
+    /// Record that a sign-in link is to be sent (the account may not be registered yet).
+    /// Refused with [`AccountError::TooManyLinks`] while [`MAX_LIVE_LINKS`] links are live or
+    /// [`MAX_LINKS_PER_DAY`] were sent in the window: then nothing is recorded or sent.
     RequestMagicLink {
+        /// The current time.
+        now: OffsetDateTime,
         /// The account's id.
         user_id: UserId,
         /// The address the link goes to, sealed.
@@ -209,6 +224,11 @@ pub enum AccountError {
     /// An API key needs at least one scope (HTTP 422).
     #[error("an API key needs at least one scope")]
     NoScopes,
+    /// This address has [`MAX_LIVE_LINKS`] live links, or was sent [`MAX_LINKS_PER_DAY`] in the
+    /// window. Never shown to the requester, who gets the same 202 as always (no enumeration);
+    /// the request sends nothing.
+    #[error("too many sign-in links for this address; none sent")]
+    TooManyLinks,
 }
 
 impl AccountError {
@@ -221,6 +241,7 @@ impl AccountError {
             Self::SessionNotFound => "session_not_found",
             Self::ApiKeyNotFound => "api_key_not_found",
             Self::NoScopes => "no_scopes",
+            Self::TooManyLinks => "too_many_links",
         }
     }
 }
@@ -233,6 +254,13 @@ struct OpenLink {
     email: Sealed,
 }
 
+/// A sign-in link counted against [`MAX_LINKS_PER_DAY`], whether used or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SentLink {
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
 /// The account aggregate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -240,8 +268,13 @@ pub struct Account {
     email: Option<Sealed>,
     registered: bool,
     erased: bool,
-    /// Unused links, oldest first (at most [`MAX_OPEN_LINKS`]).
+    /// Unused links, oldest first (at most [`MAX_LIVE_LINKS`]; expired ones leave as new ones
+    /// come).
     links: Vec<OpenLink>,
+    /// The last [`MAX_LINKS_PER_DAY`] links sent, oldest first. (Absent from snapshots taken
+    /// before the daily limit: they start with an empty count.)
+    #[serde(default)]
+    sent: VecDeque<SentLink>,
     /// Live sessions.
     sessions: BTreeSet<SessionId>,
     /// Live API keys.
@@ -259,6 +292,15 @@ impl Account {
         self.erased
     }
 
+    /// Why a sign-in link requested at `now` may not be sent, if it may not: too many live
+    /// links, or too many sent in the window.
+    fn link_refusal(&self, now: OffsetDateTime) -> Option<AccountError> {
+        let live = self.links.iter().filter(|l| l.expires_at > now).count();
+        let since = now - LINK_WINDOW;
+        let today = self.sent.iter().filter(|l| l.expires_at > since).count();
+        (live >= MAX_LIVE_LINKS || today >= MAX_LINKS_PER_DAY).then_some(AccountError::TooManyLinks)
+    }
+
     /// Decides which events a command produces. Pure.
     pub fn decide(&self, command: AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
         use AccountCommand as C;
@@ -273,16 +315,22 @@ impl Account {
         }
         Ok(match command {
             C::RequestMagicLink {
+                now,
                 user_id,
                 email,
                 token_hash,
                 expires_at,
-            } => vec![V::MagicLinkRequested {
-                user_id,
-                email,
-                token_hash,
-                expires_at,
-            }],
+            } => {
+                if let Some(refused) = self.link_refusal(now) {
+                    return Err(refused);
+                }
+                vec![V::MagicLinkRequested {
+                    user_id,
+                    email,
+                    token_hash,
+                    expires_at,
+                }]
+            }
             C::ConsumeMagicLink {
                 token_hash,
                 now,
@@ -398,8 +446,21 @@ impl Aggregate for Account {
                     expires_at,
                     email,
                 });
-                if self.links.len() > MAX_OPEN_LINKS {
-                    self.links.remove(0);
+                // `decide` let this link in only with fewer than MAX_LIVE_LINKS live, so any
+                // link beyond the limit has expired, and the one expiring first is among them.
+                // (Older histories, recorded under a looser limit, keep their newest links.)
+                while self.links.len() > MAX_LIVE_LINKS {
+                    let first = self
+                        .links
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, l)| l.expires_at)
+                        .map_or(0, |(i, _)| i);
+                    self.links.remove(first);
+                }
+                self.sent.push_back(SentLink { expires_at });
+                while self.sent.len() > MAX_LINKS_PER_DAY {
+                    self.sent.pop_front();
                 }
             }
             V::Registered { user_id, email } => {
@@ -539,14 +600,161 @@ mod tests {
             .then_expect_error(E::LinkInvalid);
     }
 
+    fn requested_expiring(n: u8, expires_at: OffsetDateTime) -> V {
+        V::MagicLinkRequested {
+            user_id: user(),
+            email: sealed(),
+            token_hash: digest(n),
+            expires_at,
+        }
+    }
+    /// A request at `now` for a link that works for 15 minutes.
+    fn request(n: u8, now: OffsetDateTime) -> C {
+        C::RequestMagicLink {
+            now,
+            user_id: user(),
+            email: sealed(),
+            token_hash: digest(n),
+            expires_at: now + Duration::minutes(15),
+        }
+    }
+
+    // Finding 12 of the 2026-12-03 security review: ten requests for someone's address voided
+    // their pending link, and one address could be sent about 7,200 mails a day.
+
     #[tokio::test]
-    async fn only_the_newest_links_stay_open() {
-        let given: Vec<V> = (1..=(MAX_OPEN_LINKS as u8 + 1)).map(requested).collect();
+    async fn signin_links_a_new_request_leaves_earlier_links_working() {
+        let now = datetime!(2026-01-01 12:01 UTC);
         Given::with(())
-            .given(given)
+            .given(vec![requested(1)])
+            .when_async(request(2, now))
+            .await
+            .then_expect_events(vec![requested_expiring(2, now + Duration::minutes(15))]);
+        Given::with(())
+            .given(vec![requested(1), requested(2)])
+            .when_async(consume(1, now))
+            .await
+            .then_expect_events(vec![
+                V::Registered {
+                    user_id: user(),
+                    email: sealed(),
+                },
+                V::MagicLinkConsumed {
+                    token_hash: digest(1),
+                },
+                started(),
+            ]);
+    }
+
+    #[tokio::test]
+    async fn signin_links_at_most_five_are_live_and_a_sixth_request_sends_nothing() {
+        let now = datetime!(2026-01-01 12:05 UTC);
+        let five: Vec<V> = (1..=5).map(requested).collect();
+        Given::with(())
+            .given(five.clone())
+            .when_async(request(6, now))
+            .await
+            .then_expect_error(E::TooManyLinks);
+        // The refused request voided nothing: the oldest link still signs in.
+        Given::with(())
+            .given(five.clone())
+            .when_async(consume(1, now))
+            .await
+            .then_expect_events(vec![
+                V::Registered {
+                    user_id: user(),
+                    email: sealed(),
+                },
+                V::MagicLinkConsumed {
+                    token_hash: digest(1),
+                },
+                started(),
+            ]);
+        // A used link is no longer live ...
+        let mut one_used = five.clone();
+        one_used.push(V::MagicLinkConsumed {
+            token_hash: digest(3),
+        });
+        Given::with(())
+            .given(one_used)
+            .when_async(request(6, now))
+            .await
+            .then_expect_events(vec![requested_expiring(6, now + Duration::minutes(15))]);
+        // ... and neither is an expired one (all five expire at 12:15).
+        let later = datetime!(2026-01-01 12:15 UTC);
+        Given::with(())
+            .given(five)
+            .when_async(request(6, later))
+            .await
+            .then_expect_events(vec![requested_expiring(6, later + Duration::minutes(15))]);
+    }
+
+    #[test]
+    fn signin_links_expired_links_make_way_for_new_ones() {
+        let mut account = Account::default();
+        for n in 1..=5 {
+            account.apply(requested(n));
+        }
+        let later = datetime!(2026-01-01 13:00 UTC);
+        account.apply(requested_expiring(6, later + Duration::minutes(15)));
+        assert_eq!(account.links.len(), MAX_LIVE_LINKS);
+        assert!(account.links.iter().all(|l| l.token_hash != digest(1)));
+        assert!(account.links.iter().any(|l| l.token_hash == digest(6)));
+    }
+
+    #[tokio::test]
+    async fn signin_links_at_most_fifty_a_day_per_address() {
+        let start = datetime!(2026-01-01 00:00 UTC);
+        // Fifty links, one every ten minutes, each used at once.
+        let mut fifty = Vec::new();
+        for n in 0..50u8 {
+            let expires_at = start + Duration::minutes(10 * i64::from(n) + 15);
+            fifty.push(requested_expiring(n, expires_at));
+            fifty.push(V::MagicLinkConsumed {
+                token_hash: digest(n),
+            });
+        }
+        let evening = start + Duration::hours(12);
+        Given::with(())
+            .given(fifty.clone())
+            .when_async(request(99, evening))
+            .await
+            .then_expect_error(E::TooManyLinks);
+        // A day after the first link expired, it no longer counts.
+        let next_day = start + Duration::minutes(15) + Duration::DAY + Duration::seconds(1);
+        Given::with(())
+            .given(fifty)
+            .when_async(request(99, next_day))
+            .await
+            .then_expect_events(vec![requested_expiring(
+                99,
+                next_day + Duration::minutes(15),
+            )]);
+    }
+
+    #[tokio::test]
+    async fn replayed_histories_keep_at_most_five_links() {
+        // Histories recorded under the old limit could hold ten open links; the oldest go.
+        let given: Vec<V> = (1..=(MAX_LIVE_LINKS as u8 + 1)).map(requested).collect();
+        Given::with(())
+            .given(given.clone())
             .when_async(consume(1, datetime!(2026-01-01 12:00 UTC)))
             .await
             .then_expect_error(E::LinkInvalid);
+        Given::with(())
+            .given(given)
+            .when_async(consume(2, datetime!(2026-01-01 12:00 UTC)))
+            .await
+            .then_expect_events(vec![
+                V::Registered {
+                    user_id: user(),
+                    email: sealed(),
+                },
+                V::MagicLinkConsumed {
+                    token_hash: digest(2),
+                },
+                started(),
+            ]);
     }
 
     #[tokio::test]

@@ -5,7 +5,8 @@
 //!
 //! Authorization is a domain rule here: the aggregate knows its members and teams, so it checks
 //! the caller's permission itself. A person who creates an organization becomes its first
-//! administrator, and no command may leave an organization without one.
+//! administrator, and no command may leave an organization without one. Nobody can hand out
+//! more than they hold: see [`Organization::check_delegation`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -257,6 +258,18 @@ impl OrganizationError {
     }
 }
 
+/// Whether `permission` is one of the organization's `admin.*` permissions, which only an
+/// administrator may hand out (see [`Organization::check_delegation`]).
+const fn is_admin(permission: Permission) -> bool {
+    matches!(
+        permission,
+        Permission::Administrator
+            | Permission::ManageMembers
+            | Permission::ManageTeams
+            | Permission::ManageSettings
+    )
+}
+
 /// A team's state inside the aggregate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Team {
@@ -371,6 +384,82 @@ impl Organization {
                 .any(|held| held.grants(permission))
     }
 
+    /// The no-escalation rule, checked after the command's own permission
+    /// ([`Self::required_permission`]). A caller may only change who holds a permission if they
+    /// hold it themselves, and administration stays with administrators:
+    ///
+    /// 1. A team that grants any `admin.*` permission is an *administrative* team (the founder's
+    ///    Administrators team is one). Only an administrator may change such a team in any way:
+    ///    its permissions, its members (adding or removing), its name, or deleting it.
+    /// 2. Only an administrator may grant an `admin.*` permission, that is, make a team
+    ///    administrative.
+    /// 3. Setting a team's permissions needs every permission that is added or taken away (the
+    ///    symmetric difference of the old and new sets).
+    /// 4. Adding someone to a team, taking someone out of it, or deleting it needs every
+    ///    permission the team grants.
+    /// 5. Removing from the organization someone who sits in an administrative team needs
+    ///    administrator. (Removing anyone else needs only `admin.manageMembers`: off-boarding
+    ///    must not depend on what the remover can do on the board.)
+    ///
+    /// Renaming or creating a non-administrative team changes nobody's permissions and needs
+    /// only `admin.manageTeams`. Refusals are [`OrganizationError::Forbidden`] naming the first
+    /// missing permission (`admin.administrator` for rules 1, 2 and 5). An unknown team passes
+    /// here and is reported by the command itself.
+    pub fn check_delegation(
+        &self,
+        user: UserId,
+        command: &OrganizationCommand,
+    ) -> Result<(), OrganizationError> {
+        use OrganizationCommand as C;
+
+        let granted = |team_id: &TeamId| {
+            self.teams
+                .get(team_id)
+                .map(|t| t.permissions.clone())
+                .unwrap_or_default()
+        };
+        let needed: Vec<Permission> = match command {
+            C::SetTeamPermissions {
+                team_id,
+                permissions,
+            } => {
+                let old = granted(team_id);
+                // An administrative team needs administrator even to drop a plain permission.
+                let administrative = old.iter().copied().filter(|p| is_admin(*p));
+                old.symmetric_difference(permissions)
+                    .copied()
+                    .chain(administrative)
+                    .collect()
+            }
+            C::AddTeamMember { team_id, .. }
+            | C::RemoveTeamMember { team_id, .. }
+            | C::DeleteTeam { team_id } => granted(team_id).into_iter().collect(),
+            C::RenameTeam { team_id, .. } => granted(team_id)
+                .into_iter()
+                .filter(|p| is_admin(*p))
+                .collect(),
+            C::RemoveMember { user_id } => self
+                .teams
+                .values()
+                .filter(|t| t.members.contains(user_id))
+                .flat_map(|t| t.permissions.iter().copied())
+                .filter(|p| is_admin(*p))
+                .collect(),
+            C::Create { .. } | C::Rename { .. } | C::AddMember { .. } | C::CreateTeam { .. } => {
+                Vec::new()
+            }
+        };
+        let needed: BTreeSet<Permission> = if needed.iter().any(|p| is_admin(*p)) {
+            [Permission::Administrator].into()
+        } else {
+            needed.into_iter().collect()
+        };
+        match needed.into_iter().find(|p| !self.allows(user, *p)) {
+            Some(missing) => Err(OrganizationError::Forbidden(missing)),
+            None => Ok(()),
+        }
+    }
+
     fn has_administrator(&self) -> bool {
         self.members
             .iter()
@@ -430,6 +519,7 @@ impl Organization {
                     return Err(E::Forbidden(needed));
                 }
             }
+            self.check_delegation(user, &command)?;
         }
         let events = self.decide_change(command)?;
         if self.has_administrator() {
@@ -955,6 +1045,279 @@ mod tests {
             ))
             .await
             .then_expect_events(vec![V::MemberRemoved { user_id: alice() }]);
+    }
+
+    // Finding 1 of the 2026-12-03 security review: `admin.manageTeams` was as good as
+    // administrator. Bob holds only what the `Ops` team gives him (manageTeams and
+    // tasks.create); Carol is a plain member; Dave manages members.
+    fn ops() -> TeamId {
+        TeamId::from_uuid(Uuid::from_u128(10))
+    }
+    fn crew() -> TeamId {
+        TeamId::from_uuid(Uuid::from_u128(11))
+    }
+    fn editors() -> TeamId {
+        TeamId::from_uuid(Uuid::from_u128(12))
+    }
+    fn writers() -> TeamId {
+        TeamId::from_uuid(Uuid::from_u128(13))
+    }
+    fn people() -> TeamId {
+        TeamId::from_uuid(Uuid::from_u128(14))
+    }
+    fn carol() -> UserId {
+        UserId::from_uuid(Uuid::from_u128(5))
+    }
+    fn dave() -> UserId {
+        UserId::from_uuid(Uuid::from_u128(6))
+    }
+    fn team_with(id: TeamId, team_name: &str, permissions: &[Permission]) -> Vec<V> {
+        vec![
+            V::TeamCreated {
+                team_id: id,
+                name: name(team_name),
+            },
+            V::TeamPermissionsSet {
+                team_id: id,
+                permissions: permissions.iter().copied().collect(),
+            },
+        ]
+    }
+    fn delegated() -> Vec<V> {
+        let mut events = founded();
+        events.extend(team_with(
+            ops(),
+            "Ops",
+            &[Permission::ManageTeams, Permission::CreateTasks],
+        ));
+        events.push(V::TeamMemberAdded {
+            team_id: ops(),
+            user_id: bob(),
+        });
+        events.extend(team_with(crew(), "Crew", &[]));
+        events.extend(team_with(editors(), "Editors", &[Permission::EditTasks]));
+        events.extend(team_with(writers(), "Writers", &[Permission::CreateTasks]));
+        events.push(V::MemberAdded { user_id: carol() });
+        events.push(V::MemberAdded { user_id: dave() });
+        events.extend(team_with(people(), "People", &[Permission::ManageMembers]));
+        events.push(V::TeamMemberAdded {
+            team_id: people(),
+            user_id: dave(),
+        });
+        events
+    }
+    fn set(team_id: TeamId, permissions: &[Permission]) -> C {
+        C::SetTeamPermissions {
+            team_id,
+            permissions: permissions.iter().copied().collect(),
+        }
+    }
+    async fn refused(given: Vec<V>, by: UserId, command: C, missing: Permission) {
+        Given::with(())
+            .given(given)
+            .when_async(Request::by_user(by, command))
+            .await
+            .then_expect_error(E::Forbidden(missing));
+    }
+    /// The one event each of these commands gives when it is allowed and changes something.
+    fn the_event(command: &C) -> V {
+        match command.clone() {
+            C::SetTeamPermissions {
+                team_id,
+                permissions,
+            } => V::TeamPermissionsSet {
+                team_id,
+                permissions,
+            },
+            C::AddTeamMember { team_id, user_id } => V::TeamMemberAdded { team_id, user_id },
+            C::RemoveTeamMember { team_id, user_id } => V::TeamMemberRemoved { team_id, user_id },
+            C::RenameTeam { team_id, name } => V::TeamRenamed { team_id, name },
+            C::DeleteTeam { team_id } => V::TeamDeleted { team_id },
+            C::RemoveMember { user_id } => V::MemberRemoved { user_id },
+            other => unreachable!("not used here: {other:?}"),
+        }
+    }
+    async fn allowed(given: Vec<V>, by: UserId, command: C) {
+        let expected = the_event(&command);
+        Given::with(())
+            .given(given)
+            .when_async(Request::by_user(by, command))
+            .await
+            .then_expect_events(vec![expected]);
+    }
+
+    #[tokio::test]
+    async fn escalation_a_team_manager_grants_only_permissions_they_hold() {
+        allowed(delegated(), bob(), set(crew(), &[Permission::CreateTasks])).await;
+        refused(
+            delegated(),
+            bob(),
+            set(crew(), &[Permission::CreateTasks, Permission::EditTasks]),
+            Permission::EditTasks,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn escalation_only_an_administrator_grants_admin_permissions() {
+        for admin in [
+            Permission::Administrator,
+            Permission::ManageTeams,
+            Permission::ManageMembers,
+            Permission::ManageSettings,
+        ] {
+            // Even manageTeams, which Bob holds: handing out admin.* is for administrators.
+            refused(
+                delegated(),
+                bob(),
+                set(crew(), &[admin]),
+                Permission::Administrator,
+            )
+            .await;
+            allowed(delegated(), alice(), set(crew(), &[admin])).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn escalation_taking_permissions_away_needs_them_too() {
+        refused(
+            delegated(),
+            bob(),
+            set(editors(), &[]),
+            Permission::EditTasks,
+        )
+        .await;
+        allowed(delegated(), bob(), set(writers(), &[])).await;
+        allowed(delegated(), alice(), set(editors(), &[])).await;
+    }
+
+    #[tokio::test]
+    async fn escalation_a_team_manager_cannot_touch_the_administrators_team() {
+        let add = |user_id| C::AddTeamMember {
+            team_id: admins(),
+            user_id,
+        };
+        for command in [
+            add(bob()),
+            add(carol()),
+            C::RemoveTeamMember {
+                team_id: admins(),
+                user_id: alice(),
+            },
+            C::RenameTeam {
+                team_id: admins(),
+                name: name("Owners"),
+            },
+            C::DeleteTeam { team_id: admins() },
+            set(
+                admins(),
+                &[Permission::Administrator, Permission::CreateTasks],
+            ),
+        ] {
+            refused(delegated(), bob(), command, Permission::Administrator).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn escalation_teams_granting_admin_permissions_are_changed_by_administrators_only() {
+        for command in [
+            C::AddTeamMember {
+                team_id: ops(),
+                user_id: carol(),
+            },
+            C::RemoveTeamMember {
+                team_id: ops(),
+                user_id: bob(),
+            },
+            C::RenameTeam {
+                team_id: ops(),
+                name: name("Operations"),
+            },
+            C::DeleteTeam { team_id: ops() },
+            set(ops(), &[Permission::CreateTasks]),
+        ] {
+            refused(
+                delegated(),
+                bob(),
+                command.clone(),
+                Permission::Administrator,
+            )
+            .await;
+            allowed(delegated(), alice(), command).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn escalation_team_membership_needs_the_teams_permissions() {
+        let add = |team_id| C::AddTeamMember {
+            team_id,
+            user_id: carol(),
+        };
+        allowed(delegated(), bob(), add(writers())).await;
+        allowed(delegated(), bob(), add(crew())).await;
+        refused(delegated(), bob(), add(editors()), Permission::EditTasks).await;
+        allowed(delegated(), alice(), add(editors())).await;
+
+        let mut carol_edits = delegated();
+        carol_edits.push(V::TeamMemberAdded {
+            team_id: editors(),
+            user_id: carol(),
+        });
+        let remove = C::RemoveTeamMember {
+            team_id: editors(),
+            user_id: carol(),
+        };
+        refused(
+            carol_edits.clone(),
+            bob(),
+            remove.clone(),
+            Permission::EditTasks,
+        )
+        .await;
+        refused(
+            carol_edits.clone(),
+            bob(),
+            C::DeleteTeam { team_id: editors() },
+            Permission::EditTasks,
+        )
+        .await;
+        allowed(carol_edits.clone(), alice(), remove).await;
+        // A name changes nobody's permissions.
+        allowed(
+            carol_edits,
+            bob(),
+            C::RenameTeam {
+                team_id: editors(),
+                name: name("Reviewers"),
+            },
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn escalation_only_an_administrator_removes_an_administrator() {
+        let mut two_admins = delegated();
+        two_admins.push(V::TeamMemberAdded {
+            team_id: admins(),
+            user_id: carol(),
+        });
+        refused(
+            two_admins.clone(),
+            dave(),
+            C::RemoveMember { user_id: alice() },
+            Permission::Administrator,
+        )
+        .await;
+        // Nor a team manager, whose own team grants admin.*.
+        refused(
+            delegated(),
+            dave(),
+            C::RemoveMember { user_id: bob() },
+            Permission::Administrator,
+        )
+        .await;
+        allowed(delegated(), dave(), C::RemoveMember { user_id: carol() }).await;
+        allowed(two_admins, carol(), C::RemoveMember { user_id: alice() }).await;
     }
 
     #[test]

@@ -245,7 +245,8 @@ impl DomainStatus for AccountError {
             Self::NotRegistered | Self::Erased | Self::SessionNotFound | Self::ApiKeyNotFound => {
                 StatusCode::NOT_FOUND
             }
-            Self::NoScopes => StatusCode::UNPROCESSABLE_ENTITY,
+            // TooManyLinks never reaches a client: sign-in requests always answer 202.
+            Self::NoScopes | Self::TooManyLinks => StatusCode::UNPROCESSABLE_ENTITY,
         };
         (status, self.code())
     }

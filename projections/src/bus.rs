@@ -163,10 +163,31 @@ impl Bus for LocalBus {
     }
 }
 
+/// Splits the credentials out of a NATS URL: a user alone is a token, a user with a password
+/// is both. async-nats 0.51 ignores credentials in the URL (a token-protected server answers
+/// "authorization violation"), so they go into the options, and the URL left (which may be
+/// logged) holds none. Credentials are taken as written: use URL-safe ones (such as hex).
+fn nats_credentials(raw: &str) -> Result<(async_nats::ConnectOptions, url::Url), BusError> {
+    let mut url =
+        url::Url::parse(raw).map_err(|e| BusError(format!("the NATS URL is invalid: {e}")))?;
+    let options = async_nats::ConnectOptions::new();
+    let options = match (url.username(), url.password()) {
+        ("", None) => return Ok((options, url)),
+        (user, Some(password)) => options.user_and_password(user.to_owned(), password.to_owned()),
+        (token, None) => options.token(token.to_owned()),
+    };
+    let stripped = url.set_username("").is_ok() && url.set_password(None).is_ok();
+    if !stripped {
+        return Err(BusError("the NATS URL cannot carry credentials".to_owned()));
+    }
+    Ok((options, url))
+}
+
 /// Where a [`NatsBus`] publishes.
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
-    /// `nats://host:port`.
+    /// `nats://host:port`, or `nats://<token>@host:port` / `nats://<user>:<password>@host:port`
+    /// for a server that requires them.
     pub url: String,
     /// The JetStream stream (default `CAIRN_EVENTS`).
     pub stream: String,
@@ -200,13 +221,14 @@ impl NatsBus {
         options: NatsOptions,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        let (connect, server) = nats_credentials(&options.url)?;
+        let client = connect
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
             .name("cairn")
-            .connect(&options.url)
+            .connect(server.as_str())
             .await
-            .map_err(|e| BusError(format!("cannot connect to {}: {e}", options.url)))?;
+            .map_err(|e| BusError(format!("cannot connect to {server}: {e}")))?;
         let mut jetstream = jetstream::new(client);
         jetstream.set_timeout(Duration::from_secs(5));
         let bus = Arc::new(Self {
@@ -344,5 +366,22 @@ impl Bus for NatsBus {
 
     fn kind(&self) -> &'static str {
         "nats"
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::nats_credentials;
+
+    #[test]
+    fn credentials_leave_the_url() {
+        for (raw, left) in [
+            ("nats://s3cret@nats:4222", "nats://nats:4222"),
+            ("nats://cairn:pw@nats:4222", "nats://nats:4222"),
+            ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        ] {
+            let (_, url) = nats_credentials(raw).expect("valid");
+            assert_eq!(url.as_str(), left);
+        }
     }
 }
