@@ -101,32 +101,41 @@ impl Store {
     }
 
     /// [`Store::tail`] restricted by `filter`: the same gapless order, only matching events.
+    ///
+    /// With `filter.orgs` set, the cost is in proportion to the events returned, not to the
+    /// history stored: each organization (and, with `aggregate_types`, each organization and
+    /// type) is read in commit order from its own index (`migrations/0005`), at most `limit`
+    /// events each, and the pieces are merged. PostgreSQL cannot merge an `= ANY` list in
+    /// index order, hence one ordered, limited subquery per key (`LATERAL`).
     pub async fn tail_filtered(
         &self,
         after: Cursor,
         limit: i64,
         filter: &EventFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM events
-              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-                AND (transaction_id, global_position) > ($1::text::xid8, $2)
-                AND ($4::text[] IS NULL OR org_id = ANY($4))
-                AND ($5::text[] IS NULL OR aggregate_type = ANY($5))
-                AND ($6::text[] IS NULL OR event_type = ANY($6))
-                AND ($7::text IS NULL OR aggregate_id = $7)
-              ORDER BY events.transaction_id, events.global_position
-              LIMIT $3"
-        ))
-        .bind(after.xid().to_string())
-        .bind(after.position())
-        .bind(limit)
-        .bind(filter.orgs.as_deref())
-        .bind(filter.aggregate_types.as_deref())
-        .bind(filter.event_types.as_deref())
-        .bind(filter.aggregate_id.as_deref())
-        .fetch_all(self.pool())
-        .await?)
+        let query = FilteredTail::new(after, limit, filter);
+        let sql = query.sql();
+        Ok(query
+            .bind_to(sqlx::query_as(&sql))
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    /// The plan PostgreSQL chooses for [`Store::tail_filtered`] with these arguments
+    /// (`EXPLAIN (FORMAT JSON)` of the very same statement): for tests that check which
+    /// indexes a filtered tail uses.
+    pub async fn explain_tail_filtered(
+        &self,
+        after: Cursor,
+        limit: i64,
+        filter: &EventFilter,
+    ) -> Result<serde_json::Value, StoreError> {
+        let query = FilteredTail::new(after, limit, filter);
+        let sql = format!("EXPLAIN (FORMAT JSON) {}", query.sql());
+        Ok(query
+            .bind_to(sqlx::query_scalar(&sql))
+            .fetch_one(self.pool())
+            .await?)
     }
 
     /// One stream's events from `from_sequence` on (inclusive), at most `limit` of them.
@@ -151,6 +160,142 @@ impl Store {
         .await?)
     }
 }
+
+/// The statement behind [`Store::tail_filtered`] and its arguments, in one place so that
+/// [`Store::explain_tail_filtered`] explains exactly what runs.
+///
+/// Every variant takes the same seven parameters: `$1`/`$2` the cursor, `$3` the limit, `$4`
+/// the organizations, `$5` the aggregate types, `$6` the event types, `$7` the aggregate id.
+struct FilteredTail<'f> {
+    after: Cursor,
+    limit: i64,
+    orgs: Option<Vec<&'f str>>,
+    aggregate_types: Option<Vec<&'f str>>,
+    filter: &'f EventFilter,
+}
+
+/// Only transactions older than every running one (see [`Store::tail`]), after the cursor.
+const GAPLESS_AFTER: &str = "events.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+    AND (events.transaction_id, events.global_position) > ($1::text::xid8, $2)";
+
+/// The filters that are checked row by row (never what selects the index).
+const REST: &str = "($6::text[] IS NULL OR events.event_type = ANY($6))
+    AND ($7::text IS NULL OR events.aggregate_id = $7)";
+
+impl<'f> FilteredTail<'f> {
+    fn new(after: Cursor, limit: i64, filter: &'f EventFilter) -> Self {
+        // Each key is read once: a repeated organization or type would return its events twice.
+        let distinct = |list: &'f Option<Vec<String>>| {
+            list.as_ref().map(|list| {
+                let mut list: Vec<&str> = list.iter().map(String::as_str).collect();
+                list.sort_unstable();
+                list.dedup();
+                list
+            })
+        };
+        Self {
+            after,
+            limit,
+            orgs: distinct(&filter.orgs),
+            aggregate_types: distinct(&filter.aggregate_types),
+            filter,
+        }
+    }
+
+    fn sql(&self) -> String {
+        match (&self.orgs, &self.aggregate_types) {
+            // Internal callers: the whole log, in the tail index's order.
+            (None, _) => format!(
+                "SELECT {COLUMNS} FROM events
+                  WHERE {GAPLESS_AFTER}
+                    AND ($4::text[] IS NULL OR events.org_id = ANY($4))
+                    AND ($5::text[] IS NULL OR events.aggregate_type = ANY($5))
+                    AND {REST}
+                  ORDER BY events.transaction_id, events.global_position
+                  LIMIT $3"
+            ),
+            // Per organization: `events_org_tail_idx`.
+            (Some(_), None) => format!(
+                "SELECT {COLUMNS} FROM unnest($4::text[]) AS orgs(org_key)
+                  CROSS JOIN LATERAL (
+                    SELECT * FROM events
+                     WHERE events.org_id = orgs.org_key
+                       AND {GAPLESS_AFTER}
+                       AND $5::text[] IS NULL
+                       AND {REST}
+                     ORDER BY events.transaction_id, events.global_position
+                     LIMIT $3) AS events
+                  ORDER BY events.transaction_id, events.global_position
+                  LIMIT $3"
+            ),
+            // Per organization and aggregate type: `events_org_type_tail_idx`.
+            (Some(_), Some(_)) => format!(
+                "SELECT {COLUMNS} FROM unnest($4::text[]) AS orgs(org_key)
+                  CROSS JOIN unnest($5::text[]) AS types(type_key)
+                  CROSS JOIN LATERAL (
+                    SELECT * FROM events
+                     WHERE events.org_id = orgs.org_key
+                       AND events.aggregate_type = types.type_key
+                       AND {GAPLESS_AFTER}
+                       AND {REST}
+                     ORDER BY events.transaction_id, events.global_position
+                     LIMIT $3) AS events
+                  ORDER BY events.transaction_id, events.global_position
+                  LIMIT $3"
+            ),
+        }
+    }
+
+    /// Binds the seven parameters, in order, to `query` (a `query_as` or a `query_scalar`).
+    fn bind_to<Q: BindAll<'f>>(&self, query: Q) -> Q {
+        query
+            .bind_str(self.after.xid().to_string())
+            .bind_i64(self.after.position())
+            .bind_i64(self.limit)
+            .bind_list(self.orgs.clone())
+            .bind_list(self.aggregate_types.clone())
+            .bind_list(
+                self.filter
+                    .event_types
+                    .as_ref()
+                    .map(|l| l.iter().map(String::as_str).collect()),
+            )
+            .bind_opt(self.filter.aggregate_id.as_deref())
+    }
+}
+
+/// `bind` for the two query kinds a filtered tail runs as.
+trait BindAll<'q>: Sized {
+    fn bind_str(self, v: String) -> Self;
+    fn bind_i64(self, v: i64) -> Self;
+    fn bind_list(self, v: Option<Vec<&'q str>>) -> Self;
+    fn bind_opt(self, v: Option<&'q str>) -> Self;
+}
+
+macro_rules! bind_all {
+    ($ty:ty) => {
+        impl<'q, O> BindAll<'q> for $ty
+        where
+            O: Send + Unpin,
+        {
+            fn bind_str(self, v: String) -> Self {
+                self.bind(v)
+            }
+            fn bind_i64(self, v: i64) -> Self {
+                self.bind(v)
+            }
+            fn bind_list(self, v: Option<Vec<&'q str>>) -> Self {
+                self.bind(v)
+            }
+            fn bind_opt(self, v: Option<&'q str>) -> Self {
+                self.bind(v)
+            }
+        }
+    };
+}
+
+bind_all!(sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>);
+bind_all!(sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>);
 
 /// Which events a filtered tail returns; `None` means any.
 #[derive(Debug, Clone, Default)]

@@ -247,10 +247,22 @@ pub async fn authenticate(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    if let Some(p) = &principal {
-        if let Err(retry_after) = state.limits().api.check(&p.rate_key()) {
-            return ApiError::RateLimited { retry_after }.into_response();
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ci| ci.0.ip());
+    let client =
+        crate::extract::ClientIp::resolve(peer, request.headers(), &state.config().trusted_proxies);
+    request.extensions_mut().insert(client);
+    let limited = match &principal {
+        Some(p) => state.limits().api.check(&p.rate_key()),
+        None if crate::limits::anonymous_limited(request.uri().path()) => {
+            state.limits().anonymous(client.0)
         }
+        None => Ok(()),
+    };
+    if let Err(retry_after) = limited {
+        return ApiError::RateLimited { retry_after }.into_response();
     }
     request.extensions_mut().insert(Caller(principal));
     let mut response = next.run(request).await;

@@ -1,10 +1,11 @@
 //! Configuration from the environment. Every setting has a working default; a bad value fails
 //! at start with one line naming the variable.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use ipnet::IpNet;
 use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
@@ -63,6 +64,22 @@ pub struct Config {
     pub links_per_ip: u32,
     /// `CAIRN_API_RATE`: API requests one session or key may make per minute.
     pub api_rate: u32,
+    /// `CAIRN_ANON_RATE`: requests one client address may make per minute without signing in
+    /// to `/ws` (handshakes and `SUBSCRIBE`s), `/auth/verify`, `/metrics` and `/readyz`, in
+    /// bursts of up to the same number. IPv6 clients count by their /64.
+    pub anon_rate: u32,
+    /// `CAIRN_TRUSTED_PROXIES`: comma-separated CIDR blocks (or single addresses) of reverse
+    /// proxies whose `X-Forwarded-For` names the client. The client is the right-most
+    /// forwarded address that is not a trusted proxy, believed only when the socket peer is
+    /// one. Default: none, so the socket peer is the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `CAIRN_MAX_CONNECTIONS`: the most connections open at once, WebSockets included (the
+    /// default, 16000, stays under an open-file limit of 20,000). At the cap, new connections
+    /// wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// `CAIRN_HEADER_TIMEOUT_SECONDS`: how long a client has to send a request's headers
+    /// before its connection is closed (fractions allowed).
+    pub header_timeout: std::time::Duration,
     /// `CAIRN_LINK_TTL_SECONDS`: how long a sign-in link works.
     pub link_ttl: std::time::Duration,
     /// `CAIRN_NATS_STREAM`: the JetStream stream the relay publishes to.
@@ -148,6 +165,20 @@ impl Config {
             links_per_email: parse(&get, "CAIRN_LINKS_PER_EMAIL", "5", per_minute)?,
             links_per_ip: parse(&get, "CAIRN_LINKS_PER_IP", "30", per_minute)?,
             api_rate: parse(&get, "CAIRN_API_RATE", "1200", per_minute)?,
+            anon_rate: parse(&get, "CAIRN_ANON_RATE", "300", per_minute)?,
+            trusted_proxies: parse(&get, "CAIRN_TRUSTED_PROXIES", "", cidr_list)?,
+            max_connections: parse(&get, "CAIRN_MAX_CONNECTIONS", "16000", |v| {
+                match v.parse::<usize>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                    _ => Err("expected a number of connections from 1 to 1000000".to_owned()),
+                }
+            })?,
+            header_timeout: parse(
+                &get,
+                "CAIRN_HEADER_TIMEOUT_SECONDS",
+                "10",
+                millis_or_seconds(1000),
+            )?,
             link_ttl: parse(&get, "CAIRN_LINK_TTL_SECONDS", "900", |v| {
                 match v.parse::<u64>() {
                     Ok(n) if (1..=86_400).contains(&n) => Ok(std::time::Duration::from_secs(n)),
@@ -242,6 +273,22 @@ fn per_minute(v: &str) -> Result<u32, String> {
     }
 }
 
+/// Comma-separated CIDR blocks (`10.0.0.0/8, fd00::/8`); a bare address is its own block.
+fn cidr_list(v: &str) -> Result<Vec<IpNet>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    format!("`{item}` is not a CIDR block such as 10.0.0.0/8 or an IP address")
+                })
+        })
+        .collect()
+}
+
 /// A 256-bit key written as 64 hexadecimal digits.
 pub fn parse_key(v: &str) -> Result<[u8; 32], String> {
     let bad =
@@ -303,6 +350,17 @@ mod tests {
         assert_eq!(c.database.get_database(), Some("cairn"));
         assert!(c.nats_url.is_none());
         assert_eq!(c.public_url.as_str(), "http://localhost:3000/");
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.max_connections, 16_000);
+        assert_eq!(c.header_timeout, std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_list_of_blocks() {
+        let c =
+            with(&[("CAIRN_TRUSTED_PROXIES", " 10.1.2.3/8, 192.0.2.1 ,fd00::/8,")]).expect("valid");
+        let blocks: Vec<String> = c.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(blocks, ["10.0.0.0/8", "192.0.2.1/32", "fd00::/8"]);
     }
 
     #[test]
@@ -321,6 +379,11 @@ mod tests {
             ("CAIRN_LINKS_PER_EMAIL", "0"),
             ("CAIRN_WS_PRESENCE_LIMIT", "-1"),
             ("CAIRN_WS_PRESENCE_LIMIT", "1000001"),
+            ("CAIRN_ANON_RATE", "0"),
+            ("CAIRN_TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
+            ("CAIRN_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("CAIRN_MAX_CONNECTIONS", "0"),
+            ("CAIRN_HEADER_TIMEOUT_SECONDS", "soon"),
         ] {
             let err = with(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

@@ -486,6 +486,7 @@ pub fn router() -> Router<AppState> {
 async fn upgrade(
     State(state): State<AppState>,
     MaybeAuth(principal): MaybeAuth,
+    crate::extract::ClientIp(client): crate::extract::ClientIp,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -495,7 +496,7 @@ async fn upgrade(
     ws.max_message_size(16 * 1024)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| connection(state, principal, socket))
+        .on_upgrade(move |socket| connection(state, principal, client, socket))
 }
 
 fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
@@ -670,7 +671,12 @@ impl Conn {
     }
 }
 
-async fn connection(state: AppState, principal: Option<Principal>, socket: WebSocket) {
+async fn connection(
+    state: AppState,
+    principal: Option<Principal>,
+    client: std::net::IpAddr,
+    socket: WebSocket,
+) {
     let config = state.config().clone();
     let hub = state.hub().clone();
     let id = hub.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -763,6 +769,12 @@ async fn connection(state: AppState, principal: Option<Principal>, socket: WebSo
                 };
                 match message.kind.as_str() {
                     "PONG" => last_pong = Instant::now(),
+                    // Anonymous subscribes (each may replay) share the address's budget.
+                    "SUBSCRIBE" if conn.principal.is_none()
+                        && conn.state.limits().anonymous(client).is_err() =>
+                    {
+                        conn.error("RATE_LIMITED", "too many requests from this address");
+                    }
                     "SUBSCRIBE" => conn.subscribe(message).await,
                     "UNSUBSCRIBE" => {
                         if let Some(room) = conn.room.clone() {

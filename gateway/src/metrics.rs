@@ -52,23 +52,34 @@ impl Histogram {
     }
 }
 
+/// The methods counted under their own name.
+const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+fn method_label(method: &str) -> &'static str {
+    METHODS
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
+}
+
 /// Cairn's process metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    http_requests: Mutex<BTreeMap<(String, u16), u64>>,
+    http_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     http_duration: Histogram,
     commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     command_duration: Mutex<BTreeMap<&'static str, Histogram>>,
 }
 
 impl Metrics {
-    /// Counts one HTTP request.
+    /// Counts one HTTP request. Labels come from a fixed set: any method but the standard
+    /// ones counts as `other` (a client can send any token as a method).
     pub fn http(&self, method: &str, status: u16, elapsed: Duration) {
         *self
             .http_requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry((method.to_owned(), status))
+            .entry((method_label(method), status))
             .or_default() += 1;
         self.http_duration.observe(elapsed);
     }
@@ -135,5 +146,25 @@ impl Metrics {
         let _ = writeln!(out, "# HELP cairn_ready Whether the database is connected and migrated.\n# TYPE cairn_ready gauge\ncairn_ready {}", u8::from(ready));
         let _ = writeln!(out, "# HELP cairn_committed_position Global position of the last event this process committed.\n# TYPE cairn_committed_position gauge\ncairn_committed_position {committed_position}");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let metrics = Metrics::default();
+        for method in ["GET", "BREW", "PROPFIND", "get", "DELETE"] {
+            metrics.http(method, 405, Duration::from_millis(1));
+        }
+        let text = metrics.render(true, 0);
+        assert!(
+            text.contains("method=\"other\",status=\"405\"} 3"),
+            "{text}"
+        );
+        assert!(text.contains("method=\"GET\",status=\"405\"} 1"), "{text}");
+        assert!(!text.contains("BREW"));
     }
 }

@@ -1,19 +1,27 @@
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::Request;
 use commands::identity::Identity;
 use commands::Commands;
 use eventstore::vault::Vault;
 use eventstore::{Store, StoreOptions, MIGRATOR};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use projections::bus::{Bus, LocalBus, NatsBus, NatsOptions};
 use projections::mailer::{Outbox, Transport};
 use projections::relay::Relay;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::state::{AppState, Ready};
@@ -74,6 +82,7 @@ impl App {
             state.bus().subscribe(),
             shutdown.clone(),
         ));
+        tokio::spawn(sweep_limits(state.clone(), shutdown.clone()));
         let tasks = state.tasks().clone();
         let connector = tokio::spawn(connect_with_backoff(
             state.clone(),
@@ -112,13 +121,15 @@ impl App {
     pub async fn run(self) -> anyhow::Result<()> {
         let router = crate::routes::router(self.state.clone());
         tracing::info!(address = %self.local_addr(), "listening");
-        axum::serve(
+        let config = self.state.config();
+        serve(
             self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router,
+            self.shutdown.clone(),
+            config.max_connections,
+            config.header_timeout,
         )
-        .with_graceful_shutdown(self.shutdown.clone().cancelled_owned())
-        .await
-        .context("HTTP server failed")?;
+        .await;
         self.shutdown.cancel();
         let _ = self.connector.await;
         // Let the runners finish the batch they are applying, and the relay and the outbox
@@ -141,6 +152,164 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, like `axum::serve` but with a
+/// bound on what a client can hold: headers must arrive within `header_timeout`
+/// (`CAIRN_HEADER_TIMEOUT_SECONDS`), and at most `max_connections`
+/// (`CAIRN_MAX_CONNECTIONS`) are open at once, WebSockets included. At the cap, the server
+/// stops accepting until a connection closes: the kernel's backlog holds the rest.
+///
+/// At shutdown it stops accepting, lets in-flight requests finish, closes idle keep-alive
+/// connections, and returns once every HTTP connection has ended (upgraded WebSockets end on
+/// the same token by themselves).
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    max_connections: usize,
+    header_timeout: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let connections = TaskTracker::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e, &shutdown).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let io = TokioIo::new(Counted {
+            io: stream,
+            _permit: permit,
+        });
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(request)
+        });
+        let connection = http.serve_connection(io, service).with_upgrades();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                    return;
+                }
+                () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// What `axum::serve` does with an accept error: a client that went away already is nobody's
+/// business; anything else (such as running out of file descriptors) is logged, and accepting
+/// pauses for a second so the loop does not spin.
+async fn accept_failed(e: std::io::Error, shutdown: &CancellationToken) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!("accepting a connection failed: {e}");
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        () = shutdown.cancelled() => {}
+    }
+}
+
+/// A connection's socket together with its place under `CAIRN_MAX_CONNECTIONS`: the place is
+/// given back when the socket closes, also after an upgrade to a WebSocket (which takes the
+/// socket over from the HTTP connection).
+struct Counted {
+    io: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Forgets idle rate-limit keys every [`crate::limits::SWEEP`], so the limiters' maps hold only
+/// the clients of the last minute or so.
+async fn sweep_limits(state: AppState, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(crate::limits::SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => state.limits().retain_recent(),
+            () = shutdown.cancelled() => return,
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::{watch, OnceCell};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::limits::RateLimiter;
+use crate::limits::Limits;
 use crate::live::Hub;
 use crate::metrics::Metrics;
 use projections::access::Access;
@@ -32,14 +32,6 @@ pub struct Ready {
     pub outbox: Outbox,
     /// This node's projection progress by name (a wake-up for read-your-writes waits).
     pub progress: HashMap<&'static str, watch::Receiver<Cursor>>,
-}
-
-/// The rate limiters.
-#[derive(Debug)]
-pub struct Limits {
-    pub links_per_email: RateLimiter,
-    pub links_per_ip: RateLimiter,
-    pub api: RateLimiter,
 }
 
 /// Shared by every handler. Cheap to clone.
@@ -73,11 +65,7 @@ impl AppState {
         bus: Arc<dyn Bus>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
-        let limits = Limits {
-            links_per_email: RateLimiter::per_minute(config.links_per_email),
-            links_per_ip: RateLimiter::per_minute(config.links_per_ip),
-            api: RateLimiter::per_minute(config.api_rate),
-        };
+        let limits = Limits::new(&config);
         Self {
             inner: Arc::new(Inner {
                 config,

@@ -419,6 +419,20 @@ pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<Cursor, sqlx::Error
     Ok(Cursor::new(xid as u64, position))
 }
 
+/// Every stored checkpoint, by name (for `/metrics`): one row per projection, no event read.
+pub async fn checkpoints(pool: &PgPool) -> Result<Vec<(String, Cursor)>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT name, last_xid::text::int8, last_position FROM projection_checkpoints
+          ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, xid, position)| (name, Cursor::new(xid as u64, position)))
+        .collect())
+}
+
 /// Waits until projection `name` has applied everything up to `target`, for read-your-writes.
 /// Returns `false` if `within` passes first. Works whichever node runs the projection: `local`
 /// (this node's runner progress) answers without a query and wakes the wait as soon as a batch

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::auth::{with_session_cookie, MaybeAuth, Via};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath, RequestMeta};
+use crate::extract::{ApiJson, ApiPath, ClientIp, RequestMeta};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -136,11 +136,11 @@ const SENT: &str =
 async fn send_link(
     State(state): State<AppState>,
     meta: RequestMeta,
+    ClientIp(client): ClientIp,
     input: EmailInput,
 ) -> Result<Response, ApiError> {
     let limited = |retry_after| ApiError::RateLimited { retry_after };
-    let ip = meta.0.ip.clone().unwrap_or_default();
-    state.limits().links_per_ip.check(&ip).map_err(limited)?;
+    state.limits().link_from(client).map_err(limited)?;
     let email = Email::parse(&input.email).map_err(|e| ApiError::Unprocessable {
         code: "validation_failed",
         message: e.to_string(),
