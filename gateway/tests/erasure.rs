@@ -150,11 +150,7 @@ async fn erase(app: &TestApp, client: &reqwest::Client) {
         .await
         .expect("erase");
     assert_eq!(erased.status(), 200);
-    let me = client
-        .get(app.url("/api/v1/me"))
-        .send()
-        .await
-        .expect("me");
+    let me = client.get(app.url("/api/v1/me")).send().await.expect("me");
     assert_eq!(me.status(), 401);
 }
 
@@ -306,6 +302,16 @@ async fn erasure_leaves_nothing_with_mail_pending() {
             "the refused mail was never tried"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Waiting, it is sealed: recipient, bodies and the server's reply that named her.
+    let (recipient, text, error): (String, String, String) = sqlx::query_as(
+        "SELECT recipient, text_body, last_error FROM mail_outbox WHERE last_error IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("queued mail");
+    for sealed in [&recipient, &text, &error] {
+        assert!(sealed.starts_with("enc:v2:"), "{sealed}");
     }
     pool.close().await;
 
