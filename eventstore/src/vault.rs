@@ -327,6 +327,11 @@ impl Opener<'_> {
     pub async fn open_field(&mut self, field: &str, sealed: &str) -> Result<String, StoreError> {
         let malformed = || StoreError::Unavailable(Malformed.to_string());
         let parsed = parse(sealed).ok_or_else(malformed)?;
+        // Refused before the key is looked up, so that whether a subject was erased shows
+        // only where their own data was sealed.
+        if parsed.version == Version::V1 && field != fields::EMAIL {
+            return Err(malformed());
+        }
         let Some(key) = self.key(parsed.subject_id).await? else {
             return Ok(ERASED.to_owned());
         };
@@ -411,11 +416,6 @@ struct Parsed {
     version: Version,
     subject_id: Uuid,
     blob: Vec<u8>,
-}
-
-/// The subject a sealed value names, if `value` is one.
-pub fn sealed_subject(value: &str) -> Option<Uuid> {
-    parse(value).map(|p| p.subject_id)
 }
 
 fn parse(sealed: &str) -> Option<Parsed> {
@@ -543,6 +543,7 @@ mod tests {
         assert_eq!(metadata["user_agent"], "plain (before sealing)");
 
         // Erased: declared fields read as erased, pasted copies are still the literal text.
+        let old_email = seal_v1(&dave, "dave@example.com");
         assert!(vault.erase(dave.subject_id()).await.expect("erase"));
         let mut opener = vault.opener();
         let mut registered = serde_json::json!({"email": email});
@@ -557,5 +558,9 @@ mod tests {
             .await
             .expect("open");
         assert_eq!(task["description"], email.as_str());
+        // An old value where it was never sealed does not tell that its subject was erased.
+        let mut metadata = serde_json::json!({"user_agent": old_email});
+        opener.open_metadata(&mut metadata).await.expect("open");
+        assert_eq!(metadata["user_agent"], UNREADABLE);
     }
 }
