@@ -19,6 +19,7 @@ use commands::identity::{RENEW_WHEN_LEFT, SESSION_TTL};
 use commands::secrets::{digest, parse_api_key, same_digest};
 use commands::{Actor, Metadata};
 use domain::{ApiKeyId, Scope, SessionId, UserId};
+use projections::access::Reader;
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
@@ -36,6 +37,8 @@ pub enum Via {
     Session {
         /// The session.
         session_id: SessionId,
+        /// When it ends unless renewed (long-lived streams check again then).
+        expires_at: OffsetDateTime,
     },
     /// An API key.
     ApiKey {
@@ -79,10 +82,47 @@ impl Principal {
     /// A session, not an API key (403 `session_required` otherwise).
     pub fn require_session(&self) -> Result<SessionId, ApiError> {
         match &self.via {
-            Via::Session { session_id } => Ok(*session_id),
+            Via::Session { session_id, .. } => Ok(*session_id),
             Via::ApiKey { .. } => Err(ApiError::forbidden(
                 "session_required",
                 "this needs a signed-in session, not an API key",
+            )),
+        }
+    }
+
+    /// The principal as the access policy knows it.
+    pub fn reader(&self) -> Reader {
+        let user = self.user_id.as_uuid();
+        match &self.via {
+            Via::Session { session_id, .. } => Reader::Session {
+                user,
+                session: session_id.as_uuid(),
+            },
+            Via::ApiKey { key_id, scopes, .. } => Reader::ApiKey {
+                user,
+                key: key_id.as_uuid(),
+                scopes: scopes.clone(),
+            },
+        }
+    }
+
+    /// When a session must be checked again (it expires unless renewed); `None` for keys,
+    /// which end only by an event (revocation, erasure).
+    pub fn recheck_at(&self) -> Option<OffsetDateTime> {
+        match &self.via {
+            Via::Session { expires_at, .. } => Some(*expires_at),
+            Via::ApiKey { .. } => None,
+        }
+    }
+
+    /// Fails with 403 `insufficient_scope` for an API key: no scope lets a key read or manage
+    /// its owner's sessions and keys (a leaked key must not be able to lock its owner out).
+    pub fn require_account_access(&self) -> Result<(), ApiError> {
+        match &self.via {
+            Via::Session { .. } => Ok(()),
+            Via::ApiKey { .. } => Err(ApiError::forbidden(
+                "insufficient_scope",
+                "API keys cannot list or revoke sessions and keys; sign in",
             )),
         }
     }
@@ -100,7 +140,7 @@ impl Principal {
 
     fn rate_key(&self) -> String {
         match &self.via {
-            Via::Session { session_id } => format!("session:{session_id}"),
+            Via::Session { session_id, .. } => format!("session:{session_id}"),
             Via::ApiKey { key_id, .. } => format!("key:{key_id}"),
         }
     }
@@ -295,7 +335,10 @@ async fn resolve(
     Ok((
         Some(Principal {
             user_id,
-            via: Via::Session { session_id },
+            via: Via::Session {
+                session_id,
+                expires_at: session.expires_at,
+            },
         }),
         renewed,
     ))

@@ -22,9 +22,9 @@ use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use domain::{Permission, Scope};
 use eventstore::{Cursor, EventFilter, Store};
 use futures::{SinkExt, StreamExt};
+use projections::access::{Access, Change, Class, Reader};
 use projections::bus::CloudEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -62,6 +62,15 @@ impl Channel {
             Self::Public => "public",
             Self::Tasks => "tasks",
             Self::Admin => "admin",
+        }
+    }
+
+    /// What the access policy calls what this channel carries.
+    fn class(self) -> Class {
+        match self {
+            Self::Public => Class::Public,
+            Self::Tasks => Class::Board,
+            Self::Admin => Class::Admin,
         }
     }
 
@@ -107,6 +116,25 @@ fn now_ms() -> i64 {
 
 fn frame(value: &Value) -> Utf8Bytes {
     Utf8Bytes::from(value.to_string())
+}
+
+fn error_frame(code: &str, message: &str) -> Utf8Bytes {
+    frame(&json!({"type": "ERROR", "code": code, "message": message, "ts": now_ms()}))
+}
+
+/// What a member that lost `room` is told.
+fn revoked_messages(room: &Room) -> [Utf8Bytes; 2] {
+    [
+        frame(&json!({
+            "type": "ERROR", "code": "ACCESS_REVOKED", "orgId": room.0,
+            "channel": room.1.as_str(), "message": "you may no longer read this channel",
+            "ts": now_ms(),
+        })),
+        frame(&json!({
+            "type": "UNSUBSCRIBED", "scope": "INDIVIDUAL", "orgId": room.0,
+            "channel": room.1.as_str(), "ts": now_ms(),
+        })),
+    ]
 }
 
 /// A data message on the wire.
@@ -182,9 +210,20 @@ enum Outbound {
 struct Member {
     tx: mpsc::Sender<Outbound>,
     kill: CancellationToken,
+    /// Who is reading (`None`: anonymous), for deciding again when access changes.
+    reader: Option<Reader>,
 }
 
-/// Routes bus events to rooms. Cheap to clone.
+/// A signed-in connection, wherever it is (in a room or the waiting room): a credential that
+/// ends closes it.
+#[derive(Debug)]
+struct SignedIn {
+    tx: mpsc::Sender<Outbound>,
+    reader: Reader,
+}
+
+/// Routes bus events to rooms, and applies access changes (which travel on the bus like any
+/// event) before routing the next event. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Hub {
     inner: Arc<HubInner>,
@@ -193,6 +232,7 @@ pub struct Hub {
 #[derive(Debug, Default)]
 struct HubInner {
     rooms: Mutex<HashMap<Room, HashMap<u64, Member>>>,
+    signed_in: Mutex<HashMap<u64, SignedIn>>,
     next_id: AtomicU64,
     connections: AtomicU64,
     slow_closed: AtomicU64,
@@ -246,17 +286,119 @@ impl Hub {
     }
 
     /// Adds a member; returns how many the room has now.
-    fn join(
-        &self,
-        room: Room,
-        id: u64,
-        tx: mpsc::Sender<Outbound>,
-        kill: CancellationToken,
-    ) -> usize {
+    fn join(&self, room: Room, id: u64, member: Member) -> usize {
         let mut rooms = self.rooms();
         let members = rooms.entry(room).or_default();
-        members.insert(id, Member { tx, kill });
+        members.insert(id, member);
         members.len()
+    }
+
+    fn signed_in(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SignedIn>> {
+        self.inner
+            .signed_in
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the members of `room` that `pick` chooses out of it, and tells each it lost the
+    /// channel (`ERROR ACCESS_REVOKED`, then `UNSUBSCRIBED`).
+    fn revoke(&self, room: &Room, pick: impl Fn(u64, &Member) -> bool) {
+        let mut rooms = self.rooms();
+        let Some(members) = rooms.get_mut(room) else {
+            return;
+        };
+        members.retain(|id, member| {
+            if !pick(*id, member) {
+                return true;
+            }
+            for message in revoked_messages(room) {
+                if member.tx.try_send(Outbound::Frame(message, None)).is_err() {
+                    member.kill.cancel();
+                }
+            }
+            false
+        });
+        if members.is_empty() {
+            rooms.remove(room);
+        }
+    }
+
+    /// Applies an access change before the next event is routed: a credential that ended
+    /// closes its connections (4401); leaving an organization takes its channels away; a
+    /// change of rights has the administration channel decided again from the read model,
+    /// once it includes the change (`at`), failing closed if it does not in time.
+    async fn enforce(&self, state: &AppState, change: Change, at: Cursor) {
+        match change {
+            Change::CredentialEnded { .. } => {
+                let ended: Vec<u64> = self
+                    .signed_in()
+                    .iter()
+                    .filter(|(_, c)| change.ends(&c.reader))
+                    .map(|(id, c)| {
+                        let _ = c.tx.try_send(Outbound::Frame(
+                            error_frame("ACCESS_REVOKED", "your sign-in ended"),
+                            None,
+                        ));
+                        let _ = c.tx.try_send(Outbound::Close(4401, "access revoked"));
+                        *id
+                    })
+                    .collect();
+                if ended.is_empty() {
+                    return;
+                }
+                let mut rooms = self.rooms();
+                for members in rooms.values_mut() {
+                    members.retain(|id, _| !ended.contains(id));
+                }
+                rooms.retain(|_, members| !members.is_empty());
+            }
+            Change::LeftOrganization { org, user } => {
+                for channel in [Channel::Tasks, Channel::Admin] {
+                    let room = (org.to_string(), channel);
+                    self.revoke(&room, |_, m| {
+                        m.reader.as_ref().and_then(Reader::user) == Some(user)
+                    });
+                }
+            }
+            Change::RightsChanged { org, user } => {
+                let room = (org.to_string(), Channel::Admin);
+                let readers: Vec<(u64, Reader)> = self
+                    .rooms()
+                    .get(&room)
+                    .map(|members| {
+                        members
+                            .iter()
+                            .filter_map(|(id, m)| Some((*id, m.reader.clone()?)))
+                            .filter(|(_, r)| user.is_none() || r.user() == user)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if readers.is_empty() {
+                    return;
+                }
+                let mut lost = Vec::new();
+                let ready = match state.ready() {
+                    Ok(ready) => ready
+                        .caught_up(projections::memberships::NAME, at)
+                        .await
+                        .ok()
+                        .map(|()| ready),
+                    Err(_) => None,
+                };
+                for (id, reader) in readers {
+                    let keeps = match ready {
+                        Some(ready) => Access::load_org(ready.store.pool(), reader, org)
+                            .await
+                            .is_ok_and(|a| a.may_read(Class::Admin, Some(org), None)),
+                        None => false,
+                    };
+                    if !keeps {
+                        lost.push(id);
+                    }
+                }
+                self.revoke(&room, |id, _| lost.contains(&id));
+            }
+        }
     }
 
     /// Removes a member; returns how many the room had with it (a member cut off as a slow
@@ -274,11 +416,12 @@ impl Hub {
         had
     }
 
-    /// Routes every event from the bus until `shutdown`. Events at or behind the last one
-    /// routed are dropped (a relay that republished after a crash). If this node falls behind
+    /// Routes every event from the bus until `shutdown`; an event that changes access is
+    /// enforced first ([`Hub::enforce`]). Events at or behind the last one routed are dropped (a relay that republished after a crash). If this node falls behind
     /// the bus, every subscriber is told `RESYNC_REQUIRED`.
     pub async fn run(
         self,
+        state: AppState,
         mut bus: broadcast::Receiver<Arc<CloudEvent>>,
         shutdown: CancellationToken,
     ) {
@@ -297,10 +440,16 @@ impl Hub {
                         continue;
                     }
                     last = cursor;
+                    let stored = event.stored_type();
+                    let (aggregate_type, aggregate_id) = event.stream();
+                    if let Some(change) =
+                        Change::of_event(aggregate_type, aggregate_id, &stored, event.data.get())
+                    {
+                        self.enforce(&state, change, cursor).await;
+                    }
                     let Some(org) = event.cairnorg.clone() else {
                         continue;
                     };
-                    let stored = event.stored_type();
                     for (channel, kind) in messages_for(&stored) {
                         let room = (org.clone(), channel);
                         let message = data_frame(&event, &stored, &org, channel, &kind);
@@ -390,7 +539,13 @@ impl Conn {
     }
 
     fn error(&self, code: &str, message: &str) {
-        self.send(json!({"type": "ERROR", "code": code, "message": message, "ts": now_ms()}));
+        if self
+            .tx
+            .try_send(Outbound::Frame(error_frame(code, message), None))
+            .is_err()
+        {
+            self.kill.cancel();
+        }
     }
 
     fn presence(&self, kind: &str, room: &Room) -> Utf8Bytes {
@@ -399,7 +554,10 @@ impl Conn {
             "ts": now_ms(),
             "data": {
                 "wsClientId": self.client_id,
-                "userId": self.principal.as_ref().map(|p| p.user_id.to_string()),
+                // Who is reading an organization's public channel is not public.
+                "userId": self.principal.as_ref()
+                    .filter(|_| room.1 != Channel::Public)
+                    .map(|p| p.user_id.to_string()),
             },
         }))
     }
@@ -422,34 +580,39 @@ impl Conn {
         }
     }
 
-    /// Whether this connection may join `room` (an `ERROR` code if not).
+    /// Whether this connection may join `channel` of `org`, by the access policy (an `ERROR`
+    /// code if not).
     async fn authorize(&self, org: uuid::Uuid, channel: Channel) -> Result<(), &'static str> {
-        if channel == Channel::Public {
-            return Ok(());
-        }
+        let class = channel.class();
         let Some(principal) = &self.principal else {
-            return Err("UNAUTHORIZED");
+            return if class == Class::Public {
+                Ok(())
+            } else {
+                Err("UNAUTHORIZED")
+            };
         };
-        if principal.require(Scope::TasksRead).is_err() {
+        if !principal.reader().scoped_for(class) {
             return Err("FORBIDDEN");
         }
         let Ok(ready) = self.state.ready() else {
             return Err("UNAVAILABLE");
         };
-        let pool = ready.store.pool();
-        let _ =
-            crate::routes::board::caught_up_locally(ready, projections::memberships::NAME).await;
-        let user = principal.user_id.as_uuid();
-        let allowed = if channel == Channel::Admin {
-            projections::memberships::allows(pool, org, user, Permission::Administrator).await
-        } else {
-            projections::memberships::is_member(pool, org, user).await
-        };
-        match allowed {
-            Ok(true) => Ok(()),
-            Ok(false) => Err("FORBIDDEN"),
+        match ready.access(Some(principal), Some(org)).await {
+            Ok(access) if !access.is_live() => Err("UNAUTHORIZED"),
+            Ok(access) if access.may_read(class, Some(org), None) => Ok(()),
+            Ok(_) => Err("FORBIDDEN"),
             Err(_) => Err("UNAVAILABLE"),
         }
+    }
+
+    /// Whether this connection's credential still stands (a dead one reads nothing).
+    async fn still_signed_in(&self) -> bool {
+        let (Some(principal), Ok(ready)) = (&self.principal, self.state.ready()) else {
+            return true;
+        };
+        projections::access::is_live(ready.store.pool(), &principal.reader())
+            .await
+            .unwrap_or(true)
     }
 
     async fn subscribe(&mut self, message: ClientMessage) {
@@ -491,9 +654,15 @@ impl Conn {
                 return;
             }
         }
-        let members = self
-            .hub
-            .join(room.clone(), self.id, self.tx.clone(), self.kill.clone());
+        let members = self.hub.join(
+            room.clone(),
+            self.id,
+            Member {
+                tx: self.tx.clone(),
+                kill: self.kill.clone(),
+                reader: self.principal.as_ref().map(Principal::reader),
+            },
+        );
         self.announce("USER_SUBSCRIBED", &room, members);
         self.room = Some(room);
     }
@@ -509,6 +678,17 @@ async fn connection(state: AppState, principal: Option<Principal>, socket: WebSo
     let (sink, mut stream) = socket.split();
     let store = state.try_ready().map(|r| r.store.clone());
     let mut writer = tokio::spawn(write(sink, rx, kill.clone(), store, config.ws_replay_limit));
+    if let Some(principal) = &principal {
+        hub.signed_in().insert(
+            id,
+            SignedIn {
+                tx: tx.clone(),
+                reader: principal.reader(),
+            },
+        );
+    }
+    // A session ends by itself at its expiry (unless renewed): look again then.
+    let mut recheck_at = principal.as_ref().and_then(Principal::recheck_at);
     let mut conn = Conn {
         state,
         hub: hub.clone(),
@@ -540,6 +720,15 @@ async fn connection(state: AppState, principal: Option<Principal>, socket: WebSo
                 if last_pong.elapsed() > config.ws_timeout {
                     let _ = conn.tx.try_send(Outbound::Close(1000, "no PONG in time"));
                     break;
+                }
+                if recheck_at.is_some_and(|at| at <= time::OffsetDateTime::now_utc()) {
+                    if !conn.still_signed_in().await {
+                        conn.error("ACCESS_REVOKED", "your sign-in ended");
+                        let _ = conn.tx.try_send(Outbound::Close(4401, "access revoked"));
+                        break;
+                    }
+                    // Renewed: look again at the next ping.
+                    recheck_at = Some(time::OffsetDateTime::now_utc() + config.ws_ping);
                 }
                 conn.send(json!({"type": "PING", "ts": now_ms()}));
             }
@@ -592,6 +781,7 @@ async fn connection(state: AppState, principal: Option<Principal>, socket: WebSo
         }
     }
     conn.leave_room();
+    hub.signed_in().remove(&id);
     hub.inner.connections.fetch_sub(1, Ordering::Relaxed);
     // Let the writer send what is queued (a close frame), then stop it: a writer still stuck
     // on a socket that takes nothing is aborted, which closes the socket.
@@ -631,7 +821,11 @@ async fn write(
         };
         match result {
             Ok(true) => {}
-            Ok(false) => return,
+            // Done (a close frame was sent): the connection ends with it.
+            Ok(false) => {
+                kill.cancel();
+                return;
+            }
             Err(_) => {
                 kill.cancel();
                 return;

@@ -69,12 +69,11 @@ impl App {
             bus,
             shutdown.clone(),
         );
-        tokio::spawn(
-            state
-                .hub()
-                .clone()
-                .run(state.bus().subscribe(), shutdown.clone()),
-        );
+        tokio::spawn(state.hub().clone().run(
+            state.clone(),
+            state.bus().subscribe(),
+            shutdown.clone(),
+        ));
         let tasks = state.tasks().clone();
         let connector = tokio::spawn(connect_with_backoff(
             state.clone(),
@@ -248,10 +247,6 @@ async fn connect(
         time::Duration::try_from(config.link_ttl).unwrap_or(commands::identity::LINK_TTL);
     let identity = Identity::new(commands.clone(), vault.clone()).with_link_ttl(link_ttl);
     let progress = projections::registry::spawn_all(&store, shutdown, tasks);
-    let identity_progress = progress
-        .get(projections::identity::NAME)
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("the identity projection is not registered"))?;
     tasks.spawn(Relay::new(store.clone(), state.bus().clone()).run(shutdown.clone()));
     let outbox = Outbox::new(pool, vault, transport.clone());
     tasks.spawn(
@@ -263,7 +258,7 @@ async fn connect(
         commands,
         identity,
         outbox,
-        identity_progress,
+        progress,
         store,
     })
 }

@@ -1,4 +1,6 @@
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use commands::identity::Identity;
 use commands::Commands;
@@ -11,7 +13,15 @@ use crate::error::ApiError;
 use crate::limits::RateLimiter;
 use crate::live::Hub;
 use crate::metrics::Metrics;
+use projections::access::Access;
 use projections::bus::Bus;
+use uuid::Uuid;
+
+use crate::auth::Principal;
+
+/// How long a read waits for `?after=`, a write for this node's own last commit, or a
+/// revocation for the read model that enforces it.
+pub const CATCH_UP: Duration = Duration::from_secs(5);
 
 /// What exists once PostgreSQL is reachable and migrated.
 #[derive(Debug, Clone)]
@@ -20,8 +30,8 @@ pub struct Ready {
     pub commands: Commands,
     pub identity: Identity,
     pub outbox: Outbox,
-    /// This node's `identity` projection progress (a wake-up for read-your-writes waits).
-    pub identity_progress: watch::Receiver<Cursor>,
+    /// This node's projection progress by name (a wake-up for read-your-writes waits).
+    pub progress: HashMap<&'static str, watch::Receiver<Cursor>>,
 }
 
 /// The rate limiters.
@@ -169,6 +179,112 @@ impl AppState {
 }
 
 impl Ready {
+    /// Waits until projection `name` includes `cursor`, woken by its progress; 503
+    /// `unavailable` (logged at WARN) if it does not within [`CATCH_UP`].
+    pub async fn caught_up(&self, name: &str, cursor: Cursor) -> Result<(), ApiError> {
+        let reached = projections::runner::wait_for(
+            self.store.pool(),
+            name,
+            cursor,
+            CATCH_UP,
+            self.progress.get(name).cloned(),
+        )
+        .await?;
+        if reached {
+            Ok(())
+        } else {
+            tracing::warn!(
+                projection = name,
+                %cursor,
+                "the read model has not caught up within {} s",
+                CATCH_UP.as_secs()
+            );
+            Err(ApiError::Unavailable(Some(
+                format!("the {name} read model has not caught up yet; retry").into(),
+            )))
+        }
+    }
+
+    /// Waits until `name` includes everything this node has committed (so a client that just
+    /// created an organization or a label can use it at once).
+    pub async fn caught_up_locally(&self, name: &str) -> Result<(), ApiError> {
+        self.caught_up(name, self.store.committed_here()).await
+    }
+
+    /// Parses `?after=`: 400 `invalid_cursor` for text that is not a Cairn cursor.
+    pub fn parse_after(after: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+        after
+            .map(|text| {
+                text.parse().map_err(|_| {
+                    ApiError::bad_request("invalid_cursor", "`after` is not a Cairn cursor")
+                })
+            })
+            .transpose()
+    }
+
+    /// Fails with 400 `invalid_cursor` if `cursor` lies beyond the newest commit: no commit
+    /// ever returned it, so waiting for it would be in vain.
+    pub async fn committed(&self, cursor: Cursor) -> Result<(), ApiError> {
+        if cursor <= self.store.committed_here() || cursor <= self.store.head().await? {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(
+                "invalid_cursor",
+                "`after` is past the newest event; use a cursor Cairn returned",
+            ))
+        }
+    }
+
+    /// For `?after=<cursor>` on a read of projection `name` (and `also`, when the read
+    /// joins another): 400 `invalid_cursor` at once for text that is no cursor or a cursor
+    /// past the newest commit, else a wait until the read model includes it. Call it after
+    /// access is decided, so strangers cost no wait.
+    pub async fn read_after(
+        &self,
+        after: Option<Cursor>,
+        name: &str,
+        also: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(cursor) = after else {
+            return Ok(());
+        };
+        self.committed(cursor).await?;
+        self.caught_up(name, cursor).await?;
+        match also {
+            Some(other) => self.caught_up(other, cursor).await,
+            None => Ok(()),
+        }
+    }
+
+    /// What `caller` may read (in `org` only, when given), by the one access policy, after
+    /// the memberships read model has seen this node's own commits.
+    pub async fn access(
+        &self,
+        caller: Option<&Principal>,
+        org: Option<Uuid>,
+    ) -> Result<Access, ApiError> {
+        let Some(caller) = caller else {
+            return Ok(Access::anonymous());
+        };
+        self.caught_up_locally(projections::memberships::NAME)
+            .await?;
+        let pool = self.store.pool();
+        Ok(match org {
+            Some(org) => Access::load_org(pool, caller.reader(), org).await?,
+            None => Access::load(pool, caller.reader()).await?,
+        })
+    }
+
+    /// Waits until the identity read models include `cursor`, so the caller's next request
+    /// sees its own write (a new session, a revoked key). A revocation that is not enforced
+    /// in time answers 503 (it is committed and takes effect when the read model catches up).
+    pub async fn identity_applied(&self, cursor: Option<Cursor>) -> Result<(), ApiError> {
+        match cursor {
+            Some(cursor) => self.caught_up(projections::identity::NAME, cursor).await,
+            None => Ok(()),
+        }
+    }
+
     /// Waits (up to 5 s) until the identity read models include `cursor`, so the caller's next
     /// request sees its own write (a new session, a revoked key). The write has committed
     /// whatever happens here, so a lagging projection is logged, never turned into an error
@@ -177,18 +293,8 @@ impl Ready {
         let Some(cursor) = cursor else {
             return;
         };
-        let reached = projections::runner::wait_for(
-            self.store.pool(),
-            projections::identity::NAME,
-            cursor,
-            std::time::Duration::from_secs(5),
-            Some(self.identity_progress.clone()),
-        )
-        .await;
-        if !matches!(reached, Ok(true)) {
-            tracing::warn!(
-                "the identity projection has not caught up within 5 s; the change applies when it does"
-            );
+        if self.identity_applied(Some(cursor)).await.is_err() {
+            tracing::warn!("the change applies when the identity projection catches up");
         }
     }
 }

@@ -340,7 +340,8 @@ async fn channel_rules_heartbeat_and_rate_limit() {
         ("CAIRN_WS_REPLAY_LIMIT", "2".to_owned()),
     ])
     .await;
-    let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
+    // The administration channel needs the `admin` scope as well as the permission.
+    let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read", "admin"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
     let (stranger, _) = key_for(&app, "eve@example.com", json!(["tasks:read"])).await;
 
@@ -483,7 +484,8 @@ async fn the_json_feed_and_sse_resume_and_stay_within_the_callers_orgs() {
     assert_eq!(titles, ["one", "two", "three"]);
 
     // The open stream follows membership: once eve adds ada to her organization, its events
-    // flow; once she removes her, they stop.
+    // flow; once she removes her, the stream ends (access was lost), and a stream resumed
+    // from the last id carries on without eve's organization.
     let me: Value = ada
         .get(app.url("/api/v1/me"))
         .send()
@@ -510,6 +512,9 @@ async fn the_json_feed_and_sse_resume_and_stay_within_the_callers_orgs() {
     assert_eq!(removed.status(), 200);
     create_task(&app, &eve, &other, "hidden").await;
     create_task(&app, &ada, &org, "four").await;
+    let last = sse.last_id.clone();
+    assert!(sse.ended().await, "the stream ends once access is lost");
+    let mut sse = Sse::open(&integrator, &url, Some(&last)).await;
     assert_eq!(sse.next().await.1["data"]["title"], "four");
     app.stop().await;
 }
@@ -518,6 +523,8 @@ async fn the_json_feed_and_sse_resume_and_stay_within_the_callers_orgs() {
 struct Sse {
     body: reqwest::Response,
     text: String,
+    /// The id of the last event read.
+    last_id: String,
 }
 
 impl Sse {
@@ -531,6 +538,21 @@ impl Sse {
         Self {
             body,
             text: String::new(),
+            last_id: String::new(),
+        }
+    }
+
+    /// Whether the server ends the stream (within 10 s) before sending another event.
+    async fn ended(&mut self) -> bool {
+        loop {
+            if self.text.contains("data: ") {
+                return false;
+            }
+            match tokio::time::timeout(Duration::from_secs(10), self.body.chunk()).await {
+                Ok(Ok(Some(chunk))) => self.text.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(Ok(None)) | Ok(Err(_)) => return true,
+                Err(_) => return false,
+            }
         }
     }
 
@@ -542,6 +564,7 @@ impl Sse {
                 let id = block.lines().find_map(|l| l.strip_prefix("id: "));
                 let data = block.lines().find_map(|l| l.strip_prefix("data: "));
                 if let (Some(id), Some(data)) = (id, data) {
+                    self.last_id = id.to_owned();
                     return (id.to_owned(), serde_json::from_str(data).expect("json"));
                 }
             }

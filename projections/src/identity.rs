@@ -240,14 +240,24 @@ pub struct SessionRow {
     pub user_agent: Option<String>,
 }
 
-/// The live sessions of `user_id`, newest first.
-pub async fn sessions_of(pool: &PgPool, user_id: Uuid) -> Result<Vec<SessionRow>, sqlx::Error> {
+/// Up to `limit` live sessions of `user_id`, newest first, after `before` (the
+/// `(started_at, session_id)` of the previous page's last row).
+pub async fn sessions_of(
+    pool: &PgPool,
+    user_id: Uuid,
+    before: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<SessionRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT session_id, started_at, expires_at, ip, user_agent FROM sessions
           WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
-          ORDER BY started_at DESC",
+            AND ($2::timestamptz IS NULL OR (started_at, session_id) < ($2, $3))
+          ORDER BY started_at DESC, session_id DESC LIMIT $4",
     )
     .bind(user_id)
+    .bind(before.map(|(at, _)| at))
+    .bind(before.map(|(_, id)| id))
+    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -267,13 +277,24 @@ pub struct ApiKeyRow {
     pub created_at: OffsetDateTime,
 }
 
-/// The live API keys of `user_id`, newest first.
-pub async fn api_keys_of(pool: &PgPool, user_id: Uuid) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
+/// Up to `limit` live API keys of `user_id`, newest first, after `before` (the
+/// `(created_at, key_id)` of the previous page's last row).
+pub async fn api_keys_of(
+    pool: &PgPool,
+    user_id: Uuid,
+    before: Option<(OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<ApiKeyRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT key_id, name, prefix, scopes, created_at FROM api_keys
-          WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC",
+          WHERE user_id = $1 AND revoked_at IS NULL
+            AND ($2::timestamptz IS NULL OR (created_at, key_id) < ($2, $3))
+          ORDER BY created_at DESC, key_id DESC LIMIT $4",
     )
     .bind(user_id)
+    .bind(before.map(|(at, _)| at))
+    .bind(before.map(|(_, id)| id))
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

@@ -13,6 +13,7 @@
 //! tables, idempotently (a batch applied twice changes nothing). Their tables are created by
 //! `migrations/`, never in code.
 
+pub mod access;
 pub mod board;
 pub mod bus;
 pub mod identity;

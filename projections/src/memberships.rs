@@ -455,6 +455,22 @@ pub async fn is_member(pool: &PgPool, org: Uuid, user: Uuid) -> Result<bool, sql
     .await
 }
 
+/// Which of `users` are members of `org` (one query, whatever the number asked about).
+pub async fn members_among(
+    pool: &PgPool,
+    org: Uuid,
+    users: &[Uuid],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let found: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM org_members WHERE org_id = $1 AND user_id = ANY($2)",
+    )
+    .bind(org)
+    .bind(users)
+    .fetch_all(pool)
+    .await?;
+    Ok(found.into_iter().collect())
+}
+
 /// Whether `user` holds `permission` in `org` (administrator implies all).
 pub async fn allows(
     pool: &PgPool,

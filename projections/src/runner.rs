@@ -420,8 +420,10 @@ pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<Cursor, sqlx::Error
 }
 
 /// Waits until projection `name` has applied everything up to `target`, for read-your-writes.
-/// Returns `false` if `within` passes first. Works whichever node runs the projection; `local`
-/// (this node's runner progress, if any) only makes it wake sooner.
+/// Returns `false` if `within` passes first. Works whichever node runs the projection: `local`
+/// (this node's runner progress) answers without a query and wakes the wait as soon as a batch
+/// lands; the checkpoint is read at first and then with a backoff (10 ms doubling to 250 ms),
+/// the path when another node runs the projection.
 pub async fn wait_for(
     pool: &PgPool,
     name: &str,
@@ -430,28 +432,42 @@ pub async fn wait_for(
     mut local: Option<watch::Receiver<Cursor>>,
 ) -> Result<bool, sqlx::Error> {
     let deadline = tokio::time::Instant::now() + within;
+    let mut nap = Duration::from_millis(10);
+    let mut query_at = tokio::time::Instant::now();
     loop {
-        let reached: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT last_xid::text::int8, last_position FROM projection_checkpoints WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(pool)
-        .await?;
-        if reached.is_some_and(|(xid, pos)| Cursor::new(xid as u64, pos) >= target) {
+        if local.as_ref().is_some_and(|rx| *rx.borrow() >= target) {
             return Ok(true);
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= query_at {
+            let reached: Option<(i64, i64)> = sqlx::query_as(
+                "SELECT last_xid::text::int8, last_position FROM projection_checkpoints WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+            if reached.is_some_and(|(xid, pos)| Cursor::new(xid as u64, pos) >= target) {
+                return Ok(true);
+            }
+            query_at = now + nap;
+            nap = (nap * 2).min(Duration::from_millis(250));
+        }
+        if now >= deadline {
             return Ok(false);
         }
-        let nap = tokio::time::sleep(Duration::from_millis(10));
+        let wake = query_at.min(deadline);
         match local.as_mut() {
             Some(rx) => {
                 tokio::select! {
-                    _ = rx.changed() => {}
-                    () = nap => {}
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            local = None;
+                        }
+                    }
+                    () = tokio::time::sleep_until(wake) => {}
                 }
             }
-            None => nap.await,
+            None => tokio::time::sleep_until(wake).await,
         }
     }
 }

@@ -6,14 +6,14 @@
 //! and accept `?after=<cursor>` (a write's `Cairn-Cursor`) to wait until they include it.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{delete, get, patch};
 use axum::{Json, Router};
-use commands::{CommandError, Cursor, Receipt};
+use commands::{CommandError, Receipt};
 use cqrs_es::Aggregate;
 use domain::label::{Category, Color, Label, TagCommand, TagError, TagRequest};
 use domain::task::{
@@ -23,12 +23,14 @@ use domain::task::{
 use domain::{
     CategoryId, CommentId, Grant, LabelId, Name, OrgId, Permission, Scope, TaskId, Text, UserId,
 };
+use projections::access::Class;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::orgs::written;
+use super::paging::ListQuery;
 use crate::auth::{Auth, Principal};
 use crate::error::{ApiError, DomainStatus};
 use crate::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
@@ -107,32 +109,11 @@ impl DomainStatus for TaskError {
 
 // ---- read-your-writes, grants and references ----
 
-/// How long a read waits for `?after=`, or a write for this node's own last commit.
-const CATCH_UP: Duration = Duration::from_secs(5);
-
-/// Waits until projection `name` includes `cursor`; 503 `not_caught_up` if it does not in time.
-pub(crate) async fn caught_up(ready: &Ready, name: &str, cursor: Cursor) -> Result<(), ApiError> {
-    let reached =
-        projections::runner::wait_for(ready.store.pool(), name, cursor, CATCH_UP, None).await?;
-    if reached {
-        Ok(())
-    } else {
-        Err(ApiError::Unavailable(Some(
-            format!("the {name} read model has not caught up yet; retry").into(),
-        )))
-    }
-}
-
-/// Waits until `name` includes everything this node has committed (so a client that just
-/// created an organization or a label can use it at once).
-pub(crate) async fn caught_up_locally(ready: &Ready, name: &str) -> Result<(), ApiError> {
-    let local = ready.store.committed_here();
-    caught_up(ready, name, local).await
-}
-
 /// The caller's grant in `org`, from the memberships read model.
 async fn grant(ready: &Ready, org: OrgId, caller: &Principal) -> Result<Grant, ApiError> {
-    caught_up_locally(ready, projections::memberships::NAME).await?;
+    ready
+        .caught_up_locally(projections::memberships::NAME)
+        .await?;
     let pool = ready.store.pool();
     let member =
         projections::memberships::is_member(pool, org.as_uuid(), caller.user_id.as_uuid()).await?;
@@ -154,7 +135,9 @@ async fn grant(ready: &Ready, org: OrgId, caller: &Principal) -> Result<Grant, A
     })
 }
 
-/// Lets a member read `org` (after `?after=` if given); anyone else gets 404.
+/// Lets whoever the access policy lets read `org`'s board read it, after `?after=` if given.
+/// Access is decided first (a stranger learns nothing and costs no wait: 404), the cursor is
+/// checked at once (400 if malformed or never returned), and only then does the read wait.
 async fn readable(
     ready: &Ready,
     org: &str,
@@ -162,27 +145,24 @@ async fn readable(
     after: Option<&str>,
     projection: &str,
 ) -> Result<OrgId, ApiError> {
-    caller.require(Scope::TasksRead)?;
-    let org: OrgId = parse_id(org, "organization")?;
-    if let Some(after) = after {
-        let cursor: Cursor = after.parse().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "`after` is not a Cairn cursor")
-        })?;
-        caught_up(ready, projection, cursor).await?;
-        caught_up(ready, projections::memberships::NAME, cursor).await?;
+    if !caller.reader().scoped_for(Class::Board) {
+        return Err(ApiError::forbidden(
+            "insufficient_scope",
+            "this API key lacks the `tasks:read` scope (or `events:read`)",
+        ));
     }
-    if !projections::memberships::is_member(
-        ready.store.pool(),
-        org.as_uuid(),
-        caller.user_id.as_uuid(),
-    )
-    .await?
-    {
+    let org: OrgId = parse_id(org, "organization")?;
+    let after = Ready::parse_after(after)?;
+    let access = ready.access(Some(caller), Some(org.as_uuid())).await?;
+    if !access.may_read(Class::Board, Some(org.as_uuid()), None) {
         return Err(ApiError::not_found(
             "organization_not_found",
             "no such organization",
         ));
     }
+    ready
+        .read_after(after, projection, Some(projections::memberships::NAME))
+        .await?;
     Ok(org)
 }
 
@@ -202,7 +182,7 @@ async fn check_labels(
     if labels.is_empty() {
         return Ok(());
     }
-    caught_up_locally(ready, projections::board::NAME).await?;
+    ready.caught_up_locally(projections::board::NAME).await?;
     let ids: Vec<Uuid> = labels.iter().map(|l| l.as_uuid()).collect();
     let found: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM labels WHERE org_id = $1 AND label_id = ANY($2) AND deleted_at IS NULL",
@@ -230,7 +210,7 @@ async fn check_category(
     let Some(category) = category else {
         return Ok(());
     };
-    caught_up_locally(ready, projections::board::NAME).await?;
+    ready.caught_up_locally(projections::board::NAME).await?;
     let found: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM categories WHERE org_id = $1 AND category_id = $2 AND deleted_at IS NULL)",
     )
@@ -248,23 +228,25 @@ async fn check_category(
     }
 }
 
-/// Every assignee is a member of `org` (422 `assignee_not_member` otherwise).
+/// Every assignee is a member of `org` (422 `assignee_not_member` otherwise), in one query.
 async fn check_assignees(
     ready: &Ready,
     org: OrgId,
     users: &BTreeSet<UserId>,
 ) -> Result<(), ApiError> {
-    for user in users {
-        if !projections::memberships::is_member(ready.store.pool(), org.as_uuid(), user.as_uuid())
-            .await?
-        {
-            return Err(unprocessable(
-                "assignee_not_member",
-                format!("user {user} is not a member"),
-            ));
-        }
+    if users.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let ids: Vec<Uuid> = users.iter().map(|u| u.as_uuid()).collect();
+    let members =
+        projections::memberships::members_among(ready.store.pool(), org.as_uuid(), &ids).await?;
+    match users.iter().find(|u| !members.contains(&u.as_uuid())) {
+        None => Ok(()),
+        Some(user) => Err(unprocessable(
+            "assignee_not_member",
+            format!("user {user} is not a member"),
+        )),
+    }
 }
 
 // ---- running commands ----
@@ -324,8 +306,9 @@ async fn members(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath(org): ApiPath<String>,
-    ApiQuery(q): ApiQuery<After>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let paging = q.paging()?;
     let ready = state.ready()?;
     let org = readable(
         ready,
@@ -335,29 +318,39 @@ async fn members(
         projections::memberships::NAME,
     )
     .await?;
-    let rows: Vec<(Uuid, time::OffsetDateTime, Vec<String>)> = sqlx::query_as(
+    let mut rows: Vec<(Uuid, time::OffsetDateTime, Vec<String>)> = sqlx::query_as(
         "SELECT m.user_id, m.added_at,
                 coalesce(array_agg(DISTINCT p.permission) FILTER (WHERE p.permission IS NOT NULL), '{}')
            FROM org_members m
            LEFT JOIN effective_permissions p ON p.org_id = m.org_id AND p.user_id = m.user_id
-          WHERE m.org_id = $1 GROUP BY m.user_id, m.added_at ORDER BY m.added_at",
+          WHERE m.org_id = $1
+            AND ($2::timestamptz IS NULL OR (m.added_at, m.user_id) > ($2::timestamptz, $3::uuid))
+          GROUP BY m.user_id, m.added_at ORDER BY m.added_at, m.user_id LIMIT $4",
     )
     .bind(org.as_uuid())
+    .bind(paging.key())
+    .bind(paging.id())
+    .bind(paging.fetch())
     .fetch_all(ready.store.pool())
     .await?;
+    let next = paging.finish(&mut rows, |(user, added, _)| (at(*added), *user));
     let members: Vec<Value> = rows
         .into_iter()
         .map(|(user, added, perms)| json!({"user_id": user, "added_at": at(added), "permissions": perms}))
         .collect();
-    Ok(Json(json!({ "members": members })))
+    Ok(Json(json!({ "members": members, "next": next })))
 }
+
+/// A team: id, name, permissions, members, created.
+type TeamRow = (Uuid, String, Vec<String>, Vec<Uuid>, time::OffsetDateTime);
 
 async fn teams(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath(org): ApiPath<String>,
-    ApiQuery(q): ApiQuery<After>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let paging = q.paging()?;
     let ready = state.ready()?;
     let org = readable(
         ready,
@@ -367,20 +360,28 @@ async fn teams(
         projections::memberships::NAME,
     )
     .await?;
-    let rows: Vec<(Uuid, String, Vec<String>, Vec<Uuid>)> = sqlx::query_as(
-        "SELECT t.team_id, t.name, t.permissions,
-                coalesce(array_agg(tm.user_id) FILTER (WHERE tm.user_id IS NOT NULL), '{}')
-           FROM org_teams t LEFT JOIN org_team_members tm ON tm.team_id = t.team_id
-          WHERE t.org_id = $1 GROUP BY t.team_id ORDER BY t.created_at",
-    )
-    .bind(org.as_uuid())
-    .fetch_all(ready.store.pool())
-    .await?;
+    let mut rows: Vec<TeamRow> =
+        sqlx::query_as(
+            "SELECT t.team_id, t.name, t.permissions,
+                    coalesce(array_agg(tm.user_id) FILTER (WHERE tm.user_id IS NOT NULL), '{}'),
+                    t.created_at
+               FROM org_teams t LEFT JOIN org_team_members tm ON tm.team_id = t.team_id
+              WHERE t.org_id = $1
+                AND ($2::timestamptz IS NULL OR (t.created_at, t.team_id) > ($2::timestamptz, $3::uuid))
+              GROUP BY t.team_id ORDER BY t.created_at, t.team_id LIMIT $4",
+        )
+        .bind(org.as_uuid())
+        .bind(paging.key())
+        .bind(paging.id())
+        .bind(paging.fetch())
+        .fetch_all(ready.store.pool())
+        .await?;
+    let next = paging.finish(&mut rows, |r| (at(r.4), r.0));
     let teams: Vec<Value> = rows
         .into_iter()
-        .map(|(id, name, perms, members)| json!({"id": id, "name": name, "permissions": perms, "members": members}))
+        .map(|(id, name, perms, members, _)| json!({"id": id, "name": name, "permissions": perms, "members": members}))
         .collect();
-    Ok(Json(json!({ "teams": teams })))
+    Ok(Json(json!({ "teams": teams, "next": next })))
 }
 
 // ---- labels and categories ----
@@ -411,23 +412,38 @@ async fn list_tags(
     state: &AppState,
     caller: &Principal,
     org: &str,
-    after: Option<&str>,
+    q: &ListQuery,
     table: &str,
     key: &str,
 ) -> Result<Json<Value>, ApiError> {
+    let paging = q.paging()?;
     let ready = state.ready()?;
-    let org = readable(ready, org, caller, after, projections::board::NAME).await?;
-    let rows: Vec<(Uuid, String, String)> = sqlx::query_as(&format!(
-        "SELECT {key}, name, color FROM {table} WHERE org_id = $1 AND deleted_at IS NULL ORDER BY name"
+    let org = readable(
+        ready,
+        org,
+        caller,
+        q.after.as_deref(),
+        projections::board::NAME,
+    )
+    .await?;
+    let mut rows: Vec<(Uuid, String, String)> = sqlx::query_as(&format!(
+        "SELECT {key}, name, color FROM {table}
+          WHERE org_id = $1 AND deleted_at IS NULL
+            AND ($2::text IS NULL OR (name, {key}) > ($2, $3::uuid))
+          ORDER BY name, {key} LIMIT $4"
     ))
     .bind(org.as_uuid())
+    .bind(paging.key())
+    .bind(paging.id())
+    .bind(paging.fetch())
     .fetch_all(ready.store.pool())
     .await?;
+    let next = paging.finish(&mut rows, |(id, name, _)| (name.clone(), *id));
     let items: Vec<Value> = rows
         .into_iter()
         .map(|(id, name, color)| json!({"id": id, "name": name, "color": color}))
         .collect();
-    Ok(Json(json!({ table: items })))
+    Ok(Json(json!({ table: items, "next": next })))
 }
 
 async fn tag_command<A>(
@@ -464,9 +480,9 @@ macro_rules! tag_routes {
             State(state): State<AppState>,
             Auth(caller): Auth,
             ApiPath(org): ApiPath<String>,
-            ApiQuery(q): ApiQuery<After>,
+            ApiQuery(q): ApiQuery<ListQuery>,
         ) -> Result<Json<Value>, ApiError> {
-            list_tags(&state, &caller, &org, q.after.as_deref(), $table, $key).await
+            list_tags(&state, &caller, &org, &q, $table, $key).await
         }
 
         async fn $create(
@@ -931,8 +947,9 @@ async fn list_comments(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath((org, task)): ApiPath<(String, String)>,
-    ApiQuery(q): ApiQuery<After>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let paging = q.paging()?;
     let ready = state.ready()?;
     let org = readable(
         ready,
@@ -943,19 +960,25 @@ async fn list_comments(
     )
     .await?;
     let task: TaskId = parse_id(&task, "task")?;
-    let rows: Vec<CommentRow> = sqlx::query_as(
+    let mut rows: Vec<CommentRow> = sqlx::query_as(
         "SELECT comment_id, author, body, created_at, edited_at FROM task_comments
-          WHERE org_id = $1 AND task_id = $2 AND deleted_at IS NULL ORDER BY created_at",
+          WHERE org_id = $1 AND task_id = $2 AND deleted_at IS NULL
+            AND ($3::timestamptz IS NULL OR (created_at, comment_id) > ($3::timestamptz, $4::uuid))
+          ORDER BY created_at, comment_id LIMIT $5",
     )
     .bind(org.as_uuid())
     .bind(task.as_uuid())
+    .bind(paging.key())
+    .bind(paging.id())
+    .bind(paging.fetch())
     .fetch_all(ready.store.pool())
     .await?;
+    let next = paging.finish(&mut rows, |r| (at(r.3), r.0));
     let comments: Vec<Value> = rows
         .into_iter()
         .map(|(id, author, body, created, edited)| {
             json!({"id": id, "author": author, "body": body, "created_at": at(created), "edited_at": edited.map(at)})
         })
         .collect();
-    Ok(Json(json!({ "comments": comments })))
+    Ok(Json(json!({ "comments": comments, "next": next })))
 }

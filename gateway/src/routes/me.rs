@@ -15,10 +15,11 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::orgs::receipt_json;
+use super::paging::ListQuery;
 use crate::auth::{with_session_cookie, Auth, Via};
 use crate::error::ApiError;
-use crate::extract::{parse_id, ApiJson, ApiPath, RequestMeta};
-use crate::state::AppState;
+use crate::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
+use crate::state::{AppState, Ready};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -67,19 +68,31 @@ async fn erase(
     let receipt = ready.identity.erase(caller.user_id, &meta.0).await?;
     // Their mail waiting in the outbox, and its files, go with them.
     ready.outbox.forget(caller.user_id.as_uuid()).await?;
-    ready.identity_caught_up(receipt.cursor).await;
+    ready.identity_applied(receipt.cursor).await?;
     let response = Json(json!({ "receipt": receipt_json(&receipt) })).into_response();
     Ok(with_session_cookie(response, &state, "", 0))
 }
 
-async fn sessions(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
+async fn sessions(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    caller.require_account_access()?;
+    let paging = q.paging()?;
     let ready = state.ready()?;
     let current = match caller.via {
-        Via::Session { session_id } => Some(session_id.as_uuid()),
+        Via::Session { session_id, .. } => Some(session_id.as_uuid()),
         Via::ApiKey { .. } => None,
     };
-    let rows =
-        projections::identity::sessions_of(ready.store.pool(), caller.user_id.as_uuid()).await?;
+    let mut rows = projections::identity::sessions_of(
+        ready.store.pool(),
+        caller.user_id.as_uuid(),
+        paging.at()?,
+        paging.fetch(),
+    )
+    .await?;
+    let next = paging.finish(&mut rows, |s| (rfc3339(s.started_at), s.session_id));
     // The IP and user agent are sealed with the person's own key.
     let mut opener = ready.identity.vault().opener();
     let mut sessions = Vec::with_capacity(rows.len());
@@ -101,7 +114,7 @@ async fn sessions(State(state): State<AppState>, Auth(caller): Auth) -> Result<R
             "user_agent": user_agent,
         }));
     }
-    Ok(Json(json!({ "sessions": sessions })).into_response())
+    Ok(Json(json!({ "sessions": sessions, "next": next })).into_response())
 }
 
 async fn revoke_session(
@@ -110,20 +123,37 @@ async fn revoke_session(
     ApiPath(id): ApiPath<String>,
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
+    caller.require_account_access()?;
     let session_id: SessionId = parse_id(&id, "session")?;
     let ready = state.ready()?;
     let receipt = ready
         .identity
         .revoke_session(caller.user_id, session_id, &meta.0)
         .await?;
-    ready.identity_caught_up(receipt.cursor).await;
+    ready.identity_applied(receipt.cursor).await?;
     Ok(Json(json!({ "receipt": receipt_json(&receipt) })).into_response())
 }
 
-async fn api_keys(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
+async fn api_keys(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    caller.require_account_access()?;
+    let paging = q.paging()?;
+    let after = Ready::parse_after(q.after.as_deref())?;
     let ready = state.ready()?;
-    let rows =
-        projections::identity::api_keys_of(ready.store.pool(), caller.user_id.as_uuid()).await?;
+    ready
+        .read_after(after, projections::identity::NAME, None)
+        .await?;
+    let mut rows = projections::identity::api_keys_of(
+        ready.store.pool(),
+        caller.user_id.as_uuid(),
+        paging.at()?,
+        paging.fetch(),
+    )
+    .await?;
+    let next = paging.finish(&mut rows, |k| (rfc3339(k.created_at), k.key_id));
     let keys: Vec<_> = rows
         .into_iter()
         .map(|k| {
@@ -136,7 +166,7 @@ async fn api_keys(State(state): State<AppState>, Auth(caller): Auth) -> Result<R
             })
         })
         .collect();
-    Ok(Json(json!({ "api_keys": keys })).into_response())
+    Ok(Json(json!({ "api_keys": keys, "next": next })).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,12 +228,13 @@ async fn revoke_api_key(
     ApiPath(id): ApiPath<String>,
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
+    caller.require_account_access()?;
     let key_id: ApiKeyId = parse_id(&id, "API key")?;
     let ready = state.ready()?;
     let receipt = ready
         .identity
         .revoke_api_key(caller.user_id, key_id, &meta.0)
         .await?;
-    ready.identity_caught_up(receipt.cursor).await;
+    ready.identity_applied(receipt.cursor).await?;
     Ok(Json(json!({ "receipt": receipt_json(&receipt) })).into_response())
 }

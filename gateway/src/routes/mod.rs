@@ -7,6 +7,7 @@ mod me;
 mod openapi;
 mod orgs;
 mod pages;
+mod paging;
 mod streams;
 
 use std::time::Instant;

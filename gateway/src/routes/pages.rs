@@ -283,13 +283,16 @@ async fn logout(
     meta: RequestMeta,
 ) -> Result<Response, ApiError> {
     if let Some(caller) = caller {
-        if let Via::Session { session_id } = caller.via {
+        if let Via::Session { session_id, .. } = caller.via {
             let ready = state.ready()?;
             let receipt = ready
                 .identity
                 .revoke_session(caller.user_id, session_id, &meta.0)
                 .await?;
-            ready.identity_caught_up(receipt.cursor).await;
+            // The cookie goes either way; a revocation not yet enforced says so (503).
+            if let Err(e) = ready.identity_applied(receipt.cursor).await {
+                return Ok(with_session_cookie(e.into_response(), &state, "", 0));
+            }
         }
     }
     Ok(with_session_cookie(see_other("/"), &state, "", 0))

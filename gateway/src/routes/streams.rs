@@ -1,8 +1,9 @@
 //! A stream's history with metadata: who did what and when, with the hash chain.
 //!
-//! Auditors see a stream only if it is theirs: their own account, or an organization they
-//! administer (`admin.administrator`). Anything else answers 404, so nothing leaks. The fields
-//! an event type declares sealed (and the request details in its metadata) are opened for
+//! Auditors see a stream only if the access policy lets them (`projections::access`): their
+//! own account, an organization's stream with an `admin.*` permission there, a task, label or
+//! category stream as a member. Anything else answers 404, so nothing leaks. The fields an
+//! event type declares sealed (and the request details in its metadata) are opened for
 //! display, or shown as `[erased]` once their owner was erased; sealed-looking text anywhere
 //! else is shown as it is.
 
@@ -19,8 +20,8 @@ use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 use crate::state::Ready;
-use domain::{Permission, Scope};
-use projections::memberships;
+use domain::Scope;
+use projections::access::Class;
 use uuid::Uuid;
 
 /// The most events one page returns.
@@ -94,43 +95,34 @@ struct HistoryBody {
     next_from: Option<i64>,
 }
 
-/// Whether `caller` may read stream `aggregate_type/aggregate_id`, from the read models (never
-/// by replaying a stream): one's own account; an organization's stream for its administrators;
-/// a task, label or category stream for members of the organization it belongs to.
+/// Whether `caller` may read stream `aggregate_type/aggregate_id`, by the access policy: an
+/// organization's stream is its administration's, a task's, label's or category's belongs to
+/// the board of the organization its first event names, an account's to its owner.
 async fn may_read(
     ready: &Ready,
     caller: &Principal,
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<bool, ApiError> {
-    let pool = ready.store.pool();
-    let user = caller.user_id.as_uuid();
-    if aggregate_type != "account" {
-        // Session consistency: a grant this node just committed counts at once.
-        super::board::caught_up_locally(ready, memberships::NAME).await?;
-    }
-    Ok(match aggregate_type {
-        "account" => caller.user_id.to_string() == aggregate_id,
-        "organization" => match Uuid::parse_str(aggregate_id) {
-            Ok(org) => memberships::allows(pool, org, user, Permission::Administrator).await?,
-            Err(_) => false,
-        },
-        "task" | "label" | "category" => {
-            let org: Option<Option<String>> = sqlx::query_scalar(
-                "SELECT org_id FROM events
-                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = 1",
-            )
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .fetch_optional(pool)
-            .await?;
-            match org.flatten().and_then(|o| Uuid::parse_str(&o).ok()) {
-                Some(org) => memberships::is_member(pool, org, user).await?,
-                None => false,
-            }
-        }
-        _ => false,
-    })
+    let org = match Class::of_stream(aggregate_type) {
+        Class::Admin => Uuid::parse_str(aggregate_id).ok(),
+        Class::Board => ready
+            .store
+            .read_stream(aggregate_type, aggregate_id, 1, 1)
+            .await?
+            .first()
+            .and_then(|e| e.org_id.as_deref())
+            .and_then(|o| Uuid::parse_str(o).ok()),
+        Class::Account => None,
+        Class::Public | Class::Hidden => return Ok(false),
+    };
+    let access = match (Class::of_stream(aggregate_type), org) {
+        // No organization is involved: only whether the credential still stands.
+        (Class::Account, _) => ready.access(Some(caller), Some(Uuid::nil())).await?,
+        (_, Some(org)) => ready.access(Some(caller), Some(org)).await?,
+        (_, None) => return Ok(false),
+    };
+    Ok(access.may_read_stream(aggregate_type, aggregate_id, org))
 }
 
 async fn history(
