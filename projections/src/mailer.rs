@@ -102,22 +102,22 @@ impl Transport {
     }
 }
 
-/// Writes `message` as `<dir>/<name>`, readable by its owner only.
+/// Writes `message` as `<dir>/<name>`, readable by its owner only. The file appears whole
+/// (written under a temporary name, then renamed), so a reader never sees half a message.
 async fn write_file(dir: &std::path::Path, name: &str, message: &Message) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("cannot write the mail file: {e}");
+    let partial = dir.join(format!("{name}.partial"));
     let mut options = tokio::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     options.mode(0o600);
-    let mut file = options
-        .open(dir.join(name))
+    let mut file = options.open(&partial).await.map_err(failed)?;
+    file.write_all(&message.formatted()).await.map_err(failed)?;
+    file.flush().await.map_err(failed)?;
+    drop(file);
+    tokio::fs::rename(&partial, dir.join(name))
         .await
-        .map_err(|e| format!("cannot write the mail file: {e}"))?;
-    file.write_all(&message.formatted())
-        .await
-        .map_err(|e| format!("cannot write the mail file: {e}"))?;
-    file.flush()
-        .await
-        .map_err(|e| format!("cannot write the mail file: {e}"))
+        .map_err(failed)
 }
 
 /// Deletes outbox files; one already gone is fine.
