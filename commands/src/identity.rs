@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use domain::account::{Account, AccountCommand as C, AccountError, NewSession};
 use domain::{ApiKeyId, Email, Name, Scope, Sealed, SessionId, UserId};
-use eventstore::vault::Vault;
+use eventstore::vault::{fields, Vault};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -124,11 +124,14 @@ impl Identity {
         let command = C::RequestMagicLink {
             now,
             user_id,
-            email: Sealed::new(self.vault.seal(&key, email.as_str())),
+            email: Sealed::new(self.vault.seal(&key, fields::EMAIL, email.as_str())),
             token_hash,
             expires_at: now + self.link_ttl,
         };
-        let receipt = self.run(user_id, command, &Self::fresh(meta)).await?;
+        // Whoever asked, the request's details are kept with the account's own key, so they
+        // shred with it.
+        let meta = Self::fresh(meta).with_personal_key(Some(key));
+        let receipt = self.run(user_id, command, &meta).await?;
         Ok(MagicLink {
             user_id,
             token: format!("{}.{secret}", user_id.as_uuid().simple()),

@@ -42,6 +42,8 @@ pub trait Dispatch<A: cqrs_es::Aggregate> {
 #[derive(Debug, Clone)]
 pub struct Commands {
     inner: Arc<Inner>,
+    /// Seals each command's request details with its actor's key (see [`Metadata::to_map`]).
+    vault: Option<eventstore::vault::Vault>,
 }
 
 #[derive(Debug)]
@@ -66,7 +68,15 @@ impl Commands {
                 categories: Handler::new(store.aggregate(), ()),
                 store,
             }),
+            vault: None,
         }
+    }
+
+    /// Seals the IP and user agent of signed-in actors' commands with their keys. Without a
+    /// vault those details are not stored at all.
+    pub fn sealing_with(mut self, vault: eventstore::vault::Vault) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     /// The event store.
@@ -89,6 +99,18 @@ impl Commands {
         A: cqrs_es::Aggregate + Clone,
         A::Command: Clone + std::fmt::Debug,
     {
+        // One indexed lookup, only for requests that carry details and have a person behind.
+        if let (Some(user), Some(vault)) = (metadata.wants_personal_key(), &self.vault) {
+            let key = vault
+                .key_for(user.as_uuid())
+                .await
+                .map_err(CommandError::Store)?;
+            let metadata = metadata.clone().with_personal_key(key);
+            return self
+                .handler()
+                .execute(aggregate_id, command, &metadata)
+                .await;
+        }
         self.handler()
             .execute(aggregate_id, command, metadata)
             .await

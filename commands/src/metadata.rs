@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use eventstore::vault::{fields, SubjectKey};
 use uuid::Uuid;
 
 /// Who issued a command.
@@ -113,10 +114,23 @@ pub struct Metadata {
     pub causation_id: Option<Uuid>,
     /// The HTTP request id.
     pub request_id: Option<String>,
-    /// The client's address.
+    /// The client's address. Stored only sealed with the actor's key (see [`Self::to_map`]).
     pub ip: Option<String>,
-    /// The client's user agent.
+    /// The client's user agent. Stored only sealed with the actor's key.
     pub user_agent: Option<String>,
+    /// The key that seals `ip` and `user_agent`, once looked up.
+    personal_key: PersonalKey,
+}
+
+/// Whose key seals a command's request details.
+#[derive(Debug, Clone)]
+enum PersonalKey {
+    /// Not looked up yet: [`crate::Commands::execute`] looks up the actor's.
+    Unknown,
+    /// This one (the actor's, or the person whose account a sign-in link is for).
+    Key(SubjectKey),
+    /// There is none (a system actor, or an erased person): the details are not stored.
+    None,
 }
 
 impl Metadata {
@@ -132,6 +146,23 @@ impl Metadata {
             request_id: None,
             ip: None,
             user_agent: None,
+            personal_key: PersonalKey::Unknown,
+        }
+    }
+
+    /// Seals `ip` and `user_agent` with `key` (the person they belong to); `None` drops them.
+    pub fn with_personal_key(mut self, key: Option<SubjectKey>) -> Self {
+        self.personal_key = key.map_or(PersonalKey::None, PersonalKey::Key);
+        self
+    }
+
+    /// The person whose key must be looked up before this metadata is stored: the actor, when
+    /// the request had details to seal and no key was given.
+    pub fn wants_personal_key(&self) -> Option<domain::UserId> {
+        let has_details = self.ip.is_some() || self.user_agent.is_some();
+        match self.personal_key {
+            PersonalKey::Unknown if has_details => self.actor.user(),
+            _ => None,
         }
     }
 
@@ -142,6 +173,10 @@ impl Metadata {
     }
 
     /// The map stored in each event's `metadata` column.
+    ///
+    /// `ip` and `user_agent` are personal data: they are stored sealed with the person's key
+    /// (so they shred with it), and left out when there is no key to seal them with. They never
+    /// reach the event store in plaintext.
     pub fn to_map(&self) -> HashMap<String, String> {
         let mut m = HashMap::with_capacity(8);
         m.insert("actor".to_owned(), self.actor.to_string());
@@ -154,8 +189,11 @@ impl Metadata {
             (eventstore::metadata_keys::ORG_ID, self.org_id.clone()),
             ("causation_id", self.causation_id.map(|c| c.to_string())),
             ("request_id", self.request_id.clone()),
-            ("ip", self.ip.clone()),
-            ("user_agent", self.user_agent.clone()),
+            ("ip", self.sealed(fields::IP, self.ip.as_deref())),
+            (
+                "user_agent",
+                self.sealed(fields::USER_AGENT, self.user_agent.as_deref()),
+            ),
         ];
         for (k, v) in optional {
             if let Some(v) = v {
@@ -163,6 +201,13 @@ impl Metadata {
             }
         }
         m
+    }
+
+    fn sealed(&self, field: &str, value: Option<&str>) -> Option<String> {
+        match (&self.personal_key, value) {
+            (PersonalKey::Key(key), Some(value)) => Some(key.seal(field, value)),
+            _ => None,
+        }
     }
 }
 
@@ -189,13 +234,31 @@ mod tests {
 
     #[test]
     fn metadata_map_has_the_design_keys() {
-        let mut m = Metadata::new(Actor::System).in_org("o1");
-        m.ip = Some("127.0.0.1".into());
+        let m = Metadata::new(Actor::System).in_org("o1");
         let map = m.to_map();
-        for key in ["actor", "org_id", "command_id", "correlation_id", "ip"] {
+        for key in ["actor", "org_id", "command_id", "correlation_id"] {
             assert!(map.contains_key(key), "{key}");
         }
         assert!(!map.contains_key("user_agent"));
         assert_eq!(map["actor"], "system");
+    }
+
+    #[test]
+    fn request_details_are_stored_only_sealed() {
+        let user = domain::UserId::from_uuid(Uuid::now_v7());
+        let mut m = Metadata::new(Actor::User(user));
+        m.ip = Some("192.0.2.7".into());
+        m.user_agent = Some("Probe/1".into());
+        assert_eq!(m.wants_personal_key(), Some(user));
+        // Without a key (none looked up, or the person was erased): left out.
+        let map = m.to_map();
+        assert!(!map.contains_key("ip") && !map.contains_key("user_agent"));
+        let map = m.clone().with_personal_key(None).to_map();
+        assert!(!map.contains_key("ip") && !map.contains_key("user_agent"));
+        // The system asks for no key.
+        let mut system = Metadata::new(Actor::System);
+        system.ip = Some("192.0.2.7".into());
+        assert_eq!(system.wants_personal_key(), None);
+        assert!(!system.to_map().contains_key("ip"));
     }
 }

@@ -2,9 +2,17 @@
 //!
 //! Each person (a *subject*) gets a random data key, stored in `subject_keys` sealed with the
 //! server's master key (`CAIRN_SECRET_KEY`). Personal data is encrypted with that key before it
-//! enters an event, as `enc:v1:<subject>:<base64url(nonce || ciphertext)>`. Erasing the person
-//! deletes the key row: their events stay in place, their hash chains still verify, and their
-//! data can no longer be read by anyone.
+//! is stored (in an event, its metadata, a read model or the mail outbox), as
+//! `enc:v2:<subject>:<base64url(nonce || ciphertext)>`. Erasing the person deletes the key row:
+//! their events stay in place, their hash chains still verify, and their data can no longer be
+//! read by anyone.
+//!
+//! Each ciphertext is bound, as AEAD associated data, to its subject and to the field that
+//! sealed it (`cairn:v2:<subject>:<field>`, names in [`fields`]), and readers open only the
+//! fields declared sealed ([`SEALED_PAYLOAD_FIELDS`], [`SEALED_METADATA_FIELDS`]). So a sealed
+//! value copied into a task's text stays the literal text, and one moved to another field or
+//! subject does not open. Values of the first version (`enc:v1:`, bound to the subject only)
+//! still open, as email addresses in declared fields only.
 //!
 //! Lookups by email address use a blind index, an HMAC of the normalised address under the
 //! master key, so the address itself is stored nowhere.
@@ -28,7 +36,49 @@ pub const ERASED: &str = "[erased]";
 /// What a reader shows in place of sealed data that does not open (corrupt or altered).
 pub const UNREADABLE: &str = "[unreadable]";
 
-const PREFIX: &str = "enc:v1:";
+/// Sealed by the first version: bound to the subject only. Still opened, but only as an email
+/// address in a field declared to hold one, so old history keeps reading.
+const V1: &str = "enc:v1:";
+/// Sealed bound to the subject and to the field (AEAD associated data
+/// `cairn:v2:<subject>:<field>`).
+const V2: &str = "enc:v2:";
+
+/// The names sealed values are bound to. A value sealed as one of them opens as that one only.
+pub mod fields {
+    /// A person's email address (`account.*` events, `accounts.email_sealed`).
+    pub const EMAIL: &str = "email";
+    /// The client's IP address in an event's metadata (and the session read model).
+    pub const IP: &str = "metadata.ip";
+    /// The client's user agent in an event's metadata (and the session read model).
+    pub const USER_AGENT: &str = "metadata.user_agent";
+    /// A queued mail's recipient.
+    pub const MAIL_RECIPIENT: &str = "mail.recipient";
+    /// A queued mail's subject line.
+    pub const MAIL_SUBJECT: &str = "mail.subject";
+    /// A queued mail's plain-text body.
+    pub const MAIL_TEXT: &str = "mail.text";
+    /// A queued mail's HTML body.
+    pub const MAIL_HTML: &str = "mail.html";
+    /// Why a queued mail was not sent (server replies can name the recipient).
+    pub const MAIL_ERROR: &str = "mail.error";
+}
+
+/// The payload fields each event type declares as sealed, with the name each is sealed as.
+/// Only these are ever opened in an event's payload; a sealed-looking string anywhere else is
+/// user text and stays as it is.
+pub const SEALED_PAYLOAD_FIELDS: &[(&str, &[(&str, &str)])] = &[
+    ("account.magic_link_requested", &[("email", fields::EMAIL)]),
+    ("account.registered", &[("email", fields::EMAIL)]),
+];
+
+/// The metadata keys that hold sealed values (on every event type), with the name each is
+/// sealed as.
+pub const SEALED_METADATA_FIELDS: &[(&str, &str)] =
+    &[("ip", fields::IP), ("user_agent", fields::USER_AGENT)];
+
+fn aad_v2(subject_id: Uuid, field: &str) -> String {
+    format!("cairn:v2:{}:{field}", subject_id.simple())
+}
 
 /// A subject's data key, in memory only for the duration of a request.
 #[derive(Clone)]
@@ -49,6 +99,65 @@ impl SubjectKey {
     /// The subject (for people, also their user id).
     pub fn subject_id(&self) -> Uuid {
         self.subject_id
+    }
+
+    /// Encrypts `plaintext` for this subject, bound to `field`: the result opens only as that
+    /// field of that subject (see [`fields`]).
+    pub fn seal(&self, field: &str, plaintext: &str) -> String {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.key));
+        let nonce: [u8; 12] = rand::random();
+        let aad = aad_v2(self.subject_id, field);
+        let ciphertext = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
+            .unwrap_or_else(|_| unreachable!("encryption of a short message cannot fail"));
+        let mut blob = nonce.to_vec();
+        blob.extend(ciphertext);
+        format!(
+            "{V2}{}:{}",
+            self.subject_id.simple(),
+            URL_SAFE_NO_PAD.encode(blob)
+        )
+    }
+
+    /// The plaintext of `sealed`, which must have been sealed by this subject as `field`.
+    /// Anything else (another subject's value, another field's, altered bytes) is
+    /// [`Malformed`].
+    pub fn open(&self, field: &str, sealed: &str) -> Result<String, Malformed> {
+        let parsed = parse(sealed).ok_or(Malformed)?;
+        if parsed.subject_id != self.subject_id {
+            return Err(Malformed);
+        }
+        self.open_parsed(field, &parsed)
+    }
+
+    fn open_parsed(&self, field: &str, parsed: &Parsed) -> Result<String, Malformed> {
+        let aad = match parsed.version {
+            Version::V2 => aad_v2(parsed.subject_id, field).into_bytes(),
+            // v1 bound the subject only, and sealed nothing but email addresses.
+            Version::V1 if field == fields::EMAIL => parsed.subject_id.as_bytes().to_vec(),
+            Version::V1 => return Err(Malformed),
+        };
+        let blob = &parsed.blob;
+        if blob.len() < 12 {
+            return Err(Malformed);
+        }
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.key));
+        let plain = cipher
+            .decrypt(
+                Nonce::from_slice(&blob[..12]),
+                Payload {
+                    msg: &blob[12..],
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| Malformed)?;
+        String::from_utf8(plain).map_err(|_| Malformed)
     }
 }
 
@@ -127,32 +236,14 @@ impl Vault {
         sealed.map(|s| self.unseal_key(subject_id, &s)).transpose()
     }
 
-    /// Encrypts `plaintext` for `key`'s subject.
-    pub fn seal(&self, key: &SubjectKey, plaintext: &str) -> String {
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.key));
-        let nonce: [u8; 12] = rand::random();
-        let aad = key.subject_id.as_bytes();
-        let ciphertext = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad,
-                },
-            )
-            .unwrap_or_else(|_| unreachable!("encryption of a short message cannot fail"));
-        let mut blob = nonce.to_vec();
-        blob.extend(ciphertext);
-        format!(
-            "{PREFIX}{}:{}",
-            key.subject_id.simple(),
-            URL_SAFE_NO_PAD.encode(blob)
-        )
+    /// Encrypts `plaintext` for `key`'s subject, bound to `field` (see [`SubjectKey::seal`]).
+    pub fn seal(&self, key: &SubjectKey, field: &str, plaintext: &str) -> String {
+        key.seal(field, plaintext)
     }
 
     /// Whether `value` is sealed data.
     pub fn is_sealed(value: &str) -> bool {
-        value.starts_with(PREFIX)
+        value.starts_with(V1) || value.starts_with(V2)
     }
 
     /// Erases a subject: deletes their key. Returns whether there was one.
@@ -225,61 +316,251 @@ pub struct Opener<'a> {
 }
 
 impl Opener<'_> {
-    /// The plaintext of `sealed`, or [`ERASED`] if its subject was erased.
+    /// The plaintext of a person's sealed email address (as stored in `accounts`), or
+    /// [`ERASED`] if its subject was erased.
     pub async fn open(&mut self, sealed: &str) -> Result<String, StoreError> {
-        let (subject_id, blob) =
-            parse(sealed).ok_or_else(|| StoreError::Unavailable(Malformed.to_string()))?;
+        self.open_field(fields::EMAIL, sealed).await
+    }
+
+    /// The plaintext of `sealed`, which must have been sealed as `field`, or [`ERASED`] if its
+    /// subject was erased. A value sealed as another field, or altered, is an error.
+    pub async fn open_field(&mut self, field: &str, sealed: &str) -> Result<String, StoreError> {
+        let malformed = || StoreError::Unavailable(Malformed.to_string());
+        let parsed = parse(sealed).ok_or_else(malformed)?;
+        // Refused before the key is looked up, so that whether a subject was erased shows
+        // only where their own data was sealed.
+        if parsed.version == Version::V1 && field != fields::EMAIL {
+            return Err(malformed());
+        }
+        let Some(key) = self.key(parsed.subject_id).await? else {
+            return Ok(ERASED.to_owned());
+        };
+        key.open_parsed(field, &parsed).map_err(|_| malformed())
+    }
+
+    /// For display: `value` opened as `field` when it is sealed, as it is when it is not
+    /// (written before it was sealed), [`ERASED`] when its subject was erased, and
+    /// [`UNREADABLE`] when it does not open as `field`.
+    pub async fn open_for_display(
+        &mut self,
+        field: &str,
+        value: &str,
+    ) -> Result<String, StoreError> {
+        if parse(value).is_none() {
+            return Ok(value.to_owned());
+        }
+        match self.open_field(field, value).await {
+            Ok(plain) => Ok(plain),
+            Err(StoreError::Database(e)) => Err(StoreError::Database(e)),
+            Err(_) => Ok(UNREADABLE.to_owned()),
+        }
+    }
+
+    /// Opens the fields that events of type `event_type` declare as sealed
+    /// ([`SEALED_PAYLOAD_FIELDS`]) in `payload`. Nothing else is touched: a sealed value that a
+    /// user pasted into their own text stays the literal text they typed.
+    pub async fn open_event(
+        &mut self,
+        event_type: &str,
+        payload: &mut serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let Some((_, declared)) = SEALED_PAYLOAD_FIELDS.iter().find(|(t, _)| *t == event_type)
+        else {
+            return Ok(());
+        };
+        for (key, field) in declared.iter() {
+            self.open_in(payload, key, field).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens the sealed keys of an event's metadata ([`SEALED_METADATA_FIELDS`]).
+    pub async fn open_metadata(
+        &mut self,
+        metadata: &mut serde_json::Value,
+    ) -> Result<(), StoreError> {
+        for (key, field) in SEALED_METADATA_FIELDS {
+            self.open_in(metadata, key, field).await?;
+        }
+        Ok(())
+    }
+
+    async fn open_in(
+        &mut self,
+        object: &mut serde_json::Value,
+        key: &str,
+        field: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(serde_json::Value::String(s)) = object.get_mut(key) {
+            *s = self.open_for_display(field, s).await?;
+        }
+        Ok(())
+    }
+
+    async fn key(&mut self, subject_id: Uuid) -> Result<Option<&SubjectKey>, StoreError> {
         if !self.keys.contains_key(&subject_id) {
             let key = self.vault.key_for(subject_id).await?;
             self.keys.insert(subject_id, key);
         }
-        let Some(Some(key)) = self.keys.get(&subject_id) else {
-            return Ok(ERASED.to_owned());
-        };
-        if blob.len() < 12 {
-            return Err(StoreError::Unavailable(Malformed.to_string()));
-        }
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.key));
-        let plain = cipher
-            .decrypt(
-                Nonce::from_slice(&blob[..12]),
-                Payload {
-                    msg: &blob[12..],
-                    aad: subject_id.as_bytes(),
-                },
-            )
-            .map_err(|_| StoreError::Unavailable(Malformed.to_string()))?;
-        String::from_utf8(plain).map_err(|_| StoreError::Unavailable(Malformed.to_string()))
-    }
-
-    /// Replaces every sealed string inside `value` with its plaintext (or [`ERASED`]). Text
-    /// that only looks sealed (a user could type `enc:v1:`) is left as it is, and a sealed
-    /// value that fails to open shows as [`UNREADABLE`], so one odd value never hides a page.
-    pub async fn open_json(&mut self, value: &mut serde_json::Value) -> Result<(), StoreError> {
-        let mut stack = vec![value];
-        while let Some(v) = stack.pop() {
-            match v {
-                serde_json::Value::String(s) if parse(s).is_some() => {
-                    *s = match self.open(s).await {
-                        Ok(plain) => plain,
-                        Err(StoreError::Database(e)) => return Err(StoreError::Database(e)),
-                        Err(_) => UNREADABLE.to_owned(),
-                    };
-                }
-                serde_json::Value::Array(items) => stack.extend(items.iter_mut()),
-                serde_json::Value::Object(map) => stack.extend(map.values_mut()),
-                _ => {}
-            }
-        }
-        Ok(())
+        Ok(self.keys.get(&subject_id).and_then(Option::as_ref))
     }
 }
 
-fn parse(sealed: &str) -> Option<(Uuid, Vec<u8>)> {
-    let rest = sealed.strip_prefix(PREFIX)?;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+struct Parsed {
+    version: Version,
+    subject_id: Uuid,
+    blob: Vec<u8>,
+}
+
+fn parse(sealed: &str) -> Option<Parsed> {
+    let (version, rest) = match sealed.strip_prefix(V2) {
+        Some(rest) => (Version::V2, rest),
+        None => (Version::V1, sealed.strip_prefix(V1)?),
+    };
     let (subject, blob) = rest.split_once(':')?;
-    Some((
-        Uuid::parse_str(subject).ok()?,
-        URL_SAFE_NO_PAD.decode(blob).ok()?,
-    ))
+    Some(Parsed {
+        version,
+        subject_id: Uuid::parse_str(subject).ok()?,
+        blob: URL_SAFE_NO_PAD.decode(blob).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDb;
+
+    async fn vault(db: &TestDb) -> Vault {
+        Vault::new(db.pool(2).await, [9; 32])
+    }
+
+    /// The first version's sealing (subject-only associated data), to check old history.
+    fn seal_v1(key: &SubjectKey, plaintext: &str) -> String {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.key));
+        let nonce: [u8; 12] = rand::random();
+        let ciphertext = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: key.subject_id.as_bytes(),
+                },
+            )
+            .expect("encrypt");
+        let mut blob = nonce.to_vec();
+        blob.extend(ciphertext);
+        format!(
+            "{V1}{}:{}",
+            key.subject_id.simple(),
+            URL_SAFE_NO_PAD.encode(blob)
+        )
+    }
+
+    #[test]
+    fn sealed_data_moved_to_another_field_or_subject_does_not_open() {
+        let dave = SubjectKey {
+            subject_id: Uuid::now_v7(),
+            key: rand::random(),
+        };
+        let carol = SubjectKey {
+            subject_id: Uuid::now_v7(),
+            key: rand::random(),
+        };
+        let sealed = dave.seal(fields::EMAIL, "dave@example.com");
+        assert!(sealed.starts_with(V2));
+        assert_eq!(
+            dave.open(fields::EMAIL, &sealed)
+                .expect("opens where sealed"),
+            "dave@example.com"
+        );
+        assert!(dave.open(fields::IP, &sealed).is_err(), "another field");
+        assert!(
+            dave.open(fields::MAIL_RECIPIENT, &sealed).is_err(),
+            "another field"
+        );
+        assert!(
+            carol.open(fields::EMAIL, &sealed).is_err(),
+            "another subject"
+        );
+        // The same bytes relabelled as Carol's: the associated data names Dave.
+        let relabelled = sealed.replace(
+            &dave.subject_id.simple().to_string(),
+            &carol.subject_id.simple().to_string(),
+        );
+        assert!(carol.open(fields::EMAIL, &relabelled).is_err());
+        // A v1 value opens as an email address only.
+        let old = seal_v1(&dave, "dave@example.com");
+        assert_eq!(
+            dave.open(fields::EMAIL, &old).expect("v1 email"),
+            "dave@example.com"
+        );
+        assert!(dave.open(fields::USER_AGENT, &old).is_err());
+    }
+
+    #[tokio::test]
+    async fn events_open_only_their_declared_sealed_fields() {
+        let db = TestDb::new().await;
+        let vault = vault(&db).await;
+        let dave = vault
+            .subject_for_email("dave@example.com")
+            .await
+            .expect("key");
+        let email = vault.seal(&dave, fields::EMAIL, "dave@example.com");
+        let ip = vault.seal(&dave, fields::IP, "192.0.2.7");
+        let mut opener = vault.opener();
+
+        let mut registered = serde_json::json!({"email": email, "note": email});
+        opener
+            .open_event("account.registered", &mut registered)
+            .await
+            .expect("open");
+        assert_eq!(registered["email"], "dave@example.com");
+        assert_eq!(registered["note"], email.as_str(), "undeclared field");
+
+        // Pasted into a task: never opened, whatever it names.
+        let mut task = serde_json::json!({"description": email, "title": ip});
+        let before = task.clone();
+        opener
+            .open_event("task.created", &mut task)
+            .await
+            .expect("open");
+        assert_eq!(task, before);
+
+        // Moved into another declared field: it does not open there.
+        let mut moved = serde_json::json!({"ip": email, "user_agent": ip});
+        opener.open_metadata(&mut moved).await.expect("open");
+        assert_eq!(moved["ip"], UNREADABLE);
+        assert_eq!(moved["user_agent"], UNREADABLE);
+        let mut metadata = serde_json::json!({"ip": ip, "user_agent": "plain (before sealing)"});
+        opener.open_metadata(&mut metadata).await.expect("open");
+        assert_eq!(metadata["ip"], "192.0.2.7");
+        assert_eq!(metadata["user_agent"], "plain (before sealing)");
+
+        // Erased: declared fields read as erased, pasted copies are still the literal text.
+        let old_email = seal_v1(&dave, "dave@example.com");
+        assert!(vault.erase(dave.subject_id()).await.expect("erase"));
+        let mut opener = vault.opener();
+        let mut registered = serde_json::json!({"email": email});
+        opener
+            .open_event("account.registered", &mut registered)
+            .await
+            .expect("open");
+        assert_eq!(registered["email"], ERASED);
+        let mut task = serde_json::json!({"description": email});
+        opener
+            .open_event("task.created", &mut task)
+            .await
+            .expect("open");
+        assert_eq!(task["description"], email.as_str());
+        // An old value where it was never sealed does not tell that its subject was erased.
+        let mut metadata = serde_json::json!({"user_agent": old_email});
+        opener.open_metadata(&mut metadata).await.expect("open");
+        assert_eq!(metadata["user_agent"], UNREADABLE);
+    }
 }

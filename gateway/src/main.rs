@@ -187,7 +187,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 from = last.sequence + 1;
                 for event in page {
                     let mut data: serde_json::Value = event.decode()?;
-                    opener.open_json(&mut data).await?;
+                    opener.open_event(&event.event_type, &mut data).await?;
                     let line = serde_json::json!({
                         "sequence": event.sequence,
                         "type": event.event_type,

@@ -410,22 +410,19 @@ async fn connect(
     let store = Store::new(pool.clone(), StoreOptions::default());
     // Other nodes' commits wake this node's projections, relay and feeds at once.
     store.share_commit_signals(shutdown.clone());
-    let commands = Commands::new(store.clone());
+    let vault = Vault::new(pool.clone(), *state.secret_key());
+    let commands = Commands::new(store.clone()).sealing_with(vault.clone());
     let link_ttl =
         time::Duration::try_from(config.link_ttl).unwrap_or(commands::identity::LINK_TTL);
-    let identity = Identity::new(
-        commands.clone(),
-        Vault::new(pool.clone(), *state.secret_key()),
-    )
-    .with_link_ttl(link_ttl);
+    let identity = Identity::new(commands.clone(), vault.clone()).with_link_ttl(link_ttl);
     let progress = projections::registry::spawn_all(&store, shutdown, tasks);
     tasks.spawn(Relay::new(store.clone(), state.bus().clone()).run(shutdown.clone()));
-    let outbox = Outbox::new(pool);
-    tasks.spawn(outbox.clone().run(
-        transport.clone(),
-        config.mail_from.clone(),
-        shutdown.clone(),
-    ));
+    let outbox = Outbox::new(pool, vault, transport.clone());
+    tasks.spawn(
+        outbox
+            .clone()
+            .run(config.mail_from.clone(), shutdown.clone()),
+    );
     Ok(Ready {
         commands,
         identity,

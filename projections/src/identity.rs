@@ -131,7 +131,10 @@ impl Projection for IdentityProjection {
             AccountEvent::Erased {} => {
                 for sql in [
                     "UPDATE accounts SET erased_at = coalesce(erased_at, $2), email_sealed = NULL WHERE user_id = $1",
-                    "UPDATE sessions SET revoked_at = coalesce(revoked_at, $2) WHERE user_id = $1",
+                    // The request details are sealed with the erased key already; sessions
+                    // started before they were sealed hold them in plaintext.
+                    "UPDATE sessions SET revoked_at = coalesce(revoked_at, $2), ip = NULL, user_agent = NULL
+                      WHERE user_id = $1",
                     "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE user_id = $1",
                 ] {
                     sqlx::query(sql)
@@ -230,9 +233,10 @@ pub struct SessionRow {
     pub started_at: OffsetDateTime,
     /// When it ends unless renewed.
     pub expires_at: OffsetDateTime,
-    /// The address it started from.
+    /// The address it started from, sealed with its owner's key (plaintext if it started
+    /// before request details were sealed).
     pub ip: Option<String>,
-    /// The browser it started from.
+    /// The browser it started from, sealed like `ip`.
     pub user_agent: Option<String>,
 }
 

@@ -5,14 +5,26 @@
 //! SMTP), sends them with lettre, and deletes each once the server accepted it. A failure is
 //! retried with backoff. Mail is a side effect, so this is a consumer of its own table, never a
 //! projection: replaying events sends nothing.
+//!
+//! Mail is personal data. A queued message (recipient, subject, bodies, and the error of a failed
+//! attempt, since server replies often name the recipient) is sealed with the recipient's key,
+//! so erasing the person shreds it; erasure also deletes their queued rows ([`Outbox::forget`]).
+//! Errors are logged with the address cut out. With the file transport (development) each
+//! message is written as `<mail id>.eml` and recorded in `mail_files`, and the file is deleted
+//! when the message's deadline passes (a sign-in link that no longer works) or its person is
+//! erased.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use eventstore::vault::{fields, SubjectKey, Vault};
+use eventstore::StoreError;
 use lettre::message::{Mailbox, MultiPart};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -88,51 +100,126 @@ impl Transport {
     pub fn is_files(&self) -> bool {
         matches!(self, Self::Files(_))
     }
+}
 
-    async fn send(&self, message: Message) -> Result<(), String> {
-        match self {
-            Self::Smtp(smtp) => smtp
-                .send(message)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Self::Files(dir) => AsyncFileTransport::<Tokio1Executor>::new(dir)
-                .send(message)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
+/// Writes `message` as `<dir>/<name>`, readable by its owner only. The file appears whole
+/// (written under a temporary name, then renamed), so a reader never sees half a message.
+async fn write_file(dir: &std::path::Path, name: &str, message: &Message) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("cannot write the mail file: {e}");
+    let partial = dir.join(format!("{name}.partial"));
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&partial).await.map_err(failed)?;
+    file.write_all(&message.formatted()).await.map_err(failed)?;
+    file.flush().await.map_err(failed)?;
+    drop(file);
+    tokio::fs::rename(&partial, dir.join(name))
+        .await
+        .map_err(failed)
+}
+
+/// Deletes outbox files; one already gone is fine.
+async fn remove_files(dir: &std::path::Path, names: &[String]) {
+    for name in names {
+        // Names are `<uuid>.eml`, written by this module; anything else is not ours to touch.
+        if !is_mail_file_name(name) {
+            continue;
+        }
+        match tokio::fs::remove_file(dir.join(name)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = name, "cannot delete a mail file: {e}"),
         }
     }
 }
 
-/// The handle requests use to queue mail.
+fn is_mail_file_name(name: &str) -> bool {
+    name.strip_suffix(".eml")
+        .is_some_and(|id| Uuid::try_parse(id).is_ok())
+}
+
+/// `error` with every occurrence of `address` cut out (SMTP replies often quote it).
+fn scrub(error: &str, address: &str) -> String {
+    if address.is_empty() {
+        return error.to_owned();
+    }
+    let lower_error = error.to_lowercase();
+    let lower_address = address.to_lowercase();
+    if lower_error.len() != error.len() || lower_address.len() != address.len() {
+        // Case folding changed byte offsets; replace exact matches only.
+        return error.replace(address, "[recipient]");
+    }
+    let mut out = String::with_capacity(error.len());
+    let mut rest = 0;
+    for (at, _) in lower_error.match_indices(&lower_address) {
+        out.push_str(&error[rest..at]);
+        out.push_str("[recipient]");
+        rest = at + address.len();
+    }
+    out.push_str(&error[rest..]);
+    out
+}
+
+/// The handle requests use to queue mail, and the sender.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     pool: PgPool,
+    vault: Vault,
+    transport: Transport,
     wake: Arc<Notify>,
 }
 
+/// A leased row: id, person, recipient, subject, text, html, attempts, deadline.
+type Leased = (
+    Uuid,
+    Option<Uuid>,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    OffsetDateTime,
+);
+
+/// A leased message, opened.
+struct Opened {
+    to: String,
+    subject: String,
+    text: String,
+    html: String,
+    key: Option<SubjectKey>,
+}
+
 impl Outbox {
-    /// An outbox on `pool`.
-    pub fn new(pool: PgPool) -> Self {
+    /// An outbox on `pool` that seals with `vault` and sends through `transport`.
+    pub fn new(pool: PgPool, vault: Vault, transport: Transport) -> Self {
         Self {
             pool,
+            vault,
+            transport,
             wake: Arc::new(Notify::new()),
         }
     }
 
-    /// Queues `mail`; the sender picks it up at once.
-    pub async fn enqueue(&self, mail: Mail) -> Result<Uuid, sqlx::Error> {
+    /// Queues `mail` to the person `subject_id` (whose key seals it); the sender picks it up at
+    /// once. Returns `None`, queuing nothing, if the person was erased.
+    pub async fn enqueue(&self, subject_id: Uuid, mail: Mail) -> Result<Option<Uuid>, StoreError> {
+        let Some(key) = self.vault.key_for(subject_id).await? else {
+            return Ok(None);
+        };
         let id = Uuid::now_v7();
         sqlx::query(
-            "INSERT INTO mail_outbox (id, recipient, subject, text_body, html_body, discard_at)
-             VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
+            "INSERT INTO mail_outbox (id, subject_id, recipient, subject, text_body, html_body, discard_at)
+             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
         )
         .bind(id)
-        .bind(&mail.to)
-        .bind(&mail.subject)
-        .bind(&mail.text)
-        .bind(&mail.html)
+        .bind(subject_id)
+        .bind(key.seal(fields::MAIL_RECIPIENT, &mail.to))
+        .bind(key.seal(fields::MAIL_SUBJECT, &mail.subject))
+        .bind(key.seal(fields::MAIL_TEXT, &mail.text))
+        .bind(key.seal(fields::MAIL_HTML, &mail.html))
         .bind(
             mail.discard_after
                 .unwrap_or(MAX_AGE)
@@ -142,13 +229,31 @@ impl Outbox {
         .execute(&self.pool)
         .await?;
         self.wake.notify_one();
-        Ok(id)
+        Ok(Some(id))
     }
 
-    /// Sends queued mail through `transport` from `from` until `shutdown` is cancelled.
-    pub async fn run(self, transport: Transport, from: Mailbox, shutdown: CancellationToken) {
+    /// Forgets the person `subject_id` (erasure): deletes their queued mail and the outbox
+    /// files written for them.
+    pub async fn forget(&self, subject_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM mail_outbox WHERE subject_id = $1")
+            .bind(subject_id)
+            .execute(&self.pool)
+            .await?;
+        let files: Vec<String> =
+            sqlx::query_scalar("DELETE FROM mail_files WHERE subject_id = $1 RETURNING file_name")
+                .bind(subject_id)
+                .fetch_all(&self.pool)
+                .await?;
+        if let Transport::Files(dir) = &self.transport {
+            remove_files(dir, &files).await;
+        }
+        Ok(())
+    }
+
+    /// Sends queued mail from `from` until `shutdown` is cancelled.
+    pub async fn run(self, from: Mailbox, shutdown: CancellationToken) {
         loop {
-            match self.send_due(&transport, &from).await {
+            match self.send_due(&from).await {
                 Ok(0) => {
                     tokio::select! {
                         () = self.wake.notified() => {}
@@ -170,8 +275,27 @@ impl Outbox {
         }
     }
 
+    /// Deletes outbox files past their deadline, or whose person was erased (also by another
+    /// node or the CLI).
+    async fn sweep_files(&self) -> Result<(), sqlx::Error> {
+        let Transport::Files(dir) = &self.transport else {
+            return Ok(());
+        };
+        let files: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM mail_files f
+              WHERE f.delete_at <= now()
+                 OR (f.subject_id IS NOT NULL
+                     AND NOT EXISTS (SELECT 1 FROM subject_keys k WHERE k.subject_id = f.subject_id))
+              RETURNING f.file_name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        remove_files(dir, &files).await;
+        Ok(())
+    }
+
     /// Leases up to 10 due messages and tries each once; returns how many were tried.
-    async fn send_due(&self, transport: &Transport, from: &Mailbox) -> Result<usize, sqlx::Error> {
+    async fn send_due(&self, from: &Mailbox) -> Result<usize, StoreError> {
         let dropped = sqlx::query("DELETE FROM mail_outbox WHERE discard_at <= now()")
             .execute(&self.pool)
             .await?
@@ -179,44 +303,139 @@ impl Outbox {
         if dropped > 0 {
             tracing::warn!(dropped, "undelivered mail dropped after its deadline");
         }
-        let due: Vec<(Uuid, String, String, String, String, i32)> = sqlx::query_as(
+        self.sweep_files().await?;
+        let due: Vec<Leased> = sqlx::query_as(
             "UPDATE mail_outbox SET attempts = attempts + 1, next_attempt_at = now() + interval '5 minutes'
               WHERE id IN (SELECT id FROM mail_outbox WHERE next_attempt_at <= now()
                             ORDER BY next_attempt_at LIMIT 10 FOR UPDATE SKIP LOCKED)
-              RETURNING id, recipient, subject, text_body, html_body, attempts",
+              RETURNING id, subject_id, recipient, subject, text_body, html_body, attempts, discard_at",
         )
         .fetch_all(&self.pool)
         .await?;
-        for (id, to, subject, text, html, attempts) in &due {
-            let outcome = match build(from, to, subject, text, html) {
-                Ok(message) => transport.send(message).await,
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(()) => {
-                    tracing::info!(mail_id = %id, "mail sent");
-                    sqlx::query("DELETE FROM mail_outbox WHERE id = $1")
-                        .bind(id)
-                        .execute(&self.pool)
-                        .await?;
-                }
-                Err(error) => {
-                    let backoff = retry_delay(*attempts);
-                    tracing::warn!(mail_id = %id, attempts, retry_in_s = backoff.as_secs(), "mail not sent: {error}");
-                    sqlx::query(
-                        "UPDATE mail_outbox SET last_error = $2,
-                                next_attempt_at = now() + make_interval(secs => $3)
-                          WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(&error)
-                    .bind(backoff.as_secs_f64())
-                    .execute(&self.pool)
-                    .await?;
-                }
-            }
+        for row in &due {
+            self.try_send(from, row).await?;
         }
         Ok(due.len())
+    }
+
+    /// Opens a leased row: `None` if its person was erased or it does not open (it is then
+    /// deleted, since nobody can ever send it).
+    async fn open(&self, row: &Leased) -> Result<Option<Opened>, StoreError> {
+        let (id, subject_id, to, subject, text, html, ..) = row;
+        let Some(subject_id) = subject_id else {
+            // Queued before mail was sealed.
+            return Ok(Some(Opened {
+                to: to.clone(),
+                subject: subject.clone(),
+                text: text.clone(),
+                html: html.clone(),
+                key: None,
+            }));
+        };
+        let opened = match self.vault.key_for(*subject_id).await? {
+            Some(key) => {
+                let open = |field, value: &String| key.open(field, value);
+                match (
+                    open(fields::MAIL_RECIPIENT, to),
+                    open(fields::MAIL_SUBJECT, subject),
+                    open(fields::MAIL_TEXT, text),
+                    open(fields::MAIL_HTML, html),
+                ) {
+                    (Ok(to), Ok(subject), Ok(text), Ok(html)) => Some(Opened {
+                        to,
+                        subject,
+                        text,
+                        html,
+                        key: Some(key),
+                    }),
+                    _ => {
+                        tracing::warn!(mail_id = %id, "queued mail does not open; dropped");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if opened.is_none() {
+            sqlx::query("DELETE FROM mail_outbox WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(opened)
+    }
+
+    async fn try_send(&self, from: &Mailbox, row: &Leased) -> Result<(), StoreError> {
+        let (id, subject_id, .., attempts, discard_at) = row;
+        let Some(mail) = self.open(row).await? else {
+            return Ok(());
+        };
+        let outcome = match build(from, &mail.to, &mail.subject, &mail.text, &mail.html) {
+            Ok(message) => match &self.transport {
+                Transport::Smtp(smtp) => smtp
+                    .send(message)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Transport::Files(dir) => {
+                    let name = format!("{id}.eml");
+                    // Recorded before it is written, so that a sweep always finds it.
+                    sqlx::query(
+                        "INSERT INTO mail_files (mail_id, subject_id, file_name, delete_at)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (mail_id) DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(subject_id)
+                    .bind(&name)
+                    .bind(discard_at)
+                    .execute(&self.pool)
+                    .await?;
+                    write_file(dir, &name, &message).await
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(mail_id = %id, "mail sent");
+                let deleted = sqlx::query("DELETE FROM mail_outbox WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if let (0, Transport::Files(dir)) = (deleted, &self.transport) {
+                    // Its person was erased (or its deadline passed) while it was being
+                    // written: the file goes too.
+                    let files: Vec<String> = sqlx::query_scalar(
+                        "DELETE FROM mail_files WHERE mail_id = $1 RETURNING file_name",
+                    )
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    remove_files(dir, &files).await;
+                }
+            }
+            Err(error) => {
+                let backoff = retry_delay(*attempts);
+                let error = scrub(&error, &mail.to);
+                tracing::warn!(mail_id = %id, attempts, retry_in_s = backoff.as_secs(), "mail not sent: {error}");
+                let stored = match &mail.key {
+                    Some(key) => key.seal(fields::MAIL_ERROR, &error),
+                    None => error,
+                };
+                sqlx::query(
+                    "UPDATE mail_outbox SET last_error = $2,
+                            next_attempt_at = now() + make_interval(secs => $3)
+                      WHERE id = $1",
+                )
+                .bind(id)
+                .bind(stored)
+                .bind(backoff.as_secs_f64())
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -232,7 +451,10 @@ fn build(
     text: &str,
     html: &str,
 ) -> Result<Message, String> {
-    let to: Mailbox = to.parse().map_err(|e| format!("bad recipient: {e}"))?;
+    // lettre's error names the address; the address is never part of an error here.
+    let to: Mailbox = to
+        .parse()
+        .map_err(|_| "the recipient is not a valid address".to_owned())?;
     Message::builder()
         .from(from.clone())
         .to(to)
@@ -242,4 +464,28 @@ fn build(
             html.to_owned(),
         ))
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_lose_the_address() {
+        assert_eq!(
+            scrub(
+                "permanent error (550): 5.1.1 <Dave@Example.com>: unknown; dave@example.com",
+                "dave@example.com"
+            ),
+            "permanent error (550): 5.1.1 <[recipient]>: unknown; [recipient]"
+        );
+        assert_eq!(scrub("timed out", "dave@example.com"), "timed out");
+    }
+
+    #[test]
+    fn only_mail_files_are_deleted() {
+        assert!(is_mail_file_name(&format!("{}.eml", Uuid::now_v7())));
+        assert!(!is_mail_file_name("../secret.key"));
+        assert!(!is_mail_file_name("notes.eml"));
+    }
 }

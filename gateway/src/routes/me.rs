@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use domain::{ApiKeyId, Name, Scope, SessionId};
+use eventstore::vault::fields;
 use serde::Deserialize;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
@@ -65,6 +66,8 @@ async fn erase(
     caller.require_session()?;
     let ready = state.ready()?;
     let receipt = ready.identity.erase(caller.user_id, &meta.0).await?;
+    // Their mail waiting in the outbox, and its files, go with them.
+    ready.outbox.forget(caller.user_id.as_uuid()).await?;
     ready.identity_applied(receipt.cursor).await?;
     let response = Json(json!({ "receipt": receipt_json(&receipt) })).into_response();
     Ok(with_session_cookie(response, &state, "", 0))
@@ -90,19 +93,27 @@ async fn sessions(
     )
     .await?;
     let next = paging.finish(&mut rows, |s| (rfc3339(s.started_at), s.session_id));
-    let sessions: Vec<_> = rows
-        .into_iter()
-        .map(|s| {
-            json!({
-                "id": s.session_id,
-                "current": Some(s.session_id) == current,
-                "started_at": rfc3339(s.started_at),
-                "expires_at": rfc3339(s.expires_at),
-                "ip": s.ip,
-                "user_agent": s.user_agent,
-            })
-        })
-        .collect();
+    // The IP and user agent are sealed with the person's own key.
+    let mut opener = ready.identity.vault().opener();
+    let mut sessions = Vec::with_capacity(rows.len());
+    for s in rows {
+        let ip = match &s.ip {
+            Some(v) => Some(opener.open_for_display(fields::IP, v).await?),
+            None => None,
+        };
+        let user_agent = match &s.user_agent {
+            Some(v) => Some(opener.open_for_display(fields::USER_AGENT, v).await?),
+            None => None,
+        };
+        sessions.push(json!({
+            "id": s.session_id,
+            "current": Some(s.session_id) == current,
+            "started_at": rfc3339(s.started_at),
+            "expires_at": rfc3339(s.expires_at),
+            "ip": ip,
+            "user_agent": user_agent,
+        }));
+    }
     Ok(Json(json!({ "sessions": sessions, "next": next })).into_response())
 }
 

@@ -205,7 +205,7 @@ async fn deliver_link(
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
     let mut mail = sign_in_mail(email, url.as_str());
     mail.discard_after = Some(state.config().link_ttl);
-    ready.outbox.enqueue(mail).await?;
+    ready.outbox.enqueue(link.user_id.as_uuid(), mail).await?;
     if state.mail_to_files() {
         // Development only: mail goes to files, so make the link easy to find.
         tracing::info!(link = %url, "sign-in link written to the mail outbox folder");

@@ -2,8 +2,10 @@
 //!
 //! Auditors see a stream only if the access policy lets them (`projections::access`): their
 //! own account, an organization's stream with an `admin.*` permission there, a task, label or
-//! category stream as a member. Anything else answers 404, so nothing leaks. Sealed
-//! personal data is opened for display, or shown as `[erased]` once its owner was erased.
+//! category stream as a member. Anything else answers 404, so nothing leaks. The fields an
+//! event type declares sealed (and the request details in its metadata) are opened for
+//! display, or shown as `[erased]` once their owner was erased; sealed-looking text anywhere
+//! else is shown as it is.
 
 use axum::extract::State;
 use axum::routing::get;
@@ -51,7 +53,7 @@ struct EventBody {
     event_type: String,
     version: String,
     data: Value,
-    metadata: Box<serde_json::value::RawValue>,
+    metadata: Value,
     position: i64,
     cursor: String,
     recorded_at: String,
@@ -60,8 +62,9 @@ struct EventBody {
 }
 
 impl EventBody {
-    /// The wire form of `e`, with `data` its payload after the vault opened sealed values.
-    fn new(e: RecordedEvent, data: Value) -> Self {
+    /// The wire form of `e`, with `data` and `metadata` after the vault opened the fields
+    /// declared sealed.
+    fn new(e: RecordedEvent, data: Value, metadata: Value) -> Self {
         let cursor = e.cursor().to_string();
         Self {
             event_id: e.event_id.to_string(),
@@ -74,7 +77,7 @@ impl EventBody {
             event_type: e.event_type,
             version: e.event_version,
             data,
-            metadata: e.metadata,
+            metadata,
             position: e.global_position,
             cursor,
         }
@@ -167,8 +170,11 @@ async fn history(
     let mut bodies = Vec::with_capacity(events.len());
     for event in events {
         let mut data: Value = event.decode().map_err(eventstore::StoreError::from)?;
-        opener.open_json(&mut data).await?;
-        bodies.push(EventBody::new(event, data));
+        opener.open_event(&event.event_type, &mut data).await?;
+        let mut metadata: Value =
+            serde_json::from_str(event.metadata.get()).map_err(eventstore::StoreError::from)?;
+        opener.open_metadata(&mut metadata).await?;
+        bodies.push(EventBody::new(event, data, metadata));
     }
     Ok(Json(HistoryBody {
         events: bodies,
