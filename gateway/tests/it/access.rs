@@ -2,7 +2,7 @@
 //! same reader, and open streams stop delivering once access ends (on the in-process bus and on
 //! two nodes over NATS). Named after the security review's findings (2026-12-03).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! `local_address`), so the IP it looks for appears nowhere else (the server itself listens on
 //! 127.0.0.1).
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};

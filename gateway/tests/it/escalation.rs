@@ -2,7 +2,7 @@
 //! `admin.manageTeams` must not be able to make himself administrator and take the
 //! organization from its founder.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::{error_code, spawn_app, TestApp};

@@ -1,7 +1,7 @@
 //! Task boards over HTTP: the permission matrix, validation, filters, pages, comments and
 //! read-your-writes.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::{error_code, spawn_app, TestApp};

@@ -1,7 +1,7 @@
 //! Identity end to end: magic links over a real SMTP server and the file outbox, sessions, API
 //! keys and their scopes, CSRF, rate limits, revocation, and erasure.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::sync::Arc;

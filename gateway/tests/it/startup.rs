@@ -1,6 +1,6 @@
 //! Start-up behaviour: bad configuration, PostgreSQL down at start, the CLI.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;

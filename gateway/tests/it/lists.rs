@@ -1,7 +1,7 @@
 //! Every list is bounded: `?limit=` from 1 to 200, `?page=` the previous page's `next`
 //! (security review, finding 14: unbounded lists).
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 

@@ -1,7 +1,7 @@
 //! Live boards over real WebSockets (tokio-tungstenite) and the integrator feeds (JSON, SSE),
 //! on the in-process bus and on NATS.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::time::Duration;

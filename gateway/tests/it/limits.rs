@@ -5,7 +5,7 @@
 //! Loopback has a whole /8: a client bound to 127.0.0.2 is another address than the test
 //! harness's own readiness polls from 127.0.0.1, so each test spends a budget of its own.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The HTTP API end to end: real server, real PostgreSQL, real HTTP client.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::{error_code, spawn_app};

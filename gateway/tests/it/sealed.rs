@@ -1,7 +1,7 @@
 //! Review finding 4: the server decrypted sealed values found anywhere in user text. A sealed
 //! value opens only in the field that sealed it, for the subject it was sealed for.
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::spawn_app;

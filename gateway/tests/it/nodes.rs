@@ -1,7 +1,7 @@
 //! Several nodes on one PostgreSQL (and one NATS): projections run on exactly one of them and
 //! move to another when it dies; live clients on any node see changes made through any other.
 
-mod support;
+use crate::support;
 
 use support::ws;
 

@@ -5,7 +5,7 @@
 //! gracefully, which waits for every request in hand, before they look at what was recorded;
 //! the first then starts a second server on the same database to use the link.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -1,0 +1,20 @@
+//! The gateway's tests: one binary, so the support code (a real server on port 0 with its own
+//! database, NATS namespace, SMTP server, WebSocket and SSE clients) is compiled once.
+//!
+//! Run one area with a filter: `cargo test -p gateway --test it access::`.
+
+mod support;
+
+mod access;
+mod api;
+mod board;
+mod erasure;
+mod escalation;
+mod identity;
+mod limits;
+mod lists;
+mod live;
+mod nodes;
+mod sealed;
+mod signin_links;
+mod startup;
