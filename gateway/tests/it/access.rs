@@ -909,3 +909,49 @@ async fn presence_on_the_public_channel_shows_no_user_ids() {
     assert!(arrived["data"]["userId"].is_null(), "{arrived}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_revocation_the_read_model_has_not_applied_answers_503_not_success() {
+    let app = support::spawn_app().await;
+    let owner = person(&app, "owner@example.com").await;
+    let (key, key_id) = key_of(&app, &owner, json!(["tasks:read"])).await;
+    // Hold the identity projection's checkpoint row: its next batch waits behind this lock.
+    let pool = app.db.pool(1).await;
+    let mut hold = pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = 'identity' FOR UPDATE")
+        .execute(&mut *hold)
+        .await
+        .expect("lock the checkpoint");
+    let revoked = owner
+        .http
+        .delete(app.url(&format!("/api/v1/me/api-keys/{key_id}")))
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(
+        support::error_code(revoked, 503).await,
+        "unavailable",
+        "not enforced yet, so not a success"
+    );
+    hold.rollback().await.expect("release");
+    // The revocation was recorded: it takes effect once the read model catches up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = support::with_key(&key)
+            .get(app.url("/api/v1/me"))
+            .send()
+            .await
+            .expect("me")
+            .status();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key still works"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.close().await;
+    app.stop().await;
+}
