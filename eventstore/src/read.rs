@@ -68,21 +68,65 @@ const COLUMNS: &str =
 impl Store {
     /// Up to `limit` events committed after `after`, in commit order, never skipping one.
     ///
-    /// Only events of transactions older than every transaction still running are returned
-    /// (`pg_snapshot_xmin`), so an event that commits late can never land behind a cursor a
-    /// reader has already passed. The price: a long-running writer holds the tail back.
+    /// Only events of transactions older than every transaction of this database still
+    /// running are returned ([`Store::settled_below`]), so an event that commits late can
+    /// never land behind a cursor a reader has already passed. The price: a long-running
+    /// writer in Cairn's database holds the tail back (one in another database does not).
     pub async fn tail(&self, after: Cursor, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let below = self.settled_below().await?;
         Ok(sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM events
-              WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-                AND (transaction_id, global_position) > ($1::text::xid8, $2)
+              WHERE events.transaction_id < $4::text::xid8
+                AND (events.transaction_id, events.global_position) > ($1::text::xid8, $2)
               ORDER BY events.transaction_id, events.global_position
               LIMIT $3"
         ))
         .bind(after.xid().to_string())
         .bind(after.position())
         .bind(limit)
+        .bind(below)
         .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// The transaction id below which every transaction of *this database* has finished: the
+    /// bound of the gapless tail (DESIGN "Gapless tailing").
+    ///
+    /// `pg_snapshot_xmin` would do, but transaction ids are cluster-wide: a transaction left
+    /// open in another database of the same cluster would hold every tail back. So the bound
+    /// is the next transaction id (read first, from this statement's snapshot), lowered to the
+    /// oldest transaction id still running in this database (`pg_stat_activity`, and prepared
+    /// transactions), looked up after it. The events are then read by a *later* statement, so
+    /// with a later snapshot: anything below the bound that has committed is visible to it.
+    /// Where this role cannot see another client's transaction (no `pg_read_all_stats`), the
+    /// cluster-wide `pg_snapshot_xmin` is used instead, which is always safe.
+    ///
+    /// `backend_xid` is 32 bits wide: it is placed before the next id by its distance from it
+    /// modulo 2^32 (a running transaction is less than 2^31 ids old, or PostgreSQL would have
+    /// stopped), and one that started after the snapshot is left out (the bound is below it
+    /// anyway).
+    pub async fn settled_below(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT CASE
+                      WHEN EXISTS (SELECT 1 FROM pg_stat_activity
+                                    WHERE datname = current_database()
+                                      AND backend_type = 'client backend' AND state IS NULL)
+                      THEN pg_snapshot_xmin(snap.s)::text
+                      ELSE (next.n - coalesce((
+                             SELECT max(d) FROM (
+                               SELECT ((next.n & 4294967295) - r.x + 4294967296) % 4294967296 AS d
+                                 FROM (SELECT backend_xid::text::int8 AS x FROM pg_stat_activity
+                                        WHERE datname = current_database()
+                                          AND backend_xid IS NOT NULL
+                                       UNION ALL
+                                       SELECT transaction::text::int8 FROM pg_prepared_xacts
+                                        WHERE database = current_database()) AS r) AS ages
+                              WHERE d BETWEEN 1 AND 2147483647), 0))::text
+                    END
+               FROM (SELECT pg_current_snapshot() AS s) AS snap,
+                    LATERAL (SELECT pg_snapshot_xmax(snap.s)::text::int8 AS n) AS next",
+        )
+        .fetch_one(self.pool())
         .await?)
     }
 
@@ -113,7 +157,7 @@ impl Store {
         limit: i64,
         filter: &EventFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let query = FilteredTail::new(after, limit, filter);
+        let query = FilteredTail::new(after, limit, filter, self.settled_below().await?);
         let sql = query.sql();
         Ok(query
             .bind_to(sqlx::query_as(&sql))
@@ -130,7 +174,7 @@ impl Store {
         limit: i64,
         filter: &EventFilter,
     ) -> Result<serde_json::Value, StoreError> {
-        let query = FilteredTail::new(after, limit, filter);
+        let query = FilteredTail::new(after, limit, filter, self.settled_below().await?);
         let sql = format!("EXPLAIN (FORMAT JSON) {}", query.sql());
         Ok(query
             .bind_to(sqlx::query_scalar(&sql))
@@ -164,18 +208,21 @@ impl Store {
 /// The statement behind [`Store::tail_filtered`] and its arguments, in one place so that
 /// [`Store::explain_tail_filtered`] explains exactly what runs.
 ///
-/// Every variant takes the same seven parameters: `$1`/`$2` the cursor, `$3` the limit, `$4`
-/// the organizations, `$5` the aggregate types, `$6` the event types, `$7` the aggregate id.
+/// Every variant takes the same eight parameters: `$1`/`$2` the cursor, `$3` the limit, `$4`
+/// the organizations, `$5` the aggregate types, `$6` the event types, `$7` the aggregate id,
+/// `$8` the settled bound.
 struct FilteredTail<'f> {
     after: Cursor,
+    below: String,
     limit: i64,
     orgs: Option<Vec<&'f str>>,
     aggregate_types: Option<Vec<&'f str>>,
     filter: &'f EventFilter,
 }
 
-/// Only transactions older than every running one (see [`Store::tail`]), after the cursor.
-const GAPLESS_AFTER: &str = "events.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+/// Only transactions older than every running one of this database (`$8`, from
+/// [`Store::settled_below`]), after the cursor.
+const GAPLESS_AFTER: &str = "events.transaction_id < $8::text::xid8
     AND (events.transaction_id, events.global_position) > ($1::text::xid8, $2)";
 
 /// The filters that are checked row by row (never what selects the index).
@@ -183,7 +230,7 @@ const REST: &str = "($6::text[] IS NULL OR events.event_type = ANY($6))
     AND ($7::text IS NULL OR events.aggregate_id = $7)";
 
 impl<'f> FilteredTail<'f> {
-    fn new(after: Cursor, limit: i64, filter: &'f EventFilter) -> Self {
+    fn new(after: Cursor, limit: i64, filter: &'f EventFilter, below: String) -> Self {
         // Each key is read once: a repeated organization or type would return its events twice.
         let distinct = |list: &'f Option<Vec<String>>| {
             list.as_ref().map(|list| {
@@ -195,6 +242,7 @@ impl<'f> FilteredTail<'f> {
         };
         Self {
             after,
+            below,
             limit,
             orgs: distinct(&filter.orgs),
             aggregate_types: distinct(&filter.aggregate_types),
@@ -246,7 +294,7 @@ impl<'f> FilteredTail<'f> {
         }
     }
 
-    /// Binds the seven parameters, in order, to `query` (a `query_as` or a `query_scalar`).
+    /// Binds the eight parameters, in order, to `query` (a `query_as` or a `query_scalar`).
     fn bind_to<Q: BindAll<'f>>(&self, query: Q) -> Q {
         query
             .bind_str(self.after.xid().to_string())
@@ -261,6 +309,7 @@ impl<'f> FilteredTail<'f> {
                     .map(|l| l.iter().map(String::as_str).collect()),
             )
             .bind_opt(self.filter.aggregate_id.as_deref())
+            .bind_str(self.below.clone())
     }
 }
 

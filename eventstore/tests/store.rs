@@ -460,3 +460,87 @@ async fn each_commit_is_stamped_with_the_time_it_was_acknowledged() {
     assert!(before <= stamp.at && stamp.at <= after, "{stamp:?}");
     assert!(times.try_recv().is_err(), "one commit, one stamp");
 }
+
+/// Inserts one event of stream `counter/<id>` as `executor` would (tests only: the one place
+/// besides the store that writes `events`).
+async fn insert_raw<'e>(executor: impl sqlx::PgExecutor<'e>, id: &str) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('counter', $1, 1, 'counter.added', '1', '{\"type\":\"counter.added\",\"by\":1}', '{}')",
+    )
+    .bind(id)
+    .execute(executor)
+    .await
+    .expect("insert");
+}
+
+#[tokio::test]
+async fn a_long_transaction_in_another_database_does_not_stall_the_tail() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    // Another database of the same cluster holds a transaction id, and keeps it.
+    let other = TestDb::empty().await;
+    let other_pool = other.pool(1).await;
+    let mut elsewhere = other_pool.begin().await.expect("begin");
+    let held: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+        .fetch_one(&mut *elsewhere)
+        .await
+        .expect("xid");
+    insert_raw(store.pool(), "after-the-other").await;
+    let tail = store.tail(Cursor::START, 10).await.expect("tail");
+    assert_eq!(
+        tail.iter()
+            .map(|e| e.aggregate_id.as_str())
+            .collect::<Vec<_>>(),
+        ["after-the-other"],
+        "a transaction ({held}) in another database held the tail back"
+    );
+    assert!(tail[0].transaction_id > held.parse::<i64>().expect("xid"));
+    elsewhere.rollback().await.expect("rollback");
+    other_pool.close().await;
+}
+
+#[tokio::test]
+async fn a_slow_transaction_in_this_database_is_never_skipped() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    // Also a long transaction elsewhere, which must change nothing here.
+    let other = TestDb::empty().await;
+    let other_pool = other.pool(1).await;
+    let mut elsewhere = other_pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *elsewhere)
+        .await
+        .expect("xid");
+    // The slow writer takes its transaction id first, then a fast one commits.
+    let mut slow = store.pool().begin().await.expect("begin");
+    insert_raw(&mut *slow, "slow").await;
+    insert_raw(store.pool(), "fast").await;
+    assert!(
+        store
+            .tail(Cursor::START, 10)
+            .await
+            .expect("tail")
+            .is_empty(),
+        "the fast event was returned while an older transaction was still open"
+    );
+    let filtered = store
+        .tail_filtered(Cursor::START, 10, &eventstore::EventFilter::default())
+        .await
+        .expect("tail");
+    assert!(
+        filtered.is_empty(),
+        "the filtered tail keeps the same bound"
+    );
+    slow.commit().await.expect("commit");
+    let tail = store.tail(Cursor::START, 10).await.expect("tail");
+    assert_eq!(
+        tail.iter()
+            .map(|e| e.aggregate_id.as_str())
+            .collect::<Vec<_>>(),
+        ["slow", "fast"],
+        "both, in commit order"
+    );
+    elsewhere.rollback().await.expect("rollback");
+    other_pool.close().await;
+}
