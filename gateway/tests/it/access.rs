@@ -54,14 +54,21 @@ async fn person(app: &TestApp, email: &str) -> Person {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let me: Value = http
-        .get(app.url("/api/v1/me"))
-        .send()
-        .await
-        .expect("me")
-        .json()
-        .await
-        .expect("json");
+    // The session counts once the identity read model has it (sign-in waits for that, but
+    // only up to 5 s on a loaded machine).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let me: Value = loop {
+        let r = http.get(app.url("/api/v1/me")).send().await.expect("me");
+        if r.status() == 200 {
+            break r.json().await.expect("json");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session never worked: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let id = me["user_id"].as_str().expect("user id").to_owned();
     Person { http, cookie, id }
 }
