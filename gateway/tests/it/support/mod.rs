@@ -393,19 +393,24 @@ impl Drop for TestApp {
 /// Asserts the error shape and returns the code. A failure names the request (its URL), and
 /// shows the body when the status is not `status`.
 pub async fn error_code(response: reqwest::Response, status: u16) -> String {
-    let url = response.url().clone();
+    error_code_of("", response, status).await
+}
+
+/// [`error_code`] for one case of a table: failures start with `label`.
+pub async fn error_code_of(label: &str, response: reqwest::Response, status: u16) -> String {
+    let at = format!("{label} ({})", response.url());
     let actual = response.status().as_u16();
     let text = response.text().await.expect("error body");
-    assert_eq!(actual, status, "{url}: status {actual}, body {text}");
+    assert_eq!(actual, status, "{at}: status {actual}, body {text}");
     let body: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{url}: the error body is not JSON ({e}): {text}"));
+        .unwrap_or_else(|e| panic!("{at}: the error body is not JSON ({e}): {text}"));
     assert!(
         body["error"]["message"].is_string(),
-        "{url}: no error message in {body}"
+        "{at}: no error message in {body}"
     );
     body["error"]["code"]
         .as_str()
-        .unwrap_or_else(|| panic!("{url}: no error code in {body}"))
+        .unwrap_or_else(|| panic!("{at}: no error code in {body}"))
         .to_owned()
 }
 
