@@ -24,4 +24,6 @@ mod startup;
 mod state;
 pub mod telemetry;
 
+#[doc(hidden)]
+pub use routes::api_routes;
 pub use startup::{secret_key, App};

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{delete, get, patch};
 use axum::{Json, Router};
@@ -35,6 +35,37 @@ use crate::auth::{Auth, Principal};
 use crate::error::{ApiError, DomainStatus};
 use crate::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
 use crate::state::{AppState, Ready};
+
+/// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
+/// ([`super::api_routes`]): keep it in step with `router` below.
+pub(super) const ROUTES: &[(Method, &str)] = &[
+    (Method::GET, "/orgs/{org}/members"),
+    (Method::GET, "/orgs/{org}/teams"),
+    (Method::GET, "/orgs/{org}/labels"),
+    (Method::POST, "/orgs/{org}/labels"),
+    (Method::PATCH, "/orgs/{org}/labels/{id}"),
+    (Method::DELETE, "/orgs/{org}/labels/{id}"),
+    (Method::GET, "/orgs/{org}/categories"),
+    (Method::POST, "/orgs/{org}/categories"),
+    (Method::PATCH, "/orgs/{org}/categories/{id}"),
+    (Method::DELETE, "/orgs/{org}/categories/{id}"),
+    (Method::GET, "/orgs/{org}/tasks"),
+    (Method::POST, "/orgs/{org}/tasks"),
+    (Method::GET, "/orgs/{org}/tasks/{task}"),
+    (Method::PATCH, "/orgs/{org}/tasks/{task}"),
+    (Method::DELETE, "/orgs/{org}/tasks/{task}"),
+    (Method::POST, "/orgs/{org}/tasks/{task}/assignees"),
+    (Method::DELETE, "/orgs/{org}/tasks/{task}/assignees/{user}"),
+    (Method::POST, "/orgs/{org}/tasks/{task}/labels"),
+    (Method::DELETE, "/orgs/{org}/tasks/{task}/labels/{label}"),
+    (Method::GET, "/orgs/{org}/tasks/{task}/comments"),
+    (Method::POST, "/orgs/{org}/tasks/{task}/comments"),
+    (Method::PATCH, "/orgs/{org}/tasks/{task}/comments/{comment}"),
+    (
+        Method::DELETE,
+        "/orgs/{org}/tasks/{task}/comments/{comment}",
+    ),
+];
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -29,6 +29,11 @@ const MAX_LIMIT: i64 = 1000;
 /// How often an idle stream reads the caller's organizations and the store again, even without
 /// a wake-up from the bus (the bus wakes a stream for every event it would return).
 const POLL: Duration = Duration::from_secs(5);
+
+/// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
+/// ([`super::api_routes`]): keep it in step with `router` below.
+pub(super) const ROUTES: &[(Method, &str)] =
+    &[(Method::GET, "/events"), (Method::GET, "/events/stream")];
 
 pub fn router() -> Router<AppState> {
     Router::new()

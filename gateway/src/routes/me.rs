@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -20,6 +20,18 @@ use crate::auth::{with_session_cookie, Auth, Via};
 use crate::error::ApiError;
 use crate::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
 use crate::state::{AppState, Ready};
+
+/// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
+/// ([`super::api_routes`]): keep it in step with `router` below.
+pub(super) const ROUTES: &[(Method, &str)] = &[
+    (Method::GET, "/me"),
+    (Method::DELETE, "/me"),
+    (Method::GET, "/me/sessions"),
+    (Method::DELETE, "/me/sessions/{id}"),
+    (Method::GET, "/me/api-keys"),
+    (Method::POST, "/me/api-keys"),
+    (Method::DELETE, "/me/api-keys/{id}"),
+];
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -32,6 +32,23 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The receipt header: the cursor after a write's events, for read-your-writes.
 pub const CURSOR_HEADER: &str = "cairn-cursor";
 
+/// Every operation the `/api/v1` router serves, as (method, path under `/api/v1`), gathered
+/// from the `ROUTES` each module keeps beside its `router()`. Only for the OpenAPI parity test,
+/// which checks the document against this list both ways and probes each entry (and every
+/// other method on its path) against the running server.
+#[doc(hidden)]
+pub fn api_routes() -> Vec<(Method, &'static str)> {
+    [
+        orgs::ROUTES,
+        board::ROUTES,
+        me::ROUTES,
+        streams::ROUTES,
+        events::ROUTES,
+        openapi::ROUTES,
+    ]
+    .concat()
+}
+
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     // CORS applies to the API only: bearer-token clients on other origins, never cookies.

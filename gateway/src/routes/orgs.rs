@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::header::LOCATION;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, patch, post, put};
 use axum::{Json, Router};
@@ -21,6 +21,21 @@ use crate::auth::{Auth, Principal};
 use crate::error::ApiError;
 use crate::extract::{parse_id, ApiJson, ApiPath, RequestMeta};
 use crate::state::AppState;
+
+/// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
+/// ([`super::api_routes`]): keep it in step with `router` below.
+pub(super) const ROUTES: &[(Method, &str)] = &[
+    (Method::POST, "/orgs"),
+    (Method::PATCH, "/orgs/{org}"),
+    (Method::POST, "/orgs/{org}/members"),
+    (Method::DELETE, "/orgs/{org}/members/{user}"),
+    (Method::POST, "/orgs/{org}/teams"),
+    (Method::PATCH, "/orgs/{org}/teams/{team}"),
+    (Method::DELETE, "/orgs/{org}/teams/{team}"),
+    (Method::PUT, "/orgs/{org}/teams/{team}/permissions"),
+    (Method::POST, "/orgs/{org}/teams/{team}/members"),
+    (Method::DELETE, "/orgs/{org}/teams/{team}/members/{user}"),
+];
 
 pub fn router() -> Router<AppState> {
     Router::new()

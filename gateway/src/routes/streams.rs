@@ -8,6 +8,7 @@
 //! else is shown as it is.
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::routing::get;
 use axum::{Json, Router};
 use eventstore::RecordedEvent;
@@ -26,6 +27,13 @@ use uuid::Uuid;
 
 /// The most events one page returns.
 const MAX_LIMIT: i64 = 1000;
+
+/// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
+/// ([`super::api_routes`]): keep it in step with `router` below.
+pub(super) const ROUTES: &[(Method, &str)] = &[(
+    Method::GET,
+    "/streams/{aggregate_type}/{aggregate_id}/events",
+)];
 
 pub fn router() -> Router<AppState> {
     Router::new().route(

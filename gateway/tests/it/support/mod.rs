@@ -14,7 +14,6 @@ use std::time::Duration;
 use eventstore::testing::TestDb;
 use gateway::config::Config;
 use gateway::App;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The origin in `CAIRN_PUBLIC_URL` (the default): browsers' same-origin requests carry it.
@@ -29,7 +28,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub data_dir: PathBuf,
     shutdown: CancellationToken,
-    server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The server's own thread and multi-thread runtime (see [`start_with`]).
+    server: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// Logs stay silent unless `TEST_LOG` is set.
@@ -70,6 +70,10 @@ pub async fn start(db: TestDb, database_url: String) -> TestApp {
 }
 
 /// Starts the server with extra settings (`DATABASE_URL` defaults to `db`'s).
+///
+/// The server runs as in production, on a multi-thread runtime of its own (on a thread of its
+/// own), not on the test's current-thread runtime: a test's clients and the server never take
+/// turns on one thread, so a test cannot pass only because of that scheduling.
 pub async fn start_with(db: TestDb, vars: &[(&str, String)]) -> TestApp {
     init_logs();
     let data_dir = temp_data_dir();
@@ -77,12 +81,34 @@ pub async fn start_with(db: TestDb, vars: &[(&str, String)]) -> TestApp {
     if !vars.iter().any(|(k, _)| *k == "DATABASE_URL") {
         vars.push(("DATABASE_URL", db.url()));
     }
-    let app = App::build(config(&data_dir, &vars))
-        .await
-        .expect("app builds");
-    let addr = app.local_addr();
-    let shutdown = app.shutdown_token();
-    let server = tokio::spawn(app.run());
+    let config = config(&data_dir, &vars);
+    let (started, running) = tokio::sync::oneshot::channel();
+    let server = std::thread::Builder::new()
+        .name("cairn-test-server".to_owned())
+        .spawn(move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let app = match App::build(config).await {
+                    Ok(app) => app,
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                        return Ok(());
+                    }
+                };
+                let _ = started.send(Ok((app.local_addr(), app.shutdown_token())));
+                app.run().await
+            })
+        })
+        .expect("spawn the server thread");
+    let (addr, shutdown) = match running.await {
+        Ok(Ok(started)) => started,
+        Ok(Err(error)) => panic!("app builds: {error:?}"),
+        // The thread ended without a word: it could not build its runtime, or panicked.
+        Err(_) => panic!("server thread: {:?}", server.join()),
+    };
     TestApp {
         addr,
         http: reqwest::Client::new(),
@@ -341,29 +367,152 @@ impl TestApp {
         body["id"].as_str().expect("id").to_owned()
     }
 
-    /// Stops the server gracefully and waits for it.
+    /// Stops the server gracefully and waits for it: panics if it panicked or returned an
+    /// error.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
-            server
+            tokio::task::spawn_blocking(move || server.join())
                 .await
-                .expect("server task")
+                .expect("join the server thread")
+                .expect("the server thread does not panic")
                 .expect("server stops cleanly");
         }
     }
 }
 
 impl Drop for TestApp {
+    /// Cancels the server (which then stops on its own thread) without waiting for it: a test
+    /// that ends without [`TestApp::stop`] (a panic, say) must not block on the shutdown.
     fn drop(&mut self) {
         self.shutdown.cancel();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
-/// Asserts the error shape and returns the code.
+/// Asserts the error shape and returns the code. A failure names the request (its URL), and
+/// shows the body when the status is not `status`.
 pub async fn error_code(response: reqwest::Response, status: u16) -> String {
-    assert_eq!(response.status(), status);
-    let body: serde_json::Value = response.json().await.expect("error body is JSON");
-    assert!(body["error"]["message"].is_string(), "{body}");
-    body["error"]["code"].as_str().expect("code").to_owned()
+    error_code_of("", response, status).await
+}
+
+/// [`error_code`] for one case of a table: failures start with `label`.
+pub async fn error_code_of(label: &str, response: reqwest::Response, status: u16) -> String {
+    let at = format!("{label} ({})", response.url());
+    let actual = response.status().as_u16();
+    let text = response.text().await.expect("error body");
+    assert_eq!(actual, status, "{at}: status {actual}, body {text}");
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{at}: the error body is not JSON ({e}): {text}"));
+    assert!(
+        body["error"]["message"].is_string(),
+        "{at}: no error message in {body}"
+    );
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{at}: no error code in {body}"))
+        .to_owned()
+}
+
+/// The `Cairn-Cursor` header of a write's response (which must have it).
+pub fn cursor_of(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("cairn-cursor")
+        .unwrap_or_else(|| {
+            panic!(
+                "{} {}: no Cairn-Cursor header",
+                response.status(),
+                response.url()
+            )
+        })
+        .to_str()
+        .expect("the cursor is ASCII")
+        .to_owned()
+}
+
+/// The JSON body of a response whose status must be `status` (the body is shown otherwise).
+pub async fn json_with(response: reqwest::Response, status: u16) -> serde_json::Value {
+    let url = response.url().clone();
+    let actual = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    assert_eq!(actual, status, "{url}: status {actual}, body {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"))
+}
+
+/// The string field `field` of `body`, which must be there.
+pub fn str_of(body: &serde_json::Value, field: &str) -> String {
+    body[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {field:?} in {body}"))
+        .to_owned()
+}
+
+/// The signed-in person's user id (from `GET /api/v1/me`).
+pub async fn user_id_of(app: &TestApp, client: &reqwest::Client) -> String {
+    let me = client
+        .get(app.url("/api/v1/me"))
+        .send()
+        .await
+        .expect("GET /me");
+    str_of(&json_with(me, 200).await, "user_id")
+}
+
+/// A new person (signed in by a browser) who is a member of `org` and of a new team there
+/// holding `permissions`, all done by `founder` (an administrator of `org`). Returns their
+/// browser and user id.
+pub async fn member_with(
+    app: &TestApp,
+    org: &str,
+    founder: &reqwest::Client,
+    permissions: &[&str],
+) -> (reqwest::Client, String) {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let client = app.sign_in(&format!("member-{tag}@example.com")).await;
+    let user = user_id_of(app, &client).await;
+    let base = format!("/api/v1/orgs/{org}");
+    let added = app
+        .post_as(
+            founder,
+            &format!("{base}/members"),
+            serde_json::json!({ "user_id": user }),
+        )
+        .await;
+    json_with(added, 200).await;
+    let team = app
+        .post_as(
+            founder,
+            &format!("{base}/teams"),
+            serde_json::json!({ "name": format!("team-{tag}") }),
+        )
+        .await;
+    let team = str_of(&json_with(team, 201).await, "id");
+    let set = founder
+        .put(app.url(&format!("{base}/teams/{team}/permissions")))
+        .json(&serde_json::json!({ "permissions": permissions }))
+        .send()
+        .await
+        .expect("set permissions");
+    json_with(set, 200).await;
+    let joined = app
+        .post_as(
+            founder,
+            &format!("{base}/teams/{team}/members"),
+            serde_json::json!({ "user_id": user }),
+        )
+        .await;
+    json_with(joined, 200).await;
+    (client, user)
+}
+
+/// A new API key of `client`'s (a signed-in browser) with `scopes`.
+pub async fn key_with(app: &TestApp, client: &reqwest::Client, scopes: &[&str]) -> String {
+    let issued = app
+        .post_as(
+            client,
+            "/api/v1/me/api-keys",
+            serde_json::json!({ "name": "test", "scopes": scopes }),
+        )
+        .await;
+    str_of(&json_with(issued, 201).await, "key")
 }
