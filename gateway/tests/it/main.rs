@@ -17,6 +17,7 @@ mod limits;
 mod lists;
 mod live;
 mod nodes;
+mod receipts;
 mod sealed;
 mod signin_links;
 mod startup;
