@@ -125,9 +125,23 @@ where
                     fresh = true;
                     continue;
                 }
+                if let Some(first) = self
+                    .raced_repeat(metadata, aggregate_id, fingerprint)
+                    .await?
+                {
+                    return Ok(first);
+                }
                 return Err(CommandError::Domain(refusal));
             }
             let events = sink.collect().await;
+            if events.is_empty() {
+                if let Some(first) = self
+                    .raced_repeat(metadata, aggregate_id, fingerprint)
+                    .await?
+                {
+                    return Ok(first);
+                }
+            }
             match self
                 .store
                 .append(events, context, command_id, fingerprint, &map)
@@ -151,6 +165,40 @@ where
             }
         }
         Err(CommandError::Conflict)
+    }
+}
+
+impl<A> Handler<A>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone + std::fmt::Debug,
+{
+    /// The first receipt of a client-keyed command whose repeat ran concurrently with it.
+    ///
+    /// The receipt is looked up before the aggregate is locked, so a repeat that arrives
+    /// while the first run is in flight finds none, then waits for the lock and decides on
+    /// the state the first run left: a refusal (a create of what it just created) or nothing
+    /// to do. Under the lock the first run has committed, so its receipt is there now, and
+    /// the repeat answers it like any other repeat.
+    async fn raced_repeat(
+        &self,
+        metadata: &Metadata,
+        aggregate_id: &str,
+        fingerprint: Option<Uuid>,
+    ) -> Result<Option<Receipt>, CommandError<A::Error>> {
+        if !metadata.command_id.from_client() {
+            return Ok(None);
+        }
+        let stored = self
+            .store
+            .store()
+            .find_receipt(metadata.command_id.id())
+            .await
+            .map_err(CommandError::Store)?;
+        match stored {
+            Some(receipt) => same_request::<A>(receipt, aggregate_id, fingerprint).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

@@ -893,11 +893,43 @@ mod tests {
                 },
                 r#"{"type":"account.api_key_revoked","key_id":"00000000-0000-0000-0000-000000000009"}"#,
             ),
+            (
+                V::SessionStarted {
+                    session_id: SessionId::from_uuid(Uuid::from_u128(5)),
+                    token_hash: digest(4),
+                    expires_at: datetime!(2026-02-01 08:30 UTC),
+                },
+                r#"{"type":"account.session_started","session_id":"00000000-0000-0000-0000-000000000005","token_hash":"0404040404040404040404040404040404040404040404040404040404040404","expires_at":"2026-02-01T08:30:00Z"}"#,
+            ),
             (V::Erased {}, r#"{"type":"account.erased"}"#),
         ];
+        // A new variant must be added here, and pinned above.
+        let variant = |e: &V| match e {
+            V::MagicLinkRequested { .. } => 0,
+            V::Registered { .. } => 1,
+            V::MagicLinkConsumed { .. } => 2,
+            V::SessionStarted { .. } => 3,
+            V::SessionRenewed { .. } => 4,
+            V::SessionRevoked { .. } => 5,
+            V::ApiKeyIssued { .. } => 6,
+            V::ApiKeyRevoked { .. } => 7,
+            V::Erased {} => 8,
+        };
+        let covered: std::collections::BTreeSet<i32> =
+            cases.iter().map(|(e, _)| variant(e)).collect();
+        assert_eq!(covered.len(), 9, "every account event is pinned");
         for (event, json) in cases {
-            assert_eq!(serde_json::to_string(&event).expect("serialize"), json);
-            assert_eq!(serde_json::from_str::<V>(json).expect("parse"), event);
+            let label = event.event_type();
+            assert_eq!(
+                serde_json::to_string(&event).expect("serialize"),
+                json,
+                "{label}: serialized"
+            );
+            assert_eq!(
+                serde_json::from_str::<V>(json).expect("parse"),
+                event,
+                "{label}: deserialized"
+            );
         }
     }
 }

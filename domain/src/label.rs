@@ -428,4 +428,104 @@ mod tests {
             assert!(Color::parse(bad).is_err(), "{bad}");
         }
     }
+
+    /// Events are a stored contract: this pins the JSON of every label and category variant,
+    /// both ways. If it fails, you are about to break history; add a new event version and an
+    /// upcaster instead.
+    #[test]
+    fn every_label_and_category_event_json_is_pinned() {
+        use serde_json::{json, Value};
+        let green = Color::parse("#00FF00").expect("color");
+        let org_id = "00000000-0000-0000-0000-000000000001";
+        let labels: Vec<(LabelEvent, Value)> = vec![
+            (
+                created(),
+                json!({"type": "label.created", "org_id": org_id, "name": "bug", "color": "#ff0000"}),
+            ),
+            (
+                LabelEvent::Updated {
+                    name: name("defect"),
+                    color: green.clone(),
+                },
+                json!({"type": "label.updated", "name": "defect", "color": "#00ff00"}),
+            ),
+            (LabelEvent::Deleted {}, json!({"type": "label.deleted"})),
+        ];
+        let categories: Vec<(CategoryEvent, Value)> = vec![
+            (
+                CategoryEvent::Created {
+                    org_id: org(),
+                    name: name("Backend"),
+                    color: red(),
+                },
+                json!({"type": "category.created", "org_id": org_id, "name": "Backend", "color": "#ff0000"}),
+            ),
+            (
+                CategoryEvent::Updated {
+                    name: name("Frontend"),
+                    color: green,
+                },
+                json!({"type": "category.updated", "name": "Frontend", "color": "#00ff00"}),
+            ),
+            (
+                CategoryEvent::Deleted {},
+                json!({"type": "category.deleted"}),
+            ),
+        ];
+        // A new variant must be added here, and pinned above.
+        let label_variant = |e: &LabelEvent| match e {
+            LabelEvent::Created { .. } => 0,
+            LabelEvent::Updated { .. } => 1,
+            LabelEvent::Deleted {} => 2,
+        };
+        let category_variant = |e: &CategoryEvent| match e {
+            CategoryEvent::Created { .. } => 0,
+            CategoryEvent::Updated { .. } => 1,
+            CategoryEvent::Deleted {} => 2,
+        };
+        let covered: std::collections::BTreeSet<i32> =
+            labels.iter().map(|(e, _)| label_variant(e)).collect();
+        assert_eq!(covered.len(), 3, "every label event is pinned");
+        let covered: std::collections::BTreeSet<i32> = categories
+            .iter()
+            .map(|(e, _)| category_variant(e))
+            .collect();
+        assert_eq!(covered.len(), 3, "every category event is pinned");
+        for (event, json) in labels {
+            let label = event.event_type();
+            assert_eq!(
+                serde_json::to_value(&event).expect("serialize"),
+                json,
+                "{label}: serialized"
+            );
+            assert_eq!(
+                json["type"].as_str(),
+                Some(label.as_str()),
+                "{label}: the tag is the event_type"
+            );
+            assert_eq!(
+                serde_json::from_value::<LabelEvent>(json).expect("deserialize"),
+                event,
+                "{label}: deserialized"
+            );
+        }
+        for (event, json) in categories {
+            let label = event.event_type();
+            assert_eq!(
+                serde_json::to_value(&event).expect("serialize"),
+                json,
+                "{label}: serialized"
+            );
+            assert_eq!(
+                json["type"].as_str(),
+                Some(label.as_str()),
+                "{label}: the tag is the event_type"
+            );
+            assert_eq!(
+                serde_json::from_value::<CategoryEvent>(json).expect("deserialize"),
+                event,
+                "{label}: deserialized"
+            );
+        }
+    }
 }

@@ -1407,8 +1407,28 @@ mod tests {
                 r#"{"type":"organization.team_member_removed","team_id":"00000000-0000-0000-0000-000000000002","user_id":"00000000-0000-0000-0000-000000000003"}"#,
             ),
         ];
+        // A new variant must be added here, and pinned above.
+        let variant = |e: &V| match e {
+            V::Created { .. } => 0,
+            V::Renamed { .. } => 1,
+            V::MemberAdded { .. } => 2,
+            V::MemberRemoved { .. } => 3,
+            V::TeamCreated { .. } => 4,
+            V::TeamRenamed { .. } => 5,
+            V::TeamDeleted { .. } => 6,
+            V::TeamPermissionsSet { .. } => 7,
+            V::TeamMemberAdded { .. } => 8,
+            V::TeamMemberRemoved { .. } => 9,
+        };
+        let covered: BTreeSet<i32> = cases.iter().map(|(e, _)| variant(e)).collect();
+        assert_eq!(covered.len(), 10, "every organization event is pinned");
         for (event, json) in cases {
-            assert_eq!(serde_json::to_string(&event).expect("serialize"), json);
+            let label = event.event_type();
+            assert_eq!(
+                serde_json::to_string(&event).expect("serialize"),
+                json,
+                "{label}: serialized"
+            );
             let back: V = serde_json::from_str(json).expect("deserialize");
             assert_eq!(back.event_type(), event.event_type());
             assert_eq!(back, event);

@@ -879,22 +879,112 @@ mod tests {
             .then_expect_events(vec![V::Deleted {}]);
     }
 
+    /// Events are a stored contract: this pins the JSON of every variant, both ways. If it
+    /// fails, you are about to break history; add a new event version and an upcaster instead.
     #[test]
     fn event_json_is_pinned() {
-        let cases: Vec<(V, &str)> = vec![
+        use serde_json::json;
+        let category = CategoryId::from_uuid(Uuid::from_u128(5));
+        let cases: Vec<(V, serde_json::Value)> = vec![
             (
                 created(),
-                r#"{"type":"task.created","org_id":"00000000-0000-0000-0000-000000000001","title":"Ship it","description":"","status":"todo","priority":"none","category_id":null,"labels":[],"assignees":[]}"#,
+                json!({"type": "task.created", "org_id": "00000000-0000-0000-0000-000000000001",
+                       "title": "Ship it", "description": "", "status": "todo", "priority": "none",
+                       "category_id": null, "labels": [], "assignees": []}),
+            ),
+            (
+                V::Created {
+                    org_id: org(),
+                    title: text("Ship it"),
+                    description: text("All of it"),
+                    status: Status::Backlog,
+                    priority: Priority::Urgent,
+                    category_id: Some(category),
+                    labels: [label()].into(),
+                    assignees: [bob(), alice()].into(),
+                },
+                json!({"type": "task.created", "org_id": "00000000-0000-0000-0000-000000000001",
+                       "title": "Ship it", "description": "All of it", "status": "backlog",
+                       "priority": "urgent",
+                       "category_id": "00000000-0000-0000-0000-000000000005",
+                       "labels": ["00000000-0000-0000-0000-000000000007"],
+                       "assignees": ["00000000-0000-0000-0000-000000000002",
+                                     "00000000-0000-0000-0000-000000000003"]}),
+            ),
+            (
+                V::TitleChanged {
+                    title: text("Ship it now"),
+                },
+                json!({"type": "task.title_changed", "title": "Ship it now"}),
+            ),
+            (
+                V::DescriptionChanged {
+                    description: text("Details"),
+                },
+                json!({"type": "task.description_changed", "description": "Details"}),
             ),
             (
                 V::StatusChanged {
                     status: Status::InProgress,
                 },
-                r#"{"type":"task.status_changed","status":"in_progress"}"#,
+                json!({"type": "task.status_changed", "status": "in_progress"}),
+            ),
+            (
+                V::StatusChanged {
+                    status: Status::Done,
+                },
+                json!({"type": "task.status_changed", "status": "done"}),
+            ),
+            (
+                V::StatusChanged {
+                    status: Status::Canceled,
+                },
+                json!({"type": "task.status_changed", "status": "canceled"}),
+            ),
+            (
+                V::PriorityChanged {
+                    priority: Priority::Low,
+                },
+                json!({"type": "task.priority_changed", "priority": "low"}),
+            ),
+            (
+                V::PriorityChanged {
+                    priority: Priority::Medium,
+                },
+                json!({"type": "task.priority_changed", "priority": "medium"}),
+            ),
+            (
+                V::PriorityChanged {
+                    priority: Priority::High,
+                },
+                json!({"type": "task.priority_changed", "priority": "high"}),
+            ),
+            (
+                V::CategoryChanged {
+                    category_id: Some(category),
+                },
+                json!({"type": "task.category_changed",
+                       "category_id": "00000000-0000-0000-0000-000000000005"}),
+            ),
+            (
+                V::CategoryChanged { category_id: None },
+                json!({"type": "task.category_changed", "category_id": null}),
             ),
             (
                 V::Assigned { user_id: bob() },
-                r#"{"type":"task.assigned","user_id":"00000000-0000-0000-0000-000000000003"}"#,
+                json!({"type": "task.assigned", "user_id": "00000000-0000-0000-0000-000000000003"}),
+            ),
+            (
+                V::Unassigned { user_id: bob() },
+                json!({"type": "task.unassigned", "user_id": "00000000-0000-0000-0000-000000000003"}),
+            ),
+            (
+                V::Labeled { label_id: label() },
+                json!({"type": "task.labeled", "label_id": "00000000-0000-0000-0000-000000000007"}),
+            ),
+            (
+                V::Unlabeled { label_id: label() },
+                json!({"type": "task.unlabeled", "label_id": "00000000-0000-0000-0000-000000000007"}),
             ),
             (
                 V::CommentAdded {
@@ -902,13 +992,73 @@ mod tests {
                     author: Some(bob()),
                     body: text("hi"),
                 },
-                r#"{"type":"task.comment_added","comment_id":"00000000-0000-0000-0000-000000000009","author":"00000000-0000-0000-0000-000000000003","body":"hi"}"#,
+                json!({"type": "task.comment_added",
+                       "comment_id": "00000000-0000-0000-0000-000000000009",
+                       "author": "00000000-0000-0000-0000-000000000003", "body": "hi"}),
             ),
-            (V::Deleted {}, r#"{"type":"task.deleted"}"#),
+            (
+                V::CommentAdded {
+                    comment_id: comment(),
+                    author: None,
+                    body: text("by the system"),
+                },
+                json!({"type": "task.comment_added",
+                       "comment_id": "00000000-0000-0000-0000-000000000009",
+                       "author": null, "body": "by the system"}),
+            ),
+            (
+                V::CommentEdited {
+                    comment_id: comment(),
+                    body: text("hello"),
+                },
+                json!({"type": "task.comment_edited",
+                       "comment_id": "00000000-0000-0000-0000-000000000009", "body": "hello"}),
+            ),
+            (
+                V::CommentDeleted {
+                    comment_id: comment(),
+                },
+                json!({"type": "task.comment_deleted",
+                       "comment_id": "00000000-0000-0000-0000-000000000009"}),
+            ),
+            (V::Deleted {}, json!({"type": "task.deleted"})),
         ];
-        for (event, json) in cases {
-            assert_eq!(serde_json::to_string(&event).expect("json"), json);
-            assert_eq!(serde_json::from_str::<V>(json).expect("parse"), event);
+        // A new variant must be added here, and pinned above.
+        let variant = |e: &V| match e {
+            V::Created { .. } => 0,
+            V::TitleChanged { .. } => 1,
+            V::DescriptionChanged { .. } => 2,
+            V::StatusChanged { .. } => 3,
+            V::PriorityChanged { .. } => 4,
+            V::CategoryChanged { .. } => 5,
+            V::Assigned { .. } => 6,
+            V::Unassigned { .. } => 7,
+            V::Labeled { .. } => 8,
+            V::Unlabeled { .. } => 9,
+            V::CommentAdded { .. } => 10,
+            V::CommentEdited { .. } => 11,
+            V::CommentDeleted { .. } => 12,
+            V::Deleted {} => 13,
+        };
+        let covered: BTreeSet<i32> = cases.iter().map(|(e, _)| variant(e)).collect();
+        assert_eq!(covered.len(), 14, "every task event is pinned");
+        for (i, (event, json)) in cases.into_iter().enumerate() {
+            let label = format!("case {i} ({})", event.event_type());
+            assert_eq!(
+                serde_json::to_value(&event).expect("serialize"),
+                json,
+                "{label}: serialized"
+            );
+            assert_eq!(
+                json["type"].as_str(),
+                Some(event.event_type().as_str()),
+                "{label}: the tag is the stored event_type"
+            );
+            assert_eq!(
+                serde_json::from_value::<V>(json).expect("deserialize"),
+                event,
+                "{label}: deserialized"
+            );
         }
     }
 }
