@@ -18,3 +18,4 @@ mod nodes;
 mod sealed;
 mod signin_links;
 mod startup;
+mod ws_protocol;
