@@ -97,6 +97,9 @@ pub struct Config {
     /// `CAIRN_WS_REPLAY_LIMIT`: the most events a `since` replay sends before answering
     /// `RESYNC_REQUIRED` instead.
     pub ws_replay_limit: i64,
+    /// `CAIRN_SSE_HEARTBEAT_SECONDS`: how often an idle `/events/stream` sends a comment line,
+    /// so proxies keep it open and clients notice a dead connection (fractions allowed).
+    pub sse_heartbeat: std::time::Duration,
     /// `CAIRN_WS_PRESENCE_LIMIT`: `USER_SUBSCRIBED` / `USER_UNSUBSCRIBED` are sent only while
     /// a room has at most this many members on this node (0: never).
     pub ws_presence_limit: usize,
@@ -211,6 +214,12 @@ impl Config {
                     _ => Err("expected a number of events from 1 to 100000".to_owned()),
                 }
             })?,
+            sse_heartbeat: parse(
+                &get,
+                "CAIRN_SSE_HEARTBEAT_SECONDS",
+                "15",
+                millis_or_seconds(1000),
+            )?,
             ws_presence_limit: parse(&get, "CAIRN_WS_PRESENCE_LIMIT", "1000", |v| {
                 match v.parse::<usize>() {
                     Ok(n) if n <= 1_000_000 => Ok(n),
@@ -353,6 +362,7 @@ mod tests {
         assert!(c.trusted_proxies.is_empty());
         assert_eq!(c.max_connections, 16_000);
         assert_eq!(c.header_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.sse_heartbeat, std::time::Duration::from_secs(15));
     }
 
     #[test]
@@ -384,6 +394,7 @@ mod tests {
             ("CAIRN_TRUSTED_PROXIES", "10.0.0.0/33"),
             ("CAIRN_MAX_CONNECTIONS", "0"),
             ("CAIRN_HEADER_TIMEOUT_SECONDS", "soon"),
+            ("CAIRN_SSE_HEARTBEAT_SECONDS", "0"),
         ] {
             let err = with(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

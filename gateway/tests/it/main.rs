@@ -10,6 +10,7 @@ mod api;
 mod board;
 mod erasure;
 mod escalation;
+mod feeds;
 mod identity;
 mod limits;
 mod lists;
