@@ -16,6 +16,7 @@ mod limits;
 mod lists;
 mod live;
 mod nodes;
+mod production;
 mod read_your_writes;
 mod sealed;
 mod signin_links;
