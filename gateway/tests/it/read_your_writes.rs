@@ -25,6 +25,9 @@ async fn write(client: &reqwest::Client, url: &str, body: Value) -> (Option<Stri
     (body["id"].as_str().map(str::to_owned), cursor)
 }
 
+/// What a read must hold to include the write.
+type Holds = Box<dyn Fn(&Value) -> bool>;
+
 #[tokio::test]
 async fn every_read_with_after_includes_the_write_and_checks_access_first() {
     let app = support::spawn_app().await;
@@ -45,7 +48,7 @@ async fn every_read_with_after_includes_the_write_and_checks_access_first() {
     let task = create_task(&app, &ada, &org, "one").await;
 
     // (case, the read, the write's cursor, what the read must hold)
-    let mut cases: Vec<(&str, String, String, Box<dyn Fn(&Value) -> bool>)> = Vec::new();
+    let mut cases: Vec<(&str, String, String, Holds)> = Vec::new();
     let (_, cursor) = write(&ada, &format!("{base}/members"), json!({"user_id": bob_id})).await;
     let who = bob_id.clone();
     cases.push((
