@@ -43,6 +43,9 @@ pub struct Config {
     pub meilisearch_url: Option<Url>,
     /// `SMTP_URL`: unset means mail is written under the data dir.
     pub smtp_url: Option<Url>,
+    /// `CAIRN_SMTP_CA_FILE`: a PEM file of extra trusted root certificates for the SMTP
+    /// server's TLS (a relay with a private CA); the public web roots stay trusted.
+    pub smtp_ca_file: Option<PathBuf>,
     /// `STORAGE_URL`: unset means files under the data dir.
     pub storage_url: Option<Url>,
     /// `CAIRN_DATA_DIR`.
@@ -138,6 +141,7 @@ impl Config {
             nats_url: optional_url(&get, "NATS_URL", &["nats", "tls", "ws", "wss"])?,
             meilisearch_url: optional_url(&get, "MEILISEARCH_URL", &["http", "https"])?,
             smtp_url: optional_url(&get, "SMTP_URL", &["smtp", "smtps"])?,
+            smtp_ca_file: get("CAIRN_SMTP_CA_FILE").map(|v| PathBuf::from(v.trim())),
             storage_url: optional_url(&get, "STORAGE_URL", &["file", "s3"])?,
             data_dir: PathBuf::from(get("CAIRN_DATA_DIR").unwrap_or_else(|| "./data".to_owned())),
             public_url: parse(&get, "CAIRN_PUBLIC_URL", "http://localhost:3000", |v| {

@@ -20,5 +20,6 @@ mod production;
 mod read_your_writes;
 mod sealed;
 mod signin_links;
+mod smtp;
 mod startup;
 mod ws_protocol;
