@@ -43,6 +43,9 @@ pub struct Config {
     pub meilisearch_url: Option<Url>,
     /// `SMTP_URL`: unset means mail is written under the data dir.
     pub smtp_url: Option<Url>,
+    /// `CAIRN_SMTP_CA_FILE`: a PEM file of extra trusted root certificates for the SMTP
+    /// server's TLS (a relay with a private CA); the public web roots stay trusted.
+    pub smtp_ca_file: Option<PathBuf>,
     /// `STORAGE_URL`: unset means files under the data dir.
     pub storage_url: Option<Url>,
     /// `CAIRN_DATA_DIR`.
@@ -97,6 +100,9 @@ pub struct Config {
     /// `CAIRN_WS_REPLAY_LIMIT`: the most events a `since` replay sends before answering
     /// `RESYNC_REQUIRED` instead.
     pub ws_replay_limit: i64,
+    /// `CAIRN_SSE_HEARTBEAT_SECONDS`: how often an idle `/events/stream` sends a comment line,
+    /// so proxies keep it open and clients notice a dead connection (fractions allowed).
+    pub sse_heartbeat: std::time::Duration,
     /// `CAIRN_WS_PRESENCE_LIMIT`: `USER_SUBSCRIBED` / `USER_UNSUBSCRIBED` are sent only while
     /// a room has at most this many members on this node (0: never).
     pub ws_presence_limit: usize,
@@ -135,6 +141,7 @@ impl Config {
             nats_url: optional_url(&get, "NATS_URL", &["nats", "tls", "ws", "wss"])?,
             meilisearch_url: optional_url(&get, "MEILISEARCH_URL", &["http", "https"])?,
             smtp_url: optional_url(&get, "SMTP_URL", &["smtp", "smtps"])?,
+            smtp_ca_file: get("CAIRN_SMTP_CA_FILE").map(|v| PathBuf::from(v.trim())),
             storage_url: optional_url(&get, "STORAGE_URL", &["file", "s3"])?,
             data_dir: PathBuf::from(get("CAIRN_DATA_DIR").unwrap_or_else(|| "./data".to_owned())),
             public_url: parse(&get, "CAIRN_PUBLIC_URL", "http://localhost:3000", |v| {
@@ -211,6 +218,12 @@ impl Config {
                     _ => Err("expected a number of events from 1 to 100000".to_owned()),
                 }
             })?,
+            sse_heartbeat: parse(
+                &get,
+                "CAIRN_SSE_HEARTBEAT_SECONDS",
+                "15",
+                millis_or_seconds(1000),
+            )?,
             ws_presence_limit: parse(&get, "CAIRN_WS_PRESENCE_LIMIT", "1000", |v| {
                 match v.parse::<usize>() {
                     Ok(n) if n <= 1_000_000 => Ok(n),
@@ -353,6 +366,7 @@ mod tests {
         assert!(c.trusted_proxies.is_empty());
         assert_eq!(c.max_connections, 16_000);
         assert_eq!(c.header_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(c.sse_heartbeat, std::time::Duration::from_secs(15));
     }
 
     #[test]
@@ -384,6 +398,7 @@ mod tests {
             ("CAIRN_TRUSTED_PROXIES", "10.0.0.0/33"),
             ("CAIRN_MAX_CONNECTIONS", "0"),
             ("CAIRN_HEADER_TIMEOUT_SECONDS", "soon"),
+            ("CAIRN_SSE_HEARTBEAT_SECONDS", "0"),
         ] {
             let err = with(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var);

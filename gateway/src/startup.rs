@@ -54,7 +54,11 @@ impl App {
             .await
             .with_context(|| format!("CAIRN_BIND: cannot listen on {}", config.bind))?;
         let secret_key = secret_key(&config)?;
-        let transport = Transport::new(config.smtp_url.as_ref(), config.data_dir.join("outbox"))?;
+        let transport = Transport::new(
+            config.smtp_url.as_ref(),
+            config.smtp_ca_file.as_deref(),
+            config.data_dir.join("outbox"),
+        )?;
         let shutdown = CancellationToken::new();
         let bus: Arc<dyn Bus> = match &config.nats_url {
             Some(url) => NatsBus::connect(

@@ -77,17 +77,29 @@ pub enum TransportError {
     /// The outbox folder could not be created.
     #[error("cannot create the mail outbox folder {0}: {1}")]
     Folder(PathBuf, std::io::Error),
+    /// `CAIRN_SMTP_CA_FILE` could not be read or holds no PEM certificate.
+    #[error("CAIRN_SMTP_CA_FILE {0}: {1}")]
+    CaFile(PathBuf, String),
 }
 
 impl Transport {
-    /// SMTP when `smtp_url` is set, else files under `outbox`.
-    pub fn new(smtp_url: Option<&Url>, outbox: PathBuf) -> Result<Self, TransportError> {
+    /// SMTP when `smtp_url` is set, else files under `outbox`. `ca_file` (a PEM file of one
+    /// or more certificates) adds trusted roots for the SMTP server's TLS certificate, next to
+    /// the public web roots: for a mail relay with a private CA.
+    pub fn new(
+        smtp_url: Option<&Url>,
+        ca_file: Option<&std::path::Path>,
+        outbox: PathBuf,
+    ) -> Result<Self, TransportError> {
         match smtp_url {
-            Some(url) => Ok(Self::Smtp(
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url.as_str())?
-                    .timeout(Some(Duration::from_secs(20)))
-                    .build(),
-            )),
+            Some(url) => {
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.as_str())?
+                    .timeout(Some(Duration::from_secs(20)));
+                if let Some(path) = ca_file {
+                    builder = with_extra_roots(builder, url, path)?;
+                }
+                Ok(Self::Smtp(builder.build()))
+            }
             None => {
                 std::fs::create_dir_all(&outbox)
                     .map_err(|e| TransportError::Folder(outbox.clone(), e))?;
@@ -100,6 +112,38 @@ impl Transport {
     pub fn is_files(&self) -> bool {
         matches!(self, Self::Files(_))
     }
+}
+
+/// `builder` (made from `url` by lettre) trusting the certificates in `path` as well as the
+/// public web roots, with the TLS mode `url` asked for (`smtps://`, or `?tls=required` /
+/// `?tls=opportunistic`); a URL without TLS is left as it is.
+fn with_extra_roots(
+    builder: lettre::transport::smtp::AsyncSmtpTransportBuilder,
+    url: &Url,
+    path: &std::path::Path,
+) -> Result<lettre::transport::smtp::AsyncSmtpTransportBuilder, TransportError> {
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+
+    let ca_error = |message: String| TransportError::CaFile(path.to_owned(), message);
+    let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ca_error("no PEM certificate in the file".to_owned()));
+    }
+    let roots = Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?;
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let parameters = TlsParameters::builder(host)
+        .add_root_certificate(roots)
+        .build()?;
+    let tls = url
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    Ok(match (url.scheme(), tls.as_deref()) {
+        ("smtps", _) => builder.tls(Tls::Wrapper(parameters)),
+        ("smtp", Some("required")) => builder.tls(Tls::Required(parameters)),
+        ("smtp", Some("opportunistic")) => builder.tls(Tls::Opportunistic(parameters)),
+        _ => builder,
+    })
 }
 
 /// Writes `message` as `<dir>/<name>`, readable by its owner only. The file appears whole

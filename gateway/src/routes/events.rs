@@ -2,7 +2,8 @@
 //!
 //! - `GET /events?after=&types=&aggregate_type=&aggregate_id=&limit=`: JSON pages with `next`.
 //! - `GET /events/stream`: Server-Sent Events; `id:` is the cursor, `Last-Event-ID` (or
-//!   `?after=`) resumes, and a comment line is sent every 15 s.
+//!   `?after=`) resumes, and a comment line is sent every `CAIRN_SSE_HEARTBEAT_SECONDS`
+//!   (15 s by default).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -182,6 +183,7 @@ async fn stream(
     let start = parse_cursor(resume)?;
     let filter = query.filter()?;
     state.ready()?;
+    let heartbeat = state.config().sse_heartbeat;
     let wake = state.bus().subscribe();
     let feed = Feed {
         state,
@@ -201,11 +203,7 @@ async fn stream(
         let event = feed.next().await?;
         Some((Ok(event), feed))
     });
-    Ok(Sse::new(events).keep_alive(
-        KeepAlive::new()
-            .interval(Duration::from_secs(15))
-            .text("heartbeat"),
-    ))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
 }
 
 /// The organization events that can take access away, looked for in every batch's range.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod smtp;
 pub mod ws;
 
 use std::collections::{HashMap, HashSet};
