@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use support::nats::{Namespace, PrivateNats};
 use support::ws::{
     client_id, closed, connect, connect_with_receive_buffer, create_task, created_ids, join,
-    key_for, next, no_rate_limit, send, subscribe, until,
+    key_for, next, no_heartbeat, no_rate_limit, send, subscribe, until,
 };
 use support::TestApp;
 use tokio_tungstenite::tungstenite::Message;
@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 async fn live_delivery(vars: &[(&str, String)]) -> TestApp {
     let mut vars = vars.to_vec();
     vars.push(no_rate_limit());
+    vars.extend(no_heartbeat());
     let app = support::spawn_app_with(&vars).await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
@@ -182,6 +183,7 @@ async fn nats_going_down_and_coming_back_loses_no_event() {
     let nats = Namespace::on(&server.url());
     let mut vars = nats.vars();
     vars.push(no_rate_limit());
+    vars.extend(no_heartbeat());
     let app = support::spawn_app_with(&vars).await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
@@ -237,9 +239,14 @@ async fn nats_going_down_and_coming_back_loses_no_event() {
 
 #[tokio::test]
 async fn presence_is_announced_only_in_rooms_within_the_presence_limit() {
-    let app =
-        support::spawn_app_with(&[("CAIRN_WS_PRESENCE_LIMIT", "2".to_owned()), no_rate_limit()])
-            .await;
+    let [ping, timeout] = no_heartbeat();
+    let app = support::spawn_app_with(&[
+        ("CAIRN_WS_PRESENCE_LIMIT", "2".to_owned()),
+        no_rate_limit(),
+        ping,
+        timeout,
+    ])
+    .await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Crowd").await;
     let mut clients = Vec::new();
@@ -272,8 +279,14 @@ async fn presence_is_announced_only_in_rooms_within_the_presence_limit() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
-    let app =
-        support::spawn_app_with(&[("CAIRN_WS_QUEUE", "64".to_owned()), no_rate_limit()]).await;
+    let [ping, timeout] = no_heartbeat();
+    let app = support::spawn_app_with(&[
+        ("CAIRN_WS_QUEUE", "64".to_owned()),
+        no_rate_limit(),
+        ping,
+        timeout,
+    ])
+    .await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
 
@@ -358,7 +371,8 @@ async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
 
 #[tokio::test]
 async fn a_refused_subscription_says_why() {
-    let app = support::spawn_app_with(&[no_rate_limit()]).await;
+    let [ping, timeout] = no_heartbeat();
+    let app = support::spawn_app_with(&[no_rate_limit(), ping, timeout]).await;
     let (_, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
     let (board_key, _) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
@@ -397,8 +411,13 @@ async fn a_refused_subscription_says_why() {
 async fn messages_closer_than_the_minimum_interval_are_rate_limited() {
     // An interval far longer than the server takes between two frames already in its socket.
     const INTERVAL_MS: u64 = 1_500;
-    let app =
-        support::spawn_app_with(&[("CAIRN_WS_MIN_INTERVAL_MS", INTERVAL_MS.to_string())]).await;
+    let [ping, timeout] = no_heartbeat();
+    let app = support::spawn_app_with(&[
+        ("CAIRN_WS_MIN_INTERVAL_MS", INTERVAL_MS.to_string()),
+        ping,
+        timeout,
+    ])
+    .await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
     let mut ws = connect(&app, Some(&key)).await;
@@ -424,9 +443,14 @@ async fn messages_closer_than_the_minimum_interval_are_rate_limited() {
 
 #[tokio::test]
 async fn a_since_beyond_the_replay_limit_gets_resync_required() {
-    let app =
-        support::spawn_app_with(&[("CAIRN_WS_REPLAY_LIMIT", "2".to_owned()), no_rate_limit()])
-            .await;
+    let [ping, timeout] = no_heartbeat();
+    let app = support::spawn_app_with(&[
+        ("CAIRN_WS_REPLAY_LIMIT", "2".to_owned()),
+        no_rate_limit(),
+        ping,
+        timeout,
+    ])
+    .await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
     // Two task events: at the limit, replayed.

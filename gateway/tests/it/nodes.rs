@@ -356,7 +356,8 @@ async fn a_live_client_on_one_node_sees_changes_made_through_another() {
 
     let mut vars = nats.vars();
     vars.push(("DATABASE_URL", format!("{url}?application_name=cairn-a")));
-    vars.push(("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()));
+    vars.push(ws::no_rate_limit());
+    vars.extend(ws::no_heartbeat());
     let a = support::start_with(db, &vars).await;
     a.wait_ready(Duration::from_secs(20)).await;
     let (key, ada) = ws::key_for(&a, "ada@example.com", json!(["tasks:read", "tasks:write"])).await;

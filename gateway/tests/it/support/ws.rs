@@ -20,6 +20,16 @@ pub fn no_rate_limit() -> (&'static str, String) {
     ("CAIRN_WS_MIN_INTERVAL_MS", "0.001".to_owned())
 }
 
+/// The settings that keep `/ws`'s heartbeat out of the way of a test: a PING an hour, and a
+/// day to answer it. The helpers here skip PINGs without answering, so with the defaults (a
+/// minute to answer) a test slowed past a minute by a loaded machine would lose its clients.
+pub fn no_heartbeat() -> [(&'static str, String); 2] {
+    [
+        ("CAIRN_WS_PING_SECONDS", "3600".to_owned()),
+        ("CAIRN_WS_TIMEOUT_SECONDS", "86400".to_owned()),
+    ]
+}
+
 /// The `wsClientId` of a `CONNECTION_STATUS` message, required to be a non-empty string.
 pub fn client_id(status: &Value) -> String {
     assert_eq!(status["type"], "CONNECTION_STATUS", "{status}");
