@@ -373,9 +373,8 @@ async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
 async fn a_refused_subscription_says_why() {
     let [ping, timeout] = no_heartbeat();
     let app = support::spawn_app_with(&[no_rate_limit(), ping, timeout]).await;
-    let (_, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
+    let (board_key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
-    let (board_key, _) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let (stranger, _) = key_for(&app, "eve@example.com", json!(["tasks:read"])).await;
 
     // Which channels each may join is the access matrix's (access.rs); here, the codes.
