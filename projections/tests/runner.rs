@@ -1,6 +1,8 @@
 //! The projection runner against the real PostgreSQL, with the identity projection.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use commands::identity::Identity;
@@ -8,11 +10,12 @@ use commands::{Actor, Commands, Metadata};
 use domain::{Email, Name, Scope};
 use eventstore::testing::TestDb;
 use eventstore::vault::Vault;
-use eventstore::{Cursor, Store, StoreOptions};
+use eventstore::{Cursor, RecordedEvent, Store, StoreOptions};
 use projections::identity::{IdentityProjection, NAME};
-use projections::runner::{wait_for, Runner, RunnerOptions};
+use projections::runner::{wait_for, ProjectionError, Runner, RunnerOptions};
 use projections::Projection;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Every identity table, as sorted text rows.
@@ -29,16 +32,88 @@ async fn tables(pool: &PgPool) -> Vec<String> {
     rows
 }
 
-fn runner(store: &Store) -> Runner<IdentityProjection> {
+fn runner<P: Projection>(store: &Store, projection: P) -> Runner<P> {
     Runner::new(
         store.clone(),
-        IdentityProjection,
+        projection,
         RunnerOptions {
             batch: 3, // small batches, so the run spans many transactions
             poll: Duration::from_millis(100),
             ..RunnerOptions::default()
         },
     )
+}
+
+/// Stops runners (cancels `stop`) and waits until each has returned.
+async fn stop_all(stop: &CancellationToken, runners: Vec<JoinHandle<()>>) {
+    stop.cancel();
+    for runner in runners {
+        tokio::time::timeout(Duration::from_secs(20), runner)
+            .await
+            .expect("the runner stops in time")
+            .expect("the runner does not panic");
+    }
+}
+
+/// The identity projection, counting what it applies: in a table, how many times each event
+/// was applied and committed (a second application, by either runner, shows as 2); in memory,
+/// the most batches ever being applied at the same moment (two runners at once show as 2).
+#[derive(Clone, Default)]
+struct Counted {
+    active: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    async fn create_table(pool: &PgPool) {
+        sqlx::query("CREATE TABLE test_applied (event_id uuid PRIMARY KEY, times int NOT NULL)")
+            .execute(pool)
+            .await
+            .expect("create test_applied");
+    }
+}
+
+impl Projection for Counted {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        IdentityProjection.tables()
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let result = async {
+            IdentityProjection.apply_batch(&mut *conn, events).await?;
+            for event in events {
+                sqlx::query(
+                    "INSERT INTO test_applied (event_id, times) VALUES ($1, 1)
+                     ON CONFLICT (event_id) DO UPDATE SET times = test_applied.times + 1",
+                )
+                .bind(event.event_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
 }
 
 /// Signs people in, issues and revokes keys and sessions, erases one: a bit of everything.
@@ -94,19 +169,44 @@ async fn a_rebuild_from_zero_equals_the_incremental_run_and_replays_change_nothi
         Vault::new(pool.clone(), [7; 32]),
     );
 
-    // Incremental: two runners compete; only one applies at a time.
+    // Incremental: two runners compete; only one applies at a time, and each event is
+    // applied (and committed) once.
+    Counted::create_table(&pool).await;
+    let counted = Counted::default();
     let stop = CancellationToken::new();
-    for _ in 0..2 {
-        tokio::spawn(runner(&store).run(stop.clone()));
-    }
+    let runners = (0..2)
+        .map(|_| tokio::spawn(runner(&store, counted.clone()).run(stop.clone())))
+        .collect();
     let last = activity(&identity).await;
     assert!(wait_for(&pool, NAME, last, Duration::from_secs(20), None)
         .await
         .expect("wait"));
     let incremental = tables(&pool).await;
     assert!(incremental[0].lines().count() >= 3, "{incremental:?}");
-    stop.cancel();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop_all(&stop, runners).await;
+    let stored: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM events ORDER BY event_id")
+            .fetch_all(&pool)
+            .await
+            .expect("events");
+    let applied: Vec<(uuid::Uuid, i32)> =
+        sqlx::query_as("SELECT event_id, times FROM test_applied ORDER BY event_id")
+            .fetch_all(&pool)
+            .await
+            .expect("test_applied");
+    assert!(!stored.is_empty(), "the activity stored events");
+    assert_eq!(
+        applied.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        stored,
+        "every stored event was applied"
+    );
+    let twice: Vec<_> = applied.iter().filter(|(_, times)| *times != 1).collect();
+    assert!(twice.is_empty(), "applied more than once: {twice:?}");
+    assert_eq!(
+        counted.peak.load(Ordering::SeqCst),
+        1,
+        "two batches were applied at the same time"
+    );
 
     // Applying every event again, on top, changes nothing.
     let events = store.tail(Cursor::START, 10_000).await.expect("tail");
@@ -133,12 +233,12 @@ async fn a_rebuild_from_zero_equals_the_incremental_run_and_replays_change_nothi
     .await
     .expect("reset");
     let stop = CancellationToken::new();
-    tokio::spawn(runner(&store).run(stop.clone()));
+    let rebuild = tokio::spawn(runner(&store, IdentityProjection).run(stop.clone()));
     assert!(wait_for(&pool, NAME, last, Duration::from_secs(20), None)
         .await
         .expect("wait"));
     assert_eq!(tables(&pool).await, incremental);
-    stop.cancel();
+    stop_all(&stop, vec![rebuild]).await;
 }
 
 #[tokio::test]
@@ -439,48 +539,58 @@ async fn the_board_survives_a_killed_runner_and_rebuilds_to_the_same_tables() {
 
     // Incremental.
     let stop = CancellationToken::new();
-    tokio::spawn(board_runner(500).run(stop.clone()));
+    let incremental_runner = tokio::spawn(board_runner(500).run(stop.clone()));
     assert!(wait_for(&pool, name, last, Duration::from_secs(30), None)
         .await
         .expect("wait"));
-    stop.cancel();
+    stop_all(&stop, vec![incremental_runner]).await;
     let incremental = tables().await;
     assert_eq!(incremental[1].len(), 30);
-    assert!(
-        incremental[1].iter().all(|row| row.contains(",2,")),
-        "two comments each: {:?}",
-        incremental[1][0]
-    );
+    let comment_counts: Vec<i32> = sqlx::query_scalar("SELECT comment_count FROM board_tasks")
+        .fetch_all(&pool)
+        .await
+        .expect("comment counts");
+    assert_eq!(comment_counts, [2; 30], "two comments each");
 
-    // Rebuild, killing the runner part-way (mid-transaction or between batches), then resume.
+    // Rebuild, killing the runner part-way: in its third batch, after applying it and before
+    // its commit, with two batches committed. Then resume.
     projections::runner::reset(&pool, &BoardProjection)
         .await
         .expect("reset");
-    let killed = tokio::spawn(board_runner(7).run(CancellationToken::new()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while projections::runner::checkpoint(&pool, name)
+    let stalled = Arc::new(tokio::sync::Notify::new());
+    let stalling = Stalling {
+        batches: AtomicUsize::new(0),
+        stall_at: 3,
+        stalled: stalled.clone(),
+    };
+    let killed = tokio::spawn(
+        Runner::new(
+            store.clone(),
+            stalling,
+            RunnerOptions {
+                batch: 7,
+                poll: Duration::from_millis(50),
+                ..RunnerOptions::default()
+            },
+        )
+        .run(CancellationToken::new()),
+    );
+    tokio::time::timeout(Duration::from_secs(30), stalled.notified())
         .await
-        .expect("checkpoint")
-        == Cursor::START
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "runner never started"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+        .expect("the runner reached its third batch");
     killed.abort();
     let _ = killed.await;
     let part = projections::runner::checkpoint(&pool, name)
         .await
         .expect("checkpoint");
+    assert!(part > Cursor::START, "two batches were committed");
     assert!(part < last, "killed before the end");
     let stop = CancellationToken::new();
-    tokio::spawn(board_runner(7).run(stop.clone()));
+    let resumed = tokio::spawn(board_runner(7).run(stop.clone()));
     assert!(wait_for(&pool, name, last, Duration::from_secs(30), None)
         .await
         .expect("wait"));
-    stop.cancel();
+    stop_all(&stop, vec![resumed]).await;
     assert_eq!(tables().await, incremental, "nothing lost, nothing doubled");
 
     // Built strictly event by event, the tables equal the batch-folded ones.
@@ -509,4 +619,46 @@ async fn the_board_survives_a_killed_runner_and_rebuilds_to_the_same_tables() {
     }
     tx.commit().await.expect("commit");
     assert_eq!(tables().await, incremental);
+}
+
+/// The board projection, stopping for good in the middle of its `stall_at`-th batch (applied,
+/// not committed) and saying so on `stalled`: a runner aborted then dies mid-transaction, at a
+/// known point, whatever the machine's speed.
+struct Stalling {
+    batches: AtomicUsize,
+    stall_at: usize,
+    stalled: Arc<tokio::sync::Notify>,
+}
+
+impl Projection for Stalling {
+    fn name(&self) -> &'static str {
+        projections::board::BoardProjection.name()
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        projections::board::BoardProjection.tables()
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        projections::board::BoardProjection
+            .apply_batch(&mut *conn, events)
+            .await?;
+        if self.batches.fetch_add(1, Ordering::SeqCst) + 1 == self.stall_at {
+            self.stalled.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
 }

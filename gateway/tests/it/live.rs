@@ -10,8 +10,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use support::nats::{Namespace, PrivateNats};
 use support::ws::{
-    closed, connect, connect_with_receive_buffer, create_task, created_ids, join, key_for, next,
-    send, subscribe, until,
+    client_id, closed, connect, connect_with_receive_buffer, create_task, created_ids, join,
+    key_for, next, no_heartbeat, no_rate_limit, send, subscribe, until,
 };
 use support::TestApp;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,7 +20,8 @@ use tokio_tungstenite::tungstenite::Message;
 /// no gap and no duplicate, and the replay limit. Returns the app for bus-specific checks.
 async fn live_delivery(vars: &[(&str, String)]) -> TestApp {
     let mut vars = vars.to_vec();
-    vars.push(("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()));
+    vars.push(no_rate_limit());
+    vars.extend(no_heartbeat());
     let app = support::spawn_app_with(&vars).await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
@@ -72,7 +73,8 @@ async fn live_delivery(vars: &[(&str, String)]) -> TestApp {
         "every missed task once, in order, then the live one"
     );
 
-    // Too far behind: RESYNC_REQUIRED.
+    // From the very start, within the replay limit (the default 1000; 5 task events exist):
+    // the whole history replays, in order, with no RESYNC_REQUIRED.
     let mut ws = connect(&app, Some(&key)).await;
     next(&mut ws).await;
     send(
@@ -81,8 +83,15 @@ async fn live_delivery(vars: &[(&str, String)]) -> TestApp {
     )
     .await;
     assert_eq!(next(&mut ws).await["type"], "SUBSCRIBED");
-    // 5 task events exist; the limit in this test app is the default 1000, so this replays.
-    assert_eq!(next(&mut ws).await["type"], "CREATE_TASK");
+    let mut history = vec![first];
+    history.extend(missed);
+    let mut replayed = Vec::new();
+    for _ in 0..history.len() {
+        let m = next(&mut ws).await;
+        assert_eq!(m["type"], "CREATE_TASK", "{m}");
+        replayed.push(m["data"]["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(replayed, history, "every task since the start, in order");
     app
 }
 
@@ -97,17 +106,15 @@ async fn boards_update_live_and_resume_without_gap_or_duplicate_on_the_local_bus
     next(&mut first).await;
     subscribe(&mut first, &org, "tasks").await;
     let mut second = connect(&app, Some(&key)).await;
-    let status = next(&mut second).await;
+    let second_id = client_id(&next(&mut second).await);
     assert_eq!(join(&mut second, &org, "nope").await["code"], "BAD_REQUEST");
-    tokio::time::sleep(Duration::from_millis(5)).await;
     subscribe(&mut second, &org, "tasks").await;
     let joined = until(&mut first, "USER_SUBSCRIBED").await;
-    assert_eq!(joined["data"]["wsClientId"], status["data"]["wsClientId"]);
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(joined["data"]["wsClientId"], second_id.as_str(), "{joined}");
     send(&mut second, json!({"type": "UNSUBSCRIBE"})).await;
     assert_eq!(next(&mut second).await["type"], "UNSUBSCRIBED");
     let left = until(&mut first, "USER_UNSUBSCRIBED").await;
-    assert_eq!(left["data"]["wsClientId"], status["data"]["wsClientId"]);
+    assert_eq!(left["data"]["wsClientId"], second_id.as_str(), "{left}");
     app.stop().await;
 }
 
@@ -147,7 +154,7 @@ async fn boards_update_live_and_resume_without_gap_or_duplicate_on_nats() {
                 .headers
                 .get(name)
                 .map(|v| v.as_str().to_owned())
-                .unwrap_or_default()
+                .unwrap_or_else(|| panic!("no {name} header on the message for event {id}"))
         };
         assert_eq!(header("Nats-Msg-Id"), *id);
         let org = org.as_deref().unwrap_or("_");
@@ -161,10 +168,9 @@ async fn boards_update_live_and_resume_without_gap_or_duplicate_on_nats() {
         let body: Value = serde_json::from_slice(&message.payload).expect("CloudEvent");
         assert_eq!(body["id"], id.as_str());
         assert_eq!(body["specversion"], "1.0");
-        assert_eq!(
-            header("Cairn-Cursor"),
-            body["cairncursor"].as_str().unwrap_or("")
-        );
+        let cursor = body["cairncursor"].as_str().expect("cairncursor");
+        assert!(!cursor.is_empty(), "an empty cairncursor: {body}");
+        assert_eq!(header("Cairn-Cursor"), cursor);
     }
     pool.close().await;
     app.stop().await;
@@ -176,7 +182,8 @@ async fn nats_going_down_and_coming_back_loses_no_event() {
     let mut server = PrivateNats::start().await;
     let nats = Namespace::on(&server.url());
     let mut vars = nats.vars();
-    vars.push(("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()));
+    vars.push(no_rate_limit());
+    vars.extend(no_heartbeat());
     let app = support::spawn_app_with(&vars).await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
@@ -232,9 +239,12 @@ async fn nats_going_down_and_coming_back_loses_no_event() {
 
 #[tokio::test]
 async fn presence_is_announced_only_in_rooms_within_the_presence_limit() {
+    let [ping, timeout] = no_heartbeat();
     let app = support::spawn_app_with(&[
         ("CAIRN_WS_PRESENCE_LIMIT", "2".to_owned()),
-        ("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()),
+        no_rate_limit(),
+        ping,
+        timeout,
     ])
     .await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
@@ -243,8 +253,7 @@ async fn presence_is_announced_only_in_rooms_within_the_presence_limit() {
     let mut ids = Vec::new();
     for _ in 0..3 {
         let mut ws = connect(&app, Some(&key)).await;
-        let status = next(&mut ws).await;
-        ids.push(status["data"]["wsClientId"].clone());
+        ids.push(client_id(&next(&mut ws).await));
         clients.push(ws);
     }
     let [watcher, second, third] = &mut clients[..] else {
@@ -254,7 +263,7 @@ async fn presence_is_announced_only_in_rooms_within_the_presence_limit() {
     // The second member makes two: announced.
     subscribe(second, &org, "tasks").await;
     let joined = until(watcher, "USER_SUBSCRIBED").await;
-    assert_eq!(joined["data"]["wsClientId"], ids[1]);
+    assert_eq!(joined["data"]["wsClientId"], ids[1].as_str(), "{joined}");
     // The third makes three, over the limit: neither its arrival nor its departure is.
     subscribe(third, &org, "tasks").await;
     send(third, json!({"type": "UNSUBSCRIBE"})).await;
@@ -264,15 +273,18 @@ async fn presence_is_announced_only_in_rooms_within_the_presence_limit() {
     assert_eq!(next(second).await["type"], "UNSUBSCRIBED");
     let left = next(watcher).await;
     assert_eq!(left["type"], "USER_UNSUBSCRIBED", "{left}");
-    assert_eq!(left["data"]["wsClientId"], ids[1]);
+    assert_eq!(left["data"]["wsClientId"], ids[1].as_str(), "{left}");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
+    let [ping, timeout] = no_heartbeat();
     let app = support::spawn_app_with(&[
         ("CAIRN_WS_QUEUE", "64".to_owned()),
-        ("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()),
+        no_rate_limit(),
+        ping,
+        timeout,
     ])
     .await;
     let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
@@ -288,39 +300,65 @@ async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
 
     // About 7 MB of messages: more than the kernel buffers (4 MB at most here) and the
     // connection's queue (64 messages, 640 KB) can hold for a client that reads nothing. The
-    // queue leaves the fast client room for bursts on a busy machine.
+    // fast client reads as they come, and the tasks are made in rounds of 8, each only once the
+    // fast client has every earlier one: its queue never holds more than a round (plus a
+    // presence message), far from 64, however slow the machine.
     const TASKS: usize = 700;
-    let reader = tokio::spawn(async move { (created_ids(&mut fast, TASKS).await, fast) });
+    const ROUND: usize = 8;
+    let (progress, mut received_so_far) = tokio::sync::watch::channel(0usize);
+    let reader = tokio::spawn(async move {
+        let mut ids = Vec::with_capacity(TASKS);
+        while ids.len() < TASKS {
+            let m = until(&mut fast, "CREATE_TASK").await;
+            ids.push(m["data"]["id"].as_str().expect("id").to_owned());
+            progress.send_replace(ids.len());
+        }
+        (ids, fast)
+    });
     let description = "x".repeat(10_000);
-    let made: Vec<String> = futures::stream::iter(0..TASKS)
-        .map(|n| {
-            let (app, ada, org, description) = (&app, &ada, &org, &description);
-            async move {
-                let r = ada
-                    .post(app.url(&format!("/api/v1/orgs/{org}/tasks")))
-                    .json(&json!({"title": format!("t{n}"), "description": description}))
-                    .send()
-                    .await
-                    .expect("create");
-                assert_eq!(r.status(), 201);
-                let body: Value = r.json().await.expect("json");
-                body["id"].as_str().expect("id").to_owned()
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
+    let mut made = Vec::with_capacity(TASKS);
+    for round in (0..TASKS).collect::<Vec<_>>().chunks(ROUND) {
+        let ids: Vec<String> = futures::stream::iter(round.iter().copied())
+            .map(|n| {
+                let (app, ada, org, description) = (&app, &ada, &org, &description);
+                async move {
+                    let r = ada
+                        .post(app.url(&format!("/api/v1/orgs/{org}/tasks")))
+                        .json(&json!({"title": format!("t{n}"), "description": description}))
+                        .send()
+                        .await
+                        .expect("create");
+                    assert_eq!(r.status(), 201);
+                    let body: Value = r.json().await.expect("json");
+                    body["id"].as_str().expect("id").to_owned()
+                }
+            })
+            .buffer_unordered(ROUND)
+            .collect()
+            .await;
+        made.extend(ids);
+        let wanted = made.len();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            received_so_far.wait_for(|n| *n >= wanted),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the fast client got {wanted} tasks in time"))
+        .expect("the fast reader runs");
+    }
     let (received, mut fast) = reader.await.expect("fast reader");
     let unique: HashSet<&String> = received.iter().collect();
     assert_eq!(unique.len(), TASKS, "the fast client got each task once");
     assert_eq!(unique, made.iter().collect::<HashSet<_>>());
 
-    // The slow one was cut off: counted, and its socket ends once it reads what was buffered.
+    // The slow one was cut off, and only it: counted once, and its socket ends once it reads
+    // what was buffered.
     let metrics = app.metrics().await;
-    assert!(
-        metrics.contains("cairn_ws_slow_consumers_closed_total 1\n"),
-        "{metrics}"
-    );
+    let closed_total = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_ws_slow_consumers_closed_total "))
+        .unwrap_or_else(|| panic!("no slow-consumer count in {metrics}"));
+    assert_eq!(closed_total, "1", "{metrics}");
     let ended = closed(&mut slow, Duration::from_secs(20)).await;
     // It may or may not have had room for the close frame; if it did, the code says why.
     assert!(matches!(ended, None | Some((1008, _))), "{ended:?}");
@@ -332,90 +370,177 @@ async fn a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving() {
 }
 
 #[tokio::test]
-async fn channel_rules_heartbeat_and_rate_limit() {
-    let app = support::spawn_app_with(&[
-        ("CAIRN_WS_PING_SECONDS", "0.2".to_owned()),
-        ("CAIRN_WS_TIMEOUT_SECONDS", "0.5".to_owned()),
-        ("CAIRN_WS_MIN_INTERVAL_MS", "200".to_owned()),
-        ("CAIRN_WS_REPLAY_LIMIT", "2".to_owned()),
-    ])
-    .await;
-    // The administration channel needs the `admin` scope as well as the permission.
-    let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read", "admin"])).await;
+async fn a_refused_subscription_says_why() {
+    let [ping, timeout] = no_heartbeat();
+    let app = support::spawn_app_with(&[no_rate_limit(), ping, timeout]).await;
+    let (board_key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
     let org = app.create_org_as(&ada, "Acme").await;
     let (stranger, _) = key_for(&app, "eve@example.com", json!(["tasks:read"])).await;
 
-    // Anonymous: public yes, tasks no.
-    let mut anon = connect(&app, None).await;
-    assert_eq!(next(&mut anon).await["data"]["authenticated"], false);
-    let denied = join(&mut anon, &org, "tasks").await;
-    assert_eq!(
-        (denied["type"].as_str(), denied["code"].as_str()),
-        (Some("ERROR"), Some("UNAUTHORIZED"))
-    );
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(join(&mut anon, &org, "public").await["type"], "SUBSCRIBED");
+    // Which channels each may join is the access matrix's (access.rs); here, the codes.
+    for (label, key, channel, code) in [
+        ("anonymous, tasks", None, "tasks", "UNAUTHORIZED"),
+        ("anonymous, admin", None, "admin", "UNAUTHORIZED"),
+        ("non-member, tasks", Some(&stranger), "tasks", "FORBIDDEN"),
+        (
+            "the founder's key without the admin scope, admin",
+            Some(&board_key),
+            "admin",
+            "FORBIDDEN",
+        ),
+    ] {
+        let mut ws = connect(&app, key.map(String::as_str)).await;
+        let status = next(&mut ws).await;
+        assert_eq!(
+            status["data"]["authenticated"],
+            key.is_some(),
+            "{label}: {status}"
+        );
+        let reply = join(&mut ws, &org, channel).await;
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("ERROR"), Some(code)),
+            "{label}: {reply}"
+        );
+    }
+    app.stop().await;
+}
 
-    // A signed-in non-member: tasks no; a member who is not an administrator: admin no.
-    let mut eve = connect(&app, Some(&stranger)).await;
-    next(&mut eve).await;
-    assert_eq!(join(&mut eve, &org, "tasks").await["code"], "FORBIDDEN");
-
-    // Rate limit: two messages 200 ms apart are fine, back to back is not.
+#[tokio::test]
+async fn messages_closer_than_the_minimum_interval_are_rate_limited() {
+    // An interval far longer than the server takes between two frames already in its socket.
+    const INTERVAL_MS: u64 = 1_500;
+    let [ping, timeout] = no_heartbeat();
+    let app = support::spawn_app_with(&[
+        ("CAIRN_WS_MIN_INTERVAL_MS", INTERVAL_MS.to_string()),
+        ping,
+        timeout,
+    ])
+    .await;
+    let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
+    let org = app.create_org_as(&ada, "Acme").await;
     let mut ws = connect(&app, Some(&key)).await;
     next(&mut ws).await;
-    send(
-        &mut ws,
-        json!({"type": "SUBSCRIBE", "orgId": org, "channel": "admin"}),
-    )
-    .await;
-    send(&mut ws, json!({"type": "PONG"})).await;
-    assert_eq!(
-        next(&mut ws).await["type"],
-        "SUBSCRIBED",
-        "the founder administers"
-    );
-    let limited = next(&mut ws).await;
-    assert_eq!(limited["code"], "RATE_LIMITED");
 
-    // Too far behind for a replay of at most 2 events.
-    for n in 0..3 {
-        create_task(&app, &ada, &org, &format!("t{n}")).await;
+    // Back to back: the first is taken (a PONG has no answer), the second refused.
+    send(&mut ws, json!({"type": "PONG"})).await;
+    send(&mut ws, json!({"type": "PONG"})).await;
+    let limited = next(&mut ws).await;
+    assert_eq!(
+        (limited["type"].as_str(), limited["code"].as_str()),
+        (Some("ERROR"), Some("RATE_LIMITED")),
+        "{limited}"
+    );
+
+    // The server noted the refused one before answering; a message sent once the interval has
+    // passed since that answer is taken. (The pause is the point here: time passing.)
+    tokio::time::sleep(Duration::from_millis(INTERVAL_MS + 100)).await;
+    let reply = join(&mut ws, &org, "tasks").await;
+    assert_eq!(reply["type"], "SUBSCRIBED", "{reply}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_since_beyond_the_replay_limit_gets_resync_required() {
+    let [ping, timeout] = no_heartbeat();
+    let app = support::spawn_app_with(&[
+        ("CAIRN_WS_REPLAY_LIMIT", "2".to_owned()),
+        no_rate_limit(),
+        ping,
+        timeout,
+    ])
+    .await;
+    let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
+    let org = app.create_org_as(&ada, "Acme").await;
+    // Two task events: at the limit, replayed.
+    let made = vec![
+        create_task(&app, &ada, &org, "t0").await,
+        create_task(&app, &ada, &org, "t1").await,
+    ];
+    let mut ws = connect(&app, Some(&key)).await;
+    next(&mut ws).await;
+    subscribe_from_the_start(&mut ws, &org).await;
+    let mut replayed = Vec::new();
+    for _ in 0..2 {
+        let m = next(&mut ws).await;
+        assert_eq!(m["type"], "CREATE_TASK", "{m}");
+        replayed.push(m["data"]["id"].as_str().expect("id").to_owned());
     }
+    assert_eq!(replayed, made);
+
+    // Three: beyond it, RESYNC_REQUIRED for the room instead of any event.
+    create_task(&app, &ada, &org, "t2").await;
     let mut behind = connect(&app, Some(&key)).await;
     next(&mut behind).await;
+    subscribe_from_the_start(&mut behind, &org).await;
+    let resync = next(&mut behind).await;
+    assert_eq!(resync["type"], "RESYNC_REQUIRED", "{resync}");
+    assert_eq!(resync["orgId"], org.as_str(), "{resync}");
+    assert_eq!(resync["channel"], "tasks", "{resync}");
+    app.stop().await;
+}
+
+/// Subscribes `ws` to `org`'s tasks with a `since` at the very start, and waits for
+/// `SUBSCRIBED`.
+async fn subscribe_from_the_start(ws: &mut support::ws::Ws, org: &str) {
     send(
-        &mut behind,
+        ws,
         json!({"type": "SUBSCRIBE", "orgId": org, "channel": "tasks", "since": "00000000000000000000000000000000"}),
     )
     .await;
-    assert_eq!(next(&mut behind).await["type"], "SUBSCRIBED");
-    assert_eq!(next(&mut behind).await["type"], "RESYNC_REQUIRED");
+    let reply = next(ws).await;
+    assert_eq!(reply["type"], "SUBSCRIBED", "{reply}");
+}
 
-    // Heartbeat: a client that never answers PING is closed after the timeout.
+#[tokio::test]
+async fn the_heartbeat_closes_a_silent_client_and_keeps_one_that_answers() {
+    // PINGs every 0.25 s; closed after 3 s without a PONG. An answering client has ~2.7 s to
+    // get each PONG through, however loaded the machine.
+    let app = support::spawn_app_with(&[
+        ("CAIRN_WS_PING_SECONDS", "0.25".to_owned()),
+        ("CAIRN_WS_TIMEOUT_SECONDS", "3".to_owned()),
+        no_rate_limit(),
+    ])
+    .await;
+    let mut lively = connect(&app, None).await;
+    next(&mut lively).await;
+    // Connected after the lively one: when it is closed, the lively one has been open longer
+    // than the timeout.
     let mut silent = connect(&app, None).await;
-    let ended = closed(&mut silent, Duration::from_secs(5)).await;
+
+    let answering = async {
+        loop {
+            match lively.next().await {
+                Some(Ok(Message::Text(t))) if t.contains("\"PING\"") => {
+                    send(&mut lively, json!({"type": "PONG"})).await;
+                }
+                Some(Ok(Message::Close(frame))) => return format!("closed: {frame:?}"),
+                None | Some(Err(_)) => return "ended".to_owned(),
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    let ended = tokio::select! {
+        ended = closed(&mut silent, Duration::from_secs(30)) => ended,
+        lost = answering => panic!("the client that answers PING was dropped: {lost}"),
+    };
     assert_eq!(
         ended.map(|(_, reason)| reason).as_deref(),
         Some("no PONG in time")
     );
 
-    // The anonymous public subscriber answered no PING either, so it is gone too; a client
-    // that answers stays.
-    let mut lively = connect(&app, None).await;
-    next(&mut lively).await;
-    for _ in 0..6 {
-        let m = tokio::time::timeout(Duration::from_secs(2), lively.next())
-            .await
-            .expect("ping")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(t) = m {
-            if t.contains("\"PING\"") {
-                send(&mut lively, json!({"type": "PONG"})).await;
+    // The one that answers is still there: it gets the next PING.
+    let ping = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match lively.next().await.expect("open").expect("frame") {
+                Message::Text(t) if t.contains("\"PING\"") => return,
+                Message::Close(frame) => panic!("closed: {frame:?}"),
+                _ => {}
             }
         }
-    }
+    })
+    .await;
+    assert!(ping.is_ok(), "no PING for the client that answers");
     app.stop().await;
 }
 

@@ -5,14 +5,16 @@ use crate::support;
 
 use support::ws;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use eventstore::testing::TestDb;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-/// A `cairn serve` process of its own on a free port, named `name` in `pg_stat_activity`.
+/// A `cairn serve` process of its own, named `name` in `pg_stat_activity`. It binds port 0
+/// and the test reads the port it got from its "listening" log line, so no other process can
+/// take the port between a probe and the bind.
 struct Node {
     child: tokio::process::Child,
     port: u16,
@@ -20,26 +22,51 @@ struct Node {
 }
 
 impl Node {
-    fn start(database_url: &str, name: &str, vars: &[(&str, String)]) -> Self {
+    async fn start(database_url: &str, name: &str, vars: &[(&str, String)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+
         let data_dir = std::env::temp_dir().join(format!("cairn-{name}-{}", uuid::Uuid::new_v4()));
-        let port = support::nats::free_port();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
             .arg("serve")
-            .env_remove("RUST_LOG")
             .env_remove("NATS_URL")
+            .env("RUST_LOG", "warn,gateway::startup=info")
+            .env("CAIRN_LOG_FORMAT", "json")
             .env(
                 "DATABASE_URL",
                 format!("{database_url}?application_name={name}"),
             )
-            .env("CAIRN_BIND", format!("127.0.0.1:{port}"))
+            .env("CAIRN_BIND", "127.0.0.1:0")
             .env("CAIRN_DATA_DIR", &data_dir)
             .env("CAIRN_SECRET_KEY", support::SECRET_KEY)
             .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("start a node");
+        let stdout = child.stdout.take().expect("the node's stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let port = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await
+                    .expect("read the node's log")
+                    .expect("the node logs where it listens before exiting");
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if entry["fields"]["message"] == "listening" {
+                    let address = entry["fields"]["address"].as_str().expect("address");
+                    let address: std::net::SocketAddr = address.parse().expect("an address");
+                    return address.port();
+                }
+            }
+        })
+        .await
+        .expect("the node listens in time");
+        // Keep reading, so the node never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self {
             child,
             port,
@@ -63,6 +90,77 @@ impl Drop for Node {
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// Records every move of every checkpoint (projections and the relay) with the
+/// `application_name` of the node that made it, in the same transaction as the move: a
+/// projection applied by two nodes, or a batch applied twice, shows in the record.
+async fn record_checkpoint_moves(pool: &PgPool) {
+    for sql in [
+        "CREATE TABLE test_checkpoint_moves (
+             seq bigserial PRIMARY KEY,
+             name text NOT NULL,
+             node text NOT NULL,
+             at timestamptz NOT NULL DEFAULT clock_timestamp(),
+             old_xid text NOT NULL, old_position bigint NOT NULL,
+             new_xid text NOT NULL, new_position bigint NOT NULL)",
+        "CREATE FUNCTION test_record_checkpoint_move() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO test_checkpoint_moves
+                 (name, node, old_xid, old_position, new_xid, new_position)
+             VALUES (NEW.name, current_setting('application_name'),
+                     OLD.last_xid::text, OLD.last_position, NEW.last_xid::text, NEW.last_position);
+             RETURN NEW;
+         END $$",
+        "CREATE TRIGGER test_record_checkpoint_move AFTER UPDATE ON projection_checkpoints
+             FOR EACH ROW EXECUTE FUNCTION test_record_checkpoint_move()",
+    ] {
+        sqlx::query(sql).execute(pool).await.expect("record moves");
+    }
+}
+
+/// One recorded checkpoint move: which node, when, from where to where.
+struct Move {
+    node: String,
+    at: time::OffsetDateTime,
+    from: eventstore::Cursor,
+    to: eventstore::Cursor,
+}
+
+/// The recorded moves, by checkpoint, in the order they were made (each checkpoint's row is
+/// locked while it moves, so per checkpoint the sequence order is the commit order). Checks on
+/// the way that each checkpoint's moves form one chain from the start, each forward from
+/// where the last one ended: a batch applied twice, or by two nodes at once, breaks it.
+async fn checkpoint_moves(pool: &PgPool) -> BTreeMap<String, Vec<Move>> {
+    let rows: Vec<(String, String, time::OffsetDateTime, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT name, node, at, old_xid::int8, old_position, new_xid::int8, new_position
+           FROM test_checkpoint_moves ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("checkpoint moves");
+    let mut moves: BTreeMap<String, Vec<Move>> = BTreeMap::new();
+    for (name, node, at, old_xid, old_position, new_xid, new_position) in rows {
+        let from = eventstore::Cursor::new(old_xid as u64, old_position);
+        let to = eventstore::Cursor::new(new_xid as u64, new_position);
+        let chain = moves.entry(name.clone()).or_default();
+        let expected = chain.last().map_or(eventstore::Cursor::START, |m| m.to);
+        assert_eq!(
+            from, expected,
+            "{name}: moved by {node} from {from:?}, but the last move ended at {expected:?}"
+        );
+        assert!(to > from, "{name}: moved by {node} backwards or not at all");
+        chain.push(Move { node, at, from, to });
+    }
+    moves
+}
+
+/// The database's clock now (the moves are stamped with it).
+async fn db_now(pool: &PgPool) -> time::OffsetDateTime {
+    sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await
+        .expect("clock")
 }
 
 /// Which node (by `application_name`) holds each advisory lock in this database, one row per
@@ -97,8 +195,7 @@ async fn projection_keys(pool: &PgPool) -> Vec<i64> {
     keys
 }
 
-/// Waits until every projection lock is held by `node`, checking on every look that no lock is
-/// ever held twice.
+/// Waits until every projection lock (and the relay's) is held by `node` alone.
 async fn wait_for_leader(pool: &PgPool, keys: &[i64], node: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -106,9 +203,6 @@ async fn wait_for_leader(pool: &PgPool, keys: &[i64], node: &str) {
         let mut by_key: BTreeMap<i64, Vec<String>> = BTreeMap::new();
         for (key, app) in holders {
             by_key.entry(key).or_default().push(app);
-        }
-        for (key, apps) in &by_key {
-            assert!(apps.len() <= 1, "lock {key} held by {apps:?}");
         }
         if keys
             .iter()
@@ -182,9 +276,10 @@ async fn projections_run_on_one_node_and_move_to_another_when_it_dies() {
     let url = db.url();
     let pool = db.pool(2).await;
     let keys = projection_keys(&pool).await;
+    record_checkpoint_moves(&pool).await;
 
     // Node B: a separate `cairn serve` process, started first so that it leads.
-    let node_b = Node::start(&url, "cairn-b", &[]);
+    let node_b = Node::start(&url, "cairn-b", &[]).await;
     wait_for_leader(&pool, &keys, "cairn-b").await;
 
     // Node A: in this process, same database. It serves the API; B keeps the projections.
@@ -202,11 +297,40 @@ async fn projections_run_on_one_node_and_move_to_another_when_it_dies() {
     wait_for_leader(&pool, &keys, "cairn-b").await;
 
     // B dies without a goodbye: its connections drop, PostgreSQL frees its locks, A takes over.
+    let kill_started = db_now(&pool).await;
     node_b.kill().await;
     wait_for_leader(&pool, &keys, "cairn-a").await;
     for n in 0..5 {
         create_and_read_back(&a, &ada, &org, &format!("projected by A {n}")).await;
     }
+
+    // Every checkpoint moved in one chain: by B, and by A only once B was being killed.
+    let moves = checkpoint_moves(&pool).await;
+    for (name, chain) in &moves {
+        for m in chain {
+            match m.node.as_str() {
+                "cairn-b" => {}
+                "cairn-a" => assert!(
+                    m.at > kill_started,
+                    "{name}: A moved it ({:?} to {:?}) while B led",
+                    m.from,
+                    m.to
+                ),
+                other => panic!("{name}: moved by {other}"),
+            }
+        }
+    }
+    let board: BTreeSet<&str> = moves
+        .get(projections::board::NAME)
+        .expect("the board's checkpoint moved")
+        .iter()
+        .map(|m| m.node.as_str())
+        .collect();
+    assert_eq!(
+        board,
+        BTreeSet::from(["cairn-a", "cairn-b"]),
+        "the board moved to A"
+    );
 
     // Nothing lost or applied twice across the handover: the tables equal a rebuild.
     let live = board_tables(&pool).await;
@@ -226,12 +350,14 @@ async fn a_live_client_on_one_node_sees_changes_made_through_another() {
     let url = db.url();
     let pool = db.pool(2).await;
     let keys = projection_keys(&pool).await;
-    let b = Node::start(&url, "cairn-b", &nats.vars());
+    record_checkpoint_moves(&pool).await;
+    let b = Node::start(&url, "cairn-b", &nats.vars()).await;
     wait_for_leader(&pool, &keys, "cairn-b").await;
 
     let mut vars = nats.vars();
     vars.push(("DATABASE_URL", format!("{url}?application_name=cairn-a")));
-    vars.push(("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()));
+    vars.push(ws::no_rate_limit());
+    vars.extend(ws::no_heartbeat());
     let a = support::start_with(db, &vars).await;
     a.wait_ready(Duration::from_secs(20)).await;
     let (key, ada) = ws::key_for(&a, "ada@example.com", json!(["tasks:read", "tasks:write"])).await;
@@ -267,8 +393,25 @@ async fn a_live_client_on_one_node_sees_changes_made_through_another() {
     assert_eq!(ws::created_ids(&mut on_b, 3).await, from_a);
     assert_eq!(ws::created_ids(&mut on_a, 3).await, from_a);
 
-    // Projections and the relay still run once, all on B.
+    // Projections and the relay still run once, all on B: every checkpoint moved in one
+    // chain, by B alone.
     wait_for_leader(&pool, &keys, "cairn-b").await;
+    let moves = checkpoint_moves(&pool).await;
+    assert!(
+        moves.contains_key(projections::board::NAME)
+            && moves.contains_key(projections::relay::NAME),
+        "the board and the relay moved: {:?}",
+        moves.keys().collect::<Vec<_>>()
+    );
+    for (name, chain) in &moves {
+        for m in chain {
+            assert_eq!(
+                m.node, "cairn-b",
+                "{name}: moved {:?} to {:?}",
+                m.from, m.to
+            );
+        }
+    }
     a.stop().await;
     b.kill().await;
     nats.delete().await;

@@ -85,8 +85,22 @@ async fn verify_reports_intact_chains_and_names_a_tampered_event() {
 async fn projections_are_listed_and_replayed_from_the_cli() {
     let app = support::spawn_app().await;
     app.sign_in("ada@example.com").await;
+    // Damage the identity read model: the replay must rebuild it from the events.
+    let pool = app.db.pool(1).await;
+    let accounts = || async {
+        sqlx::query_scalar::<_, String>("SELECT t::text FROM accounts t ORDER BY user_id")
+            .fetch_all(&pool)
+            .await
+            .expect("accounts")
+    };
+    let before = accounts().await;
+    assert_eq!(before.len(), 1, "ada's account: {before:?}");
+    sqlx::query("DELETE FROM accounts")
+        .execute(&pool)
+        .await
+        .expect("delete");
     let url = app.db.url();
-    let (code, out) = tokio::task::spawn_blocking(move || {
+    let (code, list, replay) = tokio::task::spawn_blocking(move || {
         let list = cairn()
             .env("DATABASE_URL", &url)
             .arg("projections")
@@ -106,33 +120,64 @@ async fn projections_are_listed_and_replayed_from_the_cli() {
         assert!(String::from_utf8_lossy(&unknown.stderr).contains("no projection named `nope`"));
         (
             replay.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&list.stdout),
-                String::from_utf8_lossy(&replay.stdout)
-            ),
+            String::from_utf8_lossy(&list.stdout).into_owned(),
+            String::from_utf8_lossy(&replay.stdout).into_owned(),
         )
     })
     .await
     .expect("join");
-    assert_eq!(code, Some(0), "{out}");
-    assert!(
-        out.contains("identity") && out.contains("memberships"),
-        "{out}"
+    // The listing: a header, then one row per projection, by name, with its position and lag.
+    let mut rows = list.lines();
+    let header: Vec<&str> = rows.next().expect("a header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["projection", "cursor", "position", "lag"],
+        "{list}"
     );
-    assert!(out.contains("replayed identity"), "{out}");
+    let mut names = Vec::new();
+    for row in rows {
+        let columns: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(columns.len(), 4, "{row}");
+        assert!(columns[2].parse::<i64>().is_ok(), "position in {row}");
+        assert!(columns[3].parse::<i64>().is_ok(), "lag in {row}");
+        names.push(columns[0]);
+    }
+    assert_eq!(names, projections::registry::NAMES, "{list}");
+    // The replay: exit 0 and its one line.
+    assert_eq!(code, Some(0), "{replay}");
+    let line = replay.trim_end();
+    assert!(
+        line.starts_with("replayed identity in ")
+            && line.ends_with(" s")
+            && line.lines().count() == 1,
+        "{replay}"
+    );
+    assert_eq!(accounts().await, before, "the replay rebuilt the accounts");
+    pool.close().await;
     // The server keeps working on the rebuilt read model.
     let me = support::browser();
     app.sign_in_with(&me, "ada@example.com").await;
     app.stop().await;
 }
 
-/// Forwards connections from `listener` to the local PostgreSQL: "PostgreSQL coming up".
-async fn forward_to_postgres(listener: TcpListener) {
+/// Stands in for PostgreSQL on `listener`: while `up` is false it is "down" (it accepts each
+/// connection and closes it at once, counting them in `attempts`); once `up`, it forwards
+/// connections to the local PostgreSQL. The test holds the port from start to end, so nothing
+/// else can take it.
+async fn stand_in_for_postgres(
+    listener: TcpListener,
+    up: tokio::sync::watch::Receiver<bool>,
+    attempts: tokio::sync::watch::Sender<usize>,
+) {
     loop {
         let Ok((mut inbound, _)) = listener.accept().await else {
             return;
         };
+        if !*up.borrow() {
+            attempts.send_modify(|n| *n += 1);
+            drop(inbound);
+            continue;
+        }
         tokio::spawn(async move {
             if let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5432").await {
                 let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
@@ -144,11 +189,12 @@ async fn forward_to_postgres(listener: TcpListener) {
 #[tokio::test]
 async fn postgres_down_at_start_fails_readyz_then_recovers() {
     let db = TestDb::empty().await;
-    // A port with nothing listening: PostgreSQL is "down".
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        probe.local_addr().expect("addr").port()
-    };
+    // PostgreSQL's stand-in, "down" for now.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (up, up_rx) = tokio::sync::watch::channel(false);
+    let (attempts_tx, mut attempts) = tokio::sync::watch::channel(0usize);
+    tokio::spawn(stand_in_for_postgres(listener, up_rx, attempts_tx));
     let url = format!("postgres://postgres@127.0.0.1:{port}/{}", db.name());
     let app = start(db, url).await;
     let health = app
@@ -161,14 +207,15 @@ async fn postgres_down_at_start_fails_readyz_then_recovers() {
     assert_eq!(app.ready_status().await, 503);
     let api = app.send_link(&support::browser(), "ada@example.com").await;
     assert_eq!(support::error_code(api, 503).await, "unavailable");
-    tokio::time::sleep(Duration::from_millis(600)).await; // let it fail and back off at least once
+    // It tried, failed, backed off and tried again: still not ready.
+    tokio::time::timeout(Duration::from_secs(20), attempts.wait_for(|n| *n >= 2))
+        .await
+        .expect("the server retries in time")
+        .expect("the stand-in runs");
     assert_eq!(app.ready_status().await, 503);
 
-    // PostgreSQL "comes up" on that port.
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("rebind the port");
-    tokio::spawn(forward_to_postgres(listener));
+    // PostgreSQL "comes up".
+    up.send(true).expect("the stand-in runs");
     app.wait_ready(Duration::from_secs(20)).await;
     let c = app.sign_in("ada@example.com").await;
     app.create_org_as(&c, "Acme").await;

@@ -74,15 +74,7 @@ impl Namespace {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// A `nats-server -js` of the test's own, on a free port with its own store directory.
+/// A `nats-server -js` of the test's own, on a port of its own with its own store directory.
 pub struct PrivateNats {
     pub port: u16,
     dir: PathBuf,
@@ -90,17 +82,19 @@ pub struct PrivateNats {
 }
 
 impl PrivateNats {
-    /// Starts it and waits until it accepts connections.
+    /// Starts it on a port it picks itself (`-p -1`; the test reads the port back from its
+    /// log, so no probe-then-bind race) and waits until it is ready.
     pub async fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("cairn-nats-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("nats store dir");
-        let mut nats = Self {
-            port: free_port(),
+        let (child, port) = Self::spawn(&dir, None)
+            .await
+            .expect("nats-server starts on a port of its choosing");
+        Self {
+            port,
             dir,
-            child: None,
-        };
-        nats.resume().await;
-        nats
+            child: Some(child),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -115,38 +109,82 @@ impl PrivateNats {
         }
     }
 
-    /// Starts it again on the same port and store.
+    /// Starts it again on the same port and store, and waits until it is ready.
+    ///
+    /// It must be the same port: the server under test reconnects to the URL it was given.
+    /// While NATS was down the port was free, so another process may hold it for a moment;
+    /// rather than probe the port (free when asked, maybe not when bound), this starts
+    /// nats-server and, if it exits because the port is taken, tries again until it binds,
+    /// within a deadline.
     pub async fn resume(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((child, _)) = Self::spawn(&self.dir, Some(self.port)).await {
+                self.child = Some(child);
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server could not bind port {} again",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs nats-server on `port` (`None`: one it picks) and waits for its "Server is ready":
+    /// the process and the port it listens on, or `None` if it exited first (the port was
+    /// taken).
+    async fn spawn(
+        dir: &std::path::Path,
+        port: Option<u16>,
+    ) -> Option<(tokio::process::Child, u16)> {
+        use tokio::io::AsyncBufReadExt;
+
         let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .unwrap_or("nats-server");
-        let child = tokio::process::Command::new(binary)
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.dir)
+        let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+        let mut child = tokio::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+            .arg(dir)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start nats-server");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let stderr = child.stderr.take().expect("nats-server's log");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let listening = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut bound = None;
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some((_, address)) = line.split_once("Listening for client connections on ")
+                {
+                    bound = address
+                        .trim()
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse().ok());
+                }
+                if line.contains("Server is ready") {
+                    return Some(bound.expect("nats-server logs its client port"));
+                }
+            }
+            None
+        })
+        .await
+        .expect("nats-server starts or exits in time");
+        match listening {
+            Some(port) => {
+                // Keep reading, so it never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                Some((child, port))
+            }
+            None => {
+                let _ = child.kill().await;
+                None
+            }
         }
     }
 }

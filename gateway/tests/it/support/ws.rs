@@ -13,6 +13,33 @@ use super::TestApp;
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The setting that keeps `/ws`'s minimum interval between client messages out of the way of
+/// a test: 1 µs, less than any round trip can take, so a client that waits for each answer
+/// before sending again is never rate limited, however fast the machine.
+pub fn no_rate_limit() -> (&'static str, String) {
+    ("CAIRN_WS_MIN_INTERVAL_MS", "0.001".to_owned())
+}
+
+/// The settings that keep `/ws`'s heartbeat out of the way of a test: a PING an hour, and a
+/// day to answer it. The helpers here skip PINGs without answering, so with the defaults (a
+/// minute to answer) a test slowed past a minute by a loaded machine would lose its clients.
+pub fn no_heartbeat() -> [(&'static str, String); 2] {
+    [
+        ("CAIRN_WS_PING_SECONDS", "3600".to_owned()),
+        ("CAIRN_WS_TIMEOUT_SECONDS", "86400".to_owned()),
+    ]
+}
+
+/// The `wsClientId` of a `CONNECTION_STATUS` message, required to be a non-empty string.
+pub fn client_id(status: &Value) -> String {
+    assert_eq!(status["type"], "CONNECTION_STATUS", "{status}");
+    let id = status["data"]["wsClientId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no wsClientId in {status}"));
+    assert!(!id.is_empty(), "an empty wsClientId in {status}");
+    id.to_owned()
+}
+
 /// Signs `email` in and returns an API key with `scopes`, and the browser.
 pub async fn key_for(app: &TestApp, email: &str, scopes: Value) -> (String, reqwest::Client) {
     let browser = app.sign_in(email).await;
