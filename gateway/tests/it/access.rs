@@ -563,7 +563,12 @@ enum Ending {
 /// neither stream. `/ws` is told `ACCESS_REVOKED`, and closed with 4401 when the credential
 /// itself ended; SSE ends.
 async fn access_ends(watch: &TestApp, writes: &TestApp, ending: Ending) {
-    let founder = person(writes, "founder@example.com").await;
+    // One server may run every ending: each has its own people and organization.
+    let founder = person(
+        writes,
+        &format!("founder-{ending:?}@example.com").to_lowercase(),
+    )
+    .await;
     let reader = person(writes, &format!("{ending:?}@example.com").to_lowercase()).await;
     let org = writes.create_org_as(&founder.http, "Acme").await;
     let added = founder
@@ -691,6 +696,7 @@ async fn access_ends(watch: &TestApp, writes: &TestApp, ending: Ending) {
 
 #[tokio::test]
 async fn streams_end_when_access_ends_on_the_local_bus() {
+    let app = support::spawn_app_with(&[("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned())]).await;
     for ending in [
         Ending::KeyRevoked,
         Ending::LoggedOut,
@@ -698,36 +704,35 @@ async fn streams_end_when_access_ends_on_the_local_bus() {
         Ending::RemovedFromOrganization,
         Ending::Erased,
     ] {
-        let app = support::spawn_app_with(&[("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned())]).await;
         access_ends(&app, &app, ending).await;
-        app.stop().await;
     }
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn streams_end_when_access_ends_on_two_nodes_over_nats() {
+    let nats = support::nats::Namespace::shared();
+    let mut vars = nats.vars();
+    vars.push(("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()));
+    let a = support::spawn_app_with(&vars).await;
+    // Node B: the same database and NATS namespace.
+    let mut b_vars = vars.clone();
+    b_vars.push(("DATABASE_URL", a.db.url()));
+    // Either node may send the sign-in mail: one outbox folder for both.
+    b_vars.push(("CAIRN_DATA_DIR", a.data_dir.display().to_string()));
+    let b = support::start_with(eventstore::testing::TestDb::empty().await, &b_vars).await;
+    b.wait_ready(Duration::from_secs(20)).await;
     for ending in [
         Ending::KeyRevoked,
         Ending::LoggedOut,
         Ending::RemovedFromOrganization,
         Ending::Erased,
     ] {
-        let nats = support::nats::Namespace::shared();
-        let mut vars = nats.vars();
-        vars.push(("CAIRN_WS_MIN_INTERVAL_MS", "0.01".to_owned()));
-        let a = support::spawn_app_with(&vars).await;
-        // Node B: the same database and NATS namespace.
-        let mut b_vars = vars.clone();
-        b_vars.push(("DATABASE_URL", a.db.url()));
-        // Either node may send the sign-in mail: one outbox folder for both.
-        b_vars.push(("CAIRN_DATA_DIR", a.data_dir.display().to_string()));
-        let b = support::start_with(eventstore::testing::TestDb::empty().await, &b_vars).await;
-        b.wait_ready(Duration::from_secs(20)).await;
         access_ends(&b, &a, ending).await;
-        b.stop().await;
-        a.stop().await;
-        nats.delete().await;
     }
+    b.stop().await;
+    a.stop().await;
+    nats.delete().await;
 }
 
 #[tokio::test]

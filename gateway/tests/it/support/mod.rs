@@ -43,7 +43,8 @@ fn init_logs() {
     });
 }
 
-/// Test settings: port 0, a private data dir, a fixed key, cookies over plain http; `vars`
+/// Test settings: port 0, a private data dir, a fixed key, cookies over plain http, a pool of
+/// five connections; `vars`
 /// override or add.
 pub fn config(data_dir: &Path, vars: &[(&str, String)]) -> Config {
     let mut map: HashMap<String, String> = [
@@ -51,6 +52,8 @@ pub fn config(data_dir: &Path, vars: &[(&str, String)]) -> Config {
         ("CAIRN_DATA_DIR", data_dir.display().to_string()),
         ("CAIRN_SECRET_KEY", SECRET_KEY.to_owned()),
         ("CAIRN_DEV_INSECURE_COOKIES", "true".to_owned()),
+        // Tests run side by side on one PostgreSQL (100 connections): a small pool each.
+        ("CAIRN_DB_POOL", "5".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -127,7 +130,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// [`spawn_app`] with extra settings.
 pub async fn spawn_app_with(vars: &[(&str, String)]) -> TestApp {
-    let app = start_with(TestDb::empty().await, vars).await;
+    let app = start_with(TestDb::new().await, vars).await;
     app.wait_ready(Duration::from_secs(20)).await;
     app
 }
