@@ -1,29 +1,28 @@
 //! Cairn's gateway: the only crate that knows HTTP, WebSocket and JSON wire shapes.
 //!
-//! It turns requests into commands for the `commands` crate and reads from `eventstore` (and,
-//! as they land, projections). **It must not** make domain decisions or write events itself.
+//! It turns requests into commands for the `commands` crate and reads through `projections`
+//! and `eventstore`. **It must not** make domain decisions, write events itself, or hold SQL.
 //!
 //! Where to start reading:
 //! - [`App`]: the startup seam. `App::build(config)` binds the listener and returns a handle;
 //!   tests bind port 0 and shut down gracefully through [`App::shutdown_token`].
 //! - [`config::Config`]: every setting, from the environment, with working defaults.
-//! - `routes`: one module per resource, each with its `router()`.
-//! - [`error::ApiError`]: the one error shape, `{"error":{"code","message","details"}}`.
-//! - `bench`: `cairn bench`, figures printed beside anchors measured in the same run.
+//! - `http`: the router and its layers, the one error shape (`http::error::ApiError`,
+//!   `{"error":{"code","message","details"}}`), extractors, and who is calling.
+//! - `api`: one module per resource, each with its `router()`.
+//! - `ws`: the `/ws` board protocol: its messages, the hub, one connection.
+//! - `state`: the handles every handler shares (it imports no feature).
+//!
+//! The `cairn` subcommands (and `cairn bench`) live in the binary, under `src/cli/`.
 
-pub mod auth;
-pub mod bench;
+mod api;
 pub mod config;
-pub mod error;
-mod extract;
-mod limits;
-pub mod live;
-mod metrics;
-mod routes;
+mod http;
 mod startup;
 mod state;
 pub mod telemetry;
+mod ws;
 
 #[doc(hidden)]
-pub use routes::api_routes;
+pub use api::api_routes;
 pub use startup::{secret_key, App};

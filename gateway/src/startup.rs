@@ -82,7 +82,7 @@ impl App {
             shutdown.clone(),
         );
         tokio::spawn(state.hub().clone().run(
-            state.clone(),
+            std::sync::Arc::new(state.clone()),
             state.bus().subscribe(),
             shutdown.clone(),
         ));
@@ -123,7 +123,7 @@ impl App {
 
     /// Serves until the shutdown token is cancelled.
     pub async fn run(self) -> anyhow::Result<()> {
-        let router = crate::routes::router(self.state.clone());
+        let router = crate::http::router::router(self.state.clone());
         tracing::info!(address = %self.local_addr(), "listening");
         let config = self.state.config();
         serve(
@@ -304,10 +304,10 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// Forgets idle rate-limit keys every [`crate::limits::SWEEP`], so the limiters' maps hold only
+/// Forgets idle rate-limit keys every [`crate::http::limits::SWEEP`], so the limiters' maps hold only
 /// the clients of the last minute or so.
 async fn sweep_limits(state: AppState, shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(crate::limits::SWEEP);
+    let mut every = tokio::time::interval(crate::http::limits::SWEEP);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

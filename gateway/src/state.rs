@@ -9,15 +9,15 @@ use projections::mailer::Outbox;
 use tokio::sync::{watch, OnceCell};
 
 use crate::config::Config;
-use crate::error::ApiError;
-use crate::limits::Limits;
-use crate::live::Hub;
-use crate::metrics::Metrics;
+use crate::http::error::ApiError;
+use crate::http::limits::Limits;
+use crate::http::metrics::Metrics;
+use crate::ws::Hub;
 use projections::access::Access;
 use projections::bus::Bus;
 use uuid::Uuid;
 
-use crate::auth::Principal;
+use crate::http::principal::Principal;
 
 /// How long a read waits for `?after=`, a write for this node's own last commit, or a
 /// revocation for the read model that enforces it.

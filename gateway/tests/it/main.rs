@@ -7,6 +7,7 @@ mod support;
 
 mod access;
 mod api;
+mod architecture;
 mod board;
 mod erasure;
 mod errors;

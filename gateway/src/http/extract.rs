@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// `axum::Json`, answering bad bodies with 400/413 in the API shape.
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,9 +108,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
         // Anonymous requests that reach a command (sign-in) are recorded as the system's.
         let actor = parts
             .extensions
-            .get::<crate::auth::Caller>()
+            .get::<crate::http::principal::Caller>()
             .and_then(|c| c.0.as_ref())
-            .map_or(Actor::System, crate::auth::Principal::actor);
+            .map_or(Actor::System, crate::http::principal::Principal::actor);
         let headers = &parts.headers;
         let mut meta = Metadata::new(actor.clone());
         if let Some(key) = headers.get("idempotency-key") {
@@ -156,7 +156,7 @@ fn peer(parts: &Parts) -> Option<IpAddr> {
 /// it is the right-most `X-Forwarded-For` address that is not a trusted proxy itself. Every
 /// address left of that one was written by the client and is not believed.
 ///
-/// Resolved once per request by [`crate::auth::authenticate`]; as an extractor it reads that
+/// Resolved once per request by [`crate::http::auth::authenticate`]; as an extractor it reads that
 /// answer (or the socket peer where the middleware did not run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);

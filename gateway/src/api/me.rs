@@ -14,11 +14,12 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::orgs::receipt_json;
-use super::paging::ListQuery;
-use crate::auth::{with_session_cookie, Auth, Via};
-use crate::error::ApiError;
-use crate::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
+use crate::api::paging::ListQuery;
+use crate::api::receipt::receipt_json;
+use crate::http::auth::with_session_cookie;
+use crate::http::error::ApiError;
+use crate::http::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
+use crate::http::principal::{Auth, Via};
 use crate::state::{AppState, Ready};
 
 /// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test

@@ -7,148 +7,25 @@
 //! Both are looked up in the `identity` projection's tables (one indexed query), never by
 //! replaying a stream. Cookie-authenticated mutations must come from Cairn's own origin (CSRF).
 
-use std::collections::BTreeSet;
-
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use commands::identity::{RENEW_WHEN_LEFT, SESSION_TTL};
 use commands::secrets::{digest, parse_api_key, same_digest};
 use commands::{Actor, Metadata};
-use domain::{ApiKeyId, Scope, SessionId, UserId};
-use projections::access::Reader;
+use domain::{ApiKeyId, SessionId, UserId};
 use time::OffsetDateTime;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::principal::{Caller, Principal, Via};
 use crate::state::AppState;
 
 /// The secure session cookie's name.
 pub const SESSION_COOKIE: &str = "__Host-cairn_session";
 /// The cookie's name with `CAIRN_DEV_INSECURE_COOKIES` (plain-http development only).
 pub const DEV_SESSION_COOKIE: &str = "cairn_session";
-
-/// How the caller proved who they are.
-#[derive(Debug, Clone)]
-pub enum Via {
-    /// A browser session.
-    Session {
-        /// The session.
-        session_id: SessionId,
-        /// When it ends unless renewed (long-lived streams check again then).
-        expires_at: OffsetDateTime,
-    },
-    /// An API key.
-    ApiKey {
-        /// The key.
-        key_id: ApiKeyId,
-        /// Its public prefix.
-        prefix: String,
-        /// What it may do.
-        scopes: BTreeSet<Scope>,
-    },
-}
-
-/// A signed-in caller.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// The person.
-    pub user_id: UserId,
-    /// How they signed in.
-    pub via: Via,
-}
-
-impl Principal {
-    /// Fails with 403 unless the caller may use `scope` (sessions hold every scope).
-    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        match &self.via {
-            Via::Session { .. } => Ok(()),
-            Via::ApiKey { scopes, .. } if scopes.contains(&scope) => Ok(()),
-            Via::ApiKey { .. } => Err(ApiError::forbidden(
-                "insufficient_scope",
-                format!("this API key lacks the `{scope}` scope"),
-            )),
-        }
-    }
-
-    /// Fails with 403 unless the caller is in a browser session (some operations, such as
-    /// issuing keys or erasing the account, are not for keys).
-    pub fn is_api_key(&self) -> bool {
-        matches!(self.via, Via::ApiKey { .. })
-    }
-
-    /// A session, not an API key (403 `session_required` otherwise).
-    pub fn require_session(&self) -> Result<SessionId, ApiError> {
-        match &self.via {
-            Via::Session { session_id, .. } => Ok(*session_id),
-            Via::ApiKey { .. } => Err(ApiError::forbidden(
-                "session_required",
-                "this needs a signed-in session, not an API key",
-            )),
-        }
-    }
-
-    /// The principal as the access policy knows it.
-    pub fn reader(&self) -> Reader {
-        let user = self.user_id.as_uuid();
-        match &self.via {
-            Via::Session { session_id, .. } => Reader::Session {
-                user,
-                session: session_id.as_uuid(),
-            },
-            Via::ApiKey { key_id, scopes, .. } => Reader::ApiKey {
-                user,
-                key: key_id.as_uuid(),
-                scopes: scopes.clone(),
-            },
-        }
-    }
-
-    /// When a session must be checked again (it expires unless renewed); `None` for keys,
-    /// which end only by an event (revocation, erasure).
-    pub fn recheck_at(&self) -> Option<OffsetDateTime> {
-        match &self.via {
-            Via::Session { expires_at, .. } => Some(*expires_at),
-            Via::ApiKey { .. } => None,
-        }
-    }
-
-    /// Fails with 403 `insufficient_scope` for an API key: no scope lets a key read or manage
-    /// its owner's sessions and keys (a leaked key must not be able to lock its owner out).
-    pub fn require_account_access(&self) -> Result<(), ApiError> {
-        match &self.via {
-            Via::Session { .. } => Ok(()),
-            Via::ApiKey { .. } => Err(ApiError::forbidden(
-                "insufficient_scope",
-                "API keys cannot list or revoke sessions and keys; sign in",
-            )),
-        }
-    }
-
-    /// The actor recorded in event metadata.
-    pub fn actor(&self) -> Actor {
-        match &self.via {
-            Via::Session { .. } => Actor::User(self.user_id),
-            Via::ApiKey { prefix, .. } => Actor::ApiKey {
-                prefix: prefix.clone(),
-                owner: self.user_id,
-            },
-        }
-    }
-
-    fn rate_key(&self) -> String {
-        match &self.via {
-            Via::Session { session_id, .. } => format!("session:{session_id}"),
-            Via::ApiKey { key_id, .. } => format!("key:{key_id}"),
-        }
-    }
-}
-
-/// The resolved caller, stored in request extensions by [`authenticate`].
-#[derive(Debug, Clone)]
-pub struct Caller(pub Option<Principal>);
 
 /// The session cookie's name under this configuration.
 pub fn cookie_name(state: &AppState) -> &'static str {
@@ -251,12 +128,15 @@ pub async fn authenticate(
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ci| ci.0.ip());
-    let client =
-        crate::extract::ClientIp::resolve(peer, request.headers(), &state.config().trusted_proxies);
+    let client = crate::http::extract::ClientIp::resolve(
+        peer,
+        request.headers(),
+        &state.config().trusted_proxies,
+    );
     request.extensions_mut().insert(client);
     let limited = match &principal {
         Some(p) => state.limits().api.check(&p.rate_key()),
-        None if crate::limits::anonymous_limited(request.uri().path()) => {
+        None if crate::http::limits::anonymous_limited(request.uri().path()) => {
             state.limits().anonymous(client.0)
         }
         None => Ok(()),
@@ -354,33 +234,4 @@ async fn resolve(
         }),
         renewed,
     ))
-}
-
-/// Requires a signed-in caller (401 otherwise).
-#[derive(Debug, Clone)]
-pub struct Auth(pub Principal);
-
-impl<S: Send + Sync> FromRequestParts<S> for Auth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match parts.extensions.get::<Caller>() {
-            Some(Caller(Some(p))) => Ok(Self(p.clone())),
-            _ => Err(ApiError::unauthenticated()),
-        }
-    }
-}
-
-/// The caller, if signed in.
-#[derive(Debug, Clone)]
-pub struct MaybeAuth(pub Option<Principal>);
-
-impl<S: Send + Sync> FromRequestParts<S> for MaybeAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts.extensions.get::<Caller>().and_then(|c| c.0.clone()),
-        ))
-    }
 }

@@ -29,11 +29,11 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::orgs::written;
-use super::paging::ListQuery;
-use crate::auth::{Auth, Principal};
-use crate::error::{ApiError, DomainStatus};
-use crate::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
+use crate::api::paging::ListQuery;
+use crate::api::receipt::written;
+use crate::http::error::{ApiError, DomainStatus};
+use crate::http::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
+use crate::http::principal::{Auth, Principal};
 use crate::state::{AppState, Ready};
 
 /// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test

@@ -16,9 +16,10 @@ use projections::mailer::Mail;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{with_session_cookie, MaybeAuth, Via};
-use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiPath, ClientIp, RequestMeta};
+use crate::http::auth::with_session_cookie;
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiJson, ApiPath, ClientIp, RequestMeta};
+use crate::http::principal::{MaybeAuth, Via};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 
-use crate::auth::{Auth, Principal};
-use crate::error::ApiError;
-use crate::extract::{ApiPath, ApiQuery};
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiPath, ApiQuery};
+use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
 use crate::state::Ready;
 use domain::Scope;

@@ -1,14 +1,5 @@
-//! The HTTP surface: one module per resource, each with its `router()`.
-
-pub(crate) mod board;
-mod events;
-mod health;
-mod me;
-mod openapi;
-mod orgs;
-mod pages;
-mod paging;
-mod streams;
+//! The router: every resource's routes under their layers (request ids, tracing, security
+//! headers, metrics, CSRF, authentication, body limits, CORS on the API).
 
 use std::time::Instant;
 
@@ -23,31 +14,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::error::{ApiError, LoggedCause};
+use crate::api;
+use crate::http::error::{ApiError, LoggedCause};
 use crate::state::AppState;
+use crate::ws;
 
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// The receipt header: the cursor after a write's events, for read-your-writes.
-pub const CURSOR_HEADER: &str = "cairn-cursor";
-
-/// Every operation the `/api/v1` router serves, as (method, path under `/api/v1`), gathered
-/// from the `ROUTES` each module keeps beside its `router()`. Only for the OpenAPI parity test,
-/// which checks the document against this list both ways and probes each entry (and every
-/// other method on its path) against the running server.
-#[doc(hidden)]
-pub fn api_routes() -> Vec<(Method, &'static str)> {
-    [
-        orgs::ROUTES,
-        board::ROUTES,
-        me::ROUTES,
-        streams::ROUTES,
-        events::ROUTES,
-        openapi::ROUTES,
-    ]
-    .concat()
-}
 
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
@@ -68,26 +41,20 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("x-request-id"),
         ])
         .expose_headers([
-            HeaderName::from_static(CURSOR_HEADER),
+            HeaderName::from_static(api::receipt::CURSOR_HEADER),
             HeaderName::from_static("idempotent-replayed"),
             header::RETRY_AFTER,
         ])
         .max_age(std::time::Duration::from_secs(3600));
-    let api = Router::new()
-        .merge(orgs::router())
-        .merge(board::router())
-        .merge(me::router())
-        .merge(streams::router())
-        .merge(events::router())
-        .merge(openapi::router())
+    let api = api::router()
         // Inside the CORS layer, so a preflight for a POST-only route is answered by CORS.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(cors);
     let hsts = state.config().public_url.scheme() == "https";
     Router::new()
-        .merge(health::router())
-        .merge(pages::router())
-        .merge(crate::live::router())
+        .merge(api::health::router())
+        .merge(api::pages::router())
+        .merge(ws::router())
         // Applies to the routes registered so far; the API sets its own.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .nest("/api/v1", api)
@@ -95,8 +62,8 @@ pub fn router(state: AppState) -> Router {
             ApiError::not_found("route_not_found", "no such route")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::auth::csrf))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::http::auth::authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::http::auth::csrf))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(middleware::from_fn(move |req, next| security_headers(hsts, req, next)))
         .layer(

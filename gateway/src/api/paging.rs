@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The most rows one page returns.
 pub const MAX_LIMIT: i64 = 200;

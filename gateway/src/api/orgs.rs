@@ -5,21 +5,21 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::header::LOCATION;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::Response;
 use axum::routing::{delete, patch, post, put};
-use axum::{Json, Router};
+use axum::Router;
 use commands::{CommandError, Receipt};
 use cqrs_es::Aggregate;
 use domain::organization::{Organization, OrganizationCommand as C};
 use domain::{Name, OrgId, Permission, Request, Scope, TeamId, UserId, ValueError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
-use super::CURSOR_HEADER;
-use crate::auth::{Auth, Principal};
-use crate::error::ApiError;
-use crate::extract::{parse_id, ApiJson, ApiPath, RequestMeta};
+use crate::api::receipt::written;
+use crate::http::error::ApiError;
+use crate::http::extract::{parse_id, ApiJson, ApiPath, RequestMeta};
+use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
 
 /// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
@@ -72,46 +72,6 @@ struct UserBody {
 #[serde(deny_unknown_fields)]
 struct PermissionsBody {
     permissions: Vec<String>,
-}
-
-/// A receipt as JSON.
-pub fn receipt_json(receipt: &Receipt) -> serde_json::Value {
-    serde_json::to_value(ReceiptBody::from(receipt)).unwrap_or_default()
-}
-
-/// The wire form of a receipt (API types are not store types).
-#[derive(Debug, Serialize)]
-struct ReceiptBody {
-    command_id: String,
-    aggregate_type: String,
-    aggregate_id: String,
-    events: Vec<AppendedBody>,
-    cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct AppendedBody {
-    sequence: i64,
-    position: i64,
-}
-
-impl From<&Receipt> for ReceiptBody {
-    fn from(r: &Receipt) -> Self {
-        Self {
-            command_id: r.command_id.to_string(),
-            aggregate_type: r.aggregate_type.clone(),
-            aggregate_id: r.aggregate_id.clone(),
-            events: r
-                .events
-                .iter()
-                .map(|e| AppendedBody {
-                    sequence: e.sequence,
-                    position: e.position,
-                })
-                .collect(),
-            cursor: r.cursor.map(|c| c.to_string()),
-        }
-    }
 }
 
 fn name(raw: &str) -> Result<Name, ApiError> {
@@ -174,25 +134,6 @@ async fn update(
     let org = parse_id(org, "organization")?;
     let receipt = execute(state, caller, org, command, meta).await?;
     Ok(written(StatusCode::OK, &receipt, json!({})))
-}
-
-/// A write's response: the receipt (and `extra` fields), `Cairn-Cursor`, and
-/// `Idempotent-Replayed` when it answers a repeat.
-pub(crate) fn written(status: StatusCode, receipt: &Receipt, extra: serde_json::Value) -> Response {
-    let mut body = json!({ "receipt": ReceiptBody::from(receipt) });
-    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
-    }
-    let mut headers = HeaderMap::new();
-    if let Some(cursor) = receipt.cursor {
-        if let Ok(v) = HeaderValue::from_str(&cursor.to_string()) {
-            headers.insert(CURSOR_HEADER, v);
-        }
-    }
-    if receipt.replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    (status, headers, Json(body)).into_response()
 }
 
 async fn create(

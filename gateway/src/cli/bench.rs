@@ -21,7 +21,7 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::config::Config;
+use gateway::config::Config;
 
 mod fanout;
 

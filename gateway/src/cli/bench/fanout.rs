@@ -38,8 +38,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use projections::bus::{Bus, CloudEvent};
 
-use crate::config::Config;
-use crate::App;
+use gateway::config::Config;
+use gateway::App;
 
 /// Options for `cairn bench fanout`.
 #[derive(Debug, clap::Args)]

@@ -19,9 +19,9 @@ use futures::Stream;
 use projections::bus::CloudEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Auth, Principal};
-use crate::error::ApiError;
-use crate::extract::ApiQuery;
+use crate::http::error::ApiError;
+use crate::http::extract::ApiQuery;
+use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
 use projections::access::{Access, Change, Reader};
 use uuid::Uuid;

@@ -1,0 +1,37 @@
+//! `cairn history <type> <id>`: one stream's history as JSON lines, personal data opened.
+
+use std::process::ExitCode;
+
+use gateway::config::Config;
+
+pub(crate) async fn run(
+    config: Config,
+    aggregate_type: String,
+    aggregate_id: String,
+) -> anyhow::Result<ExitCode> {
+    let key = gateway::secret_key(&config)?;
+    let (pool, store) = super::connect(&config, 2).await?;
+    let vault = eventstore::vault::Vault::new(pool, key);
+    let mut opener = vault.opener();
+    let mut from = 1;
+    loop {
+        let page = store
+            .read_stream(&aggregate_type, &aggregate_id, from, 500)
+            .await?;
+        let Some(last) = page.last() else { break };
+        from = last.sequence + 1;
+        for event in page {
+            let mut data: serde_json::Value = event.decode()?;
+            opener.open_event(&event.event_type, &mut data).await?;
+            let line = serde_json::json!({
+                "sequence": event.sequence,
+                "type": event.event_type,
+                "recorded_at": event.recorded_at.format(&time::format_description::well_known::Rfc3339)?,
+                "data": data,
+                "metadata": event.metadata,
+            });
+            println!("{line}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
