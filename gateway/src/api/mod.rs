@@ -2,15 +2,19 @@
 //! `router()` and the `ROUTES` it serves (for the OpenAPI parity test).
 
 pub(crate) mod board;
+pub(crate) mod comments;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod me;
+pub(crate) mod members;
 pub(crate) mod openapi;
 pub(crate) mod orgs;
 pub(crate) mod pages;
 pub(crate) mod paging;
 pub(crate) mod receipt;
 pub(crate) mod streams;
+pub(crate) mod tags;
+pub(crate) mod tasks;
 
 use axum::http::Method;
 use axum::Router;
@@ -25,7 +29,10 @@ use crate::state::AppState;
 pub fn api_routes() -> Vec<(Method, &'static str)> {
     [
         orgs::ROUTES,
-        board::ROUTES,
+        members::ROUTES,
+        tags::ROUTES,
+        tasks::ROUTES,
+        comments::ROUTES,
         me::ROUTES,
         streams::ROUTES,
         events::ROUTES,
@@ -38,7 +45,10 @@ pub fn api_routes() -> Vec<(Method, &'static str)> {
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .merge(orgs::router())
-        .merge(board::router())
+        .merge(members::router())
+        .merge(tags::router())
+        .merge(tasks::router())
+        .merge(comments::router())
         .merge(me::router())
         .merge(streams::router())
         .merge(events::router())
