@@ -231,21 +231,6 @@ pub enum AccountError {
     TooManyLinks,
 }
 
-impl AccountError {
-    /// A stable machine-readable code for clients.
-    pub const fn code(&self) -> &'static str {
-        match self {
-            Self::LinkInvalid => "invalid_link",
-            Self::NotRegistered => "account_not_found",
-            Self::Erased => "account_erased",
-            Self::SessionNotFound => "session_not_found",
-            Self::ApiKeyNotFound => "api_key_not_found",
-            Self::NoScopes => "no_scopes",
-            Self::TooManyLinks => "too_many_links",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct OpenLink {
     token_hash: Digest,

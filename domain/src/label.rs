@@ -75,17 +75,6 @@ pub enum TagError {
     NotFound,
 }
 
-impl TagError {
-    /// A stable code.
-    pub const fn code(&self) -> &'static str {
-        match self {
-            Self::Forbidden(_) => "forbidden",
-            Self::AlreadyExists => "already_exists",
-            Self::NotFound => "not_found",
-        }
-    }
-}
-
 /// The state both kinds share.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagState {

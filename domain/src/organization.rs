@@ -239,25 +239,6 @@ pub enum OrganizationError {
     },
 }
 
-impl OrganizationError {
-    /// A stable machine-readable code for clients.
-    pub const fn code(&self) -> &'static str {
-        match self {
-            Self::AlreadyExists => "organization_exists",
-            Self::NotFound => "organization_not_found",
-            Self::Forbidden(_) => "forbidden",
-            Self::LastAdministrator => "last_administrator",
-            Self::AlreadyMember(_) => "already_member",
-            Self::NotMember(_) => "not_member",
-            Self::TeamExists(_) => "team_exists",
-            Self::TeamNotFound(_) => "team_not_found",
-            Self::TeamNameTaken(_) => "team_name_taken",
-            Self::AlreadyTeamMember { .. } => "already_team_member",
-            Self::NotTeamMember { .. } => "not_team_member",
-        }
-    }
-}
-
 /// Whether `permission` is one of the organization's `admin.*` permissions, which only an
 /// administrator may hand out (see [`Organization::check_delegation`]).
 const fn is_admin(permission: Permission) -> bool {

@@ -313,24 +313,6 @@ pub enum TaskError {
     NotCommentAuthor,
 }
 
-impl TaskError {
-    /// A stable code.
-    pub const fn code(&self) -> &'static str {
-        match self {
-            Self::Forbidden(_) => "forbidden",
-            Self::NotMember => "organization_not_found",
-            Self::NotFound => "task_not_found",
-            Self::AlreadyExists => "task_exists",
-            Self::AlreadyAssigned(_) => "already_assigned",
-            Self::NotAssigned(_) => "not_assigned",
-            Self::AlreadyLabeled(_) => "already_labeled",
-            Self::NotLabeled(_) => "not_labeled",
-            Self::CommentNotFound => "comment_not_found",
-            Self::NotCommentAuthor => "not_comment_author",
-        }
-    }
-}
-
 /// The task aggregate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {

@@ -25,4 +25,6 @@ mod ws;
 
 #[doc(hidden)]
 pub use api::api_routes;
+#[doc(hidden)]
+pub use http::error::error_codes;
 pub use startup::{secret_key, App};

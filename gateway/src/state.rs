@@ -9,7 +9,7 @@ use projections::mailer::Outbox;
 use tokio::sync::{watch, OnceCell};
 
 use crate::config::Config;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::limits::Limits;
 use crate::http::metrics::Metrics;
 use crate::ws::Hub;
@@ -199,7 +199,7 @@ impl Ready {
         after
             .map(|text| {
                 text.parse().map_err(|_| {
-                    ApiError::bad_request("invalid_cursor", "`after` is not a Cairn cursor")
+                    ApiError::new(ErrorCode::InvalidCursor, "`after` is not a Cairn cursor")
                 })
             })
             .transpose()
@@ -211,8 +211,8 @@ impl Ready {
         if cursor <= self.store.committed_here() || cursor <= self.store.head().await? {
             Ok(())
         } else {
-            Err(ApiError::bad_request(
-                "invalid_cursor",
+            Err(ApiError::new(
+                ErrorCode::InvalidCursor,
                 "`after` is past the newest event; use a cursor Cairn returned",
             ))
         }

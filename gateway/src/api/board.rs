@@ -8,44 +8,20 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use axum::http::StatusCode;
 use commands::{CommandError, Receipt};
 use cqrs_es::Aggregate;
-use domain::label::TagError;
-use domain::task::TaskError;
 use domain::{CategoryId, Grant, LabelId, OrgId, Permission, Text, UserId};
 use projections::access::Class;
 use serde::{Deserialize, Deserializer};
 use time::format_description::well_known::Rfc3339;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::http::error::{ApiError, DomainStatus};
+use crate::api::openapi::CursorSchema;
+use crate::http::error::{ApiError, DomainCode, ErrorCode};
 use crate::http::extract::{parse_id, RequestMeta};
 use crate::http::principal::Principal;
 use crate::state::{AppState, Ready};
-
-impl DomainStatus for TagError {
-    fn classify(&self) -> (StatusCode, &'static str) {
-        let status = match self {
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::AlreadyExists => StatusCode::CONFLICT,
-            Self::NotFound => StatusCode::NOT_FOUND,
-        };
-        (status, self.code())
-    }
-}
-
-impl DomainStatus for TaskError {
-    fn classify(&self) -> (StatusCode, &'static str) {
-        let status = match self {
-            Self::Forbidden(_) | Self::NotCommentAuthor => StatusCode::FORBIDDEN,
-            Self::NotMember | Self::NotFound | Self::CommentNotFound => StatusCode::NOT_FOUND,
-            Self::AlreadyExists => StatusCode::CONFLICT,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        (status, self.code())
-    }
-}
 
 // ---- read-your-writes, grants and references ----
 
@@ -90,8 +66,8 @@ pub(crate) async fn readable(
     projection: &str,
 ) -> Result<OrgId, ApiError> {
     if !caller.reader().scoped_for(Class::Board) {
-        return Err(ApiError::forbidden(
-            "insufficient_scope",
+        return Err(ApiError::new(
+            ErrorCode::InsufficientScope,
             "this API key lacks the `tasks:read` scope (or `events:read`)",
         ));
     }
@@ -99,8 +75,8 @@ pub(crate) async fn readable(
     let after = Ready::parse_after(after)?;
     let access = ready.access(Some(caller), Some(org.as_uuid())).await?;
     if !access.may_read(Class::Board, Some(org.as_uuid()), None) {
-        return Err(ApiError::not_found(
-            "organization_not_found",
+        return Err(ApiError::new(
+            ErrorCode::OrganizationNotFound,
             "no such organization",
         ));
     }
@@ -108,13 +84,6 @@ pub(crate) async fn readable(
         .read_after(after, projection, Some(projections::memberships::NAME))
         .await?;
     Ok(org)
-}
-
-pub(crate) fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::Unprocessable {
-        code,
-        message: message.into(),
-    }
 }
 
 /// Every label is a live label of `org` (422 `unknown_label` otherwise).
@@ -138,8 +107,8 @@ pub(crate) async fn check_labels(
     if found as usize == ids.len() {
         Ok(())
     } else {
-        Err(unprocessable(
-            "unknown_label",
+        Err(ApiError::new(
+            ErrorCode::UnknownLabel,
             "a label does not exist in this organization",
         ))
     }
@@ -165,8 +134,8 @@ pub(crate) async fn check_category(
     if found {
         Ok(())
     } else {
-        Err(unprocessable(
-            "unknown_category",
+        Err(ApiError::new(
+            ErrorCode::UnknownCategory,
             "the category does not exist in this organization",
         ))
     }
@@ -186,8 +155,8 @@ pub(crate) async fn check_assignees(
         projections::memberships::members_among(ready.store.pool(), org.as_uuid(), &ids).await?;
     match users.iter().find(|u| !members.contains(&u.as_uuid())) {
         None => Ok(()),
-        Some(user) => Err(unprocessable(
-            "assignee_not_member",
+        Some(user) => Err(ApiError::new(
+            ErrorCode::AssigneeNotMember,
             format!("user {user} is not a member"),
         )),
     }
@@ -206,7 +175,7 @@ where
     commands::Commands: commands::Dispatch<A>,
     A: Aggregate + Clone,
     A::Command: Clone + std::fmt::Debug,
-    A::Error: DomainStatus + Send + Sync + 'static,
+    A::Error: DomainCode + Send + Sync + 'static,
 {
     let ready = state.ready()?;
     let meta = meta.0.in_org(org);
@@ -228,8 +197,7 @@ pub(crate) fn text(
     max: usize,
     allow_empty: bool,
 ) -> Result<Text, ApiError> {
-    Text::parse(field, raw, max, allow_empty)
-        .map_err(|e| unprocessable("validation_failed", e.to_string()))
+    Text::parse(field, raw, max, allow_empty).map_err(ApiError::from)
 }
 
 /// Missing means `None`; `null` means `Some(None)`.
@@ -244,8 +212,12 @@ pub(crate) fn at(t: time::OffsetDateTime) -> String {
 }
 
 /// `?after=<cursor>` alone.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct After {
+    /// A write's `Cairn-Cursor`: wait (a bounded time) until the read model includes it (503
+    /// if it does not in time; 400 `invalid_cursor` for a cursor past the newest event).
+    #[param(value_type = Option<CursorSchema>)]
     pub(crate) after: Option<String>,
 }

@@ -18,8 +18,13 @@ use eventstore::{Cursor, EventFilter, RecordedEvent};
 use futures::Stream;
 use projections::bus::CloudEvent;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::http::error::ApiError;
+use crate::api::openapi::{
+    BadRequest, CloudEventDoc, CursorSchema, Forbidden, TooManyRequests, Unauthorized, Unavailable,
+};
+
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::ApiQuery;
 use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
@@ -36,24 +41,40 @@ const POLL: Duration = Duration::from_secs(5);
 pub(super) const ROUTES: &[(Method, &str)] =
     &[(Method::GET, "/events"), (Method::GET, "/events/stream")];
 
+/// The operations of [`router`], for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(page, stream))]
+pub(super) struct Doc;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/events", get(page))
         .route("/events/stream", get(stream))
 }
 
-#[derive(Debug, Deserialize)]
+/// The feeds' filters (and, for pages, the page size).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct FeedQuery {
-    /// Start after this cursor (default: the beginning).
+    /// Start after this cursor (empty or absent: from the beginning).
+    #[param(
+        pattern = "^([0-9a-fA-F]{16}[0-7][0-9a-fA-F]{15})?$",
+        example = "00000000000000000000000000000000"
+    )]
     after: Option<String>,
     /// Comma-separated event types, `noun.verb` (e.g. `task.created,task.deleted`).
+    #[param(
+        pattern = "^(\\s*,)*\\s*[a-z_.]*\\.[a-z_.]*\\s*(,\\s*([a-z_.]*\\.[a-z_.]*\\s*)?)*$",
+        example = "task.created,task.deleted"
+    )]
     types: Option<String>,
     /// Only this aggregate type.
     aggregate_type: Option<String>,
     /// Only this aggregate.
     aggregate_id: Option<String>,
-    /// Page size, 1 to 1000 (default 100).
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -76,8 +97,8 @@ impl FeedQuery {
                                 .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')
                     })
                 {
-                    return Err(ApiError::bad_request(
-                        "invalid_query",
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidQuery,
                         "`types` is a comma-separated list of event types such as `task.created`",
                     ));
                 }
@@ -98,7 +119,7 @@ fn parse_cursor(text: Option<&str>) -> Result<Cursor, ApiError> {
         None | Some("") => Ok(Cursor::START),
         Some(text) => text
             .parse()
-            .map_err(|_| ApiError::bad_request("invalid_cursor", "not a Cairn cursor")),
+            .map_err(|_| ApiError::new(ErrorCode::InvalidCursor, "not a Cairn cursor")),
     }
 }
 
@@ -117,13 +138,29 @@ fn admits(access: &Access, event: &RecordedEvent) -> bool {
     )
 }
 
-#[derive(Debug, Serialize)]
+/// A page of the feed, in commit order.
+#[derive(Debug, Serialize, ToSchema)]
 struct FeedPage {
+    /// The events the caller may read (possibly fewer than `limit`, even none).
+    #[schema(value_type = Vec<CloudEventDoc>)]
     events: Vec<CloudEvent>,
     /// The `after` of the next page (the last event's cursor, or `after` if none came).
+    #[schema(value_type = CursorSchema)]
     next: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    operation_id = "listEvents",
+    summary = "Every event of the caller's organizations the caller may read, in commit order, as CloudEvents (scope events:read)",
+    params(FeedQuery),
+    responses(
+        (status = 200, description = "A page of events", body = FeedPage),
+        BadRequest, Unauthorized, Forbidden, TooManyRequests, Unavailable
+    )
+)]
 async fn page(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -132,8 +169,8 @@ async fn page(
     caller.require(Scope::EventsRead)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("`limit` must be from 1 to {MAX_LIMIT}"),
         ));
     }
@@ -163,6 +200,24 @@ async fn page(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/events/stream",
+    tag = "events",
+    operation_id = "streamEvents",
+    summary = "The same feed as Server-Sent Events: `id:` is the cursor; resume with Last-Event-ID (scope events:read)",
+    params(
+        ("after" = Option<String>, Query, pattern = "^([0-9a-fA-F]{16}[0-7][0-9a-fA-F]{15})?$", description = "Start after this cursor (empty or absent: from the beginning)"),
+        ("types" = Option<String>, Query, pattern = "^(\\s*,)*\\s*[a-z_.]*\\.[a-z_.]*\\s*(,\\s*([a-z_.]*\\.[a-z_.]*\\s*)?)*$", description = "Comma-separated event types, `noun.verb`"),
+        ("aggregate_type" = Option<String>, Query, description = "Only this aggregate type"),
+        ("aggregate_id" = Option<String>, Query, description = "Only this aggregate"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^([0-9a-fA-F]{16}[0-7][0-9a-fA-F]{15})?$", description = "Resume after this cursor (wins over `after`)")
+    ),
+    responses(
+        (status = 200, description = "`data:` is one CloudEvent as JSON; `: heartbeat` comments keep the connection open", content_type = "text/event-stream", body = String),
+        BadRequest, Unauthorized, Forbidden, TooManyRequests, Unavailable
+    )
+)]
 async fn stream(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -171,8 +226,8 @@ async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     caller.require(Scope::EventsRead)?;
     if query.limit.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             "`limit` applies to /events pages, not the stream",
         ));
     }

@@ -5,9 +5,13 @@ use axum::extract::State;
 use axum::http::Method;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
+use crate::api::openapi::{
+    BadRequest, Forbidden, NotFound, PermissionName, TooManyRequests, Unauthorized, Unavailable,
+};
 use crate::api::paging::ListQuery;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery};
@@ -23,6 +27,11 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/orgs/{org}/teams"),
 ];
 
+/// The operations of [`router`], for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(members, teams))]
+pub(super) struct Doc;
+
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -32,12 +41,69 @@ pub fn router() -> Router<AppState> {
 
 // ---- members and teams ----
 
+/// A page of an organization's members, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+struct MembersPage {
+    /// The members.
+    members: Vec<Member>,
+    /// Pass as `page` for the next page; `null` on the last.
+    next: Option<String>,
+}
+
+/// A member and the permissions their teams give them.
+#[derive(Debug, Serialize, ToSchema)]
+struct Member {
+    /// Their user id.
+    user_id: Uuid,
+    /// When they joined (RFC 3339).
+    #[schema(format = DateTime)]
+    added_at: String,
+    /// Their effective permissions.
+    #[schema(value_type = Vec<PermissionName>)]
+    permissions: Vec<String>,
+}
+
+/// A page of an organization's teams, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+struct TeamsPage {
+    /// The teams.
+    teams: Vec<Team>,
+    /// Pass as `page` for the next page; `null` on the last.
+    next: Option<String>,
+}
+
+/// A team: its name, permissions and members.
+#[derive(Debug, Serialize, ToSchema)]
+struct Team {
+    /// Its id.
+    id: Uuid,
+    /// Its name.
+    name: String,
+    /// What its members may do.
+    #[schema(value_type = Vec<PermissionName>)]
+    permissions: Vec<String>,
+    /// Its members' user ids.
+    members: Vec<Uuid>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/orgs/{org}/members",
+    tag = "organizations",
+    operation_id = "listMembers",
+    summary = "The organization's members with their effective permissions (any member; scope tasks:read)",
+    params(("org" = Uuid, Path, description = "The organization"), ListQuery),
+    responses(
+        (status = 200, description = "A page of members", body = MembersPage),
+        BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, Unavailable
+    )
+)]
 async fn members(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath(org): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MembersPage>, ApiError> {
     let paging = q.paging()?;
     let ready = state.ready()?;
     let org = readable(
@@ -64,22 +130,38 @@ async fn members(
     .fetch_all(ready.store.pool())
     .await?;
     let next = paging.finish(&mut rows, |(user, added, _)| (at(*added), *user));
-    let members: Vec<Value> = rows
+    let members = rows
         .into_iter()
-        .map(|(user, added, perms)| json!({"user_id": user, "added_at": at(added), "permissions": perms}))
+        .map(|(user_id, added, permissions)| Member {
+            user_id,
+            added_at: at(added),
+            permissions,
+        })
         .collect();
-    Ok(Json(json!({ "members": members, "next": next })))
+    Ok(Json(MembersPage { members, next }))
 }
 
 /// A team: id, name, permissions, members, created.
 type TeamRow = (Uuid, String, Vec<String>, Vec<Uuid>, time::OffsetDateTime);
 
+#[utoipa::path(
+    get,
+    path = "/orgs/{org}/teams",
+    tag = "organizations",
+    operation_id = "listTeams",
+    summary = "The organization's teams (any member; scope tasks:read)",
+    params(("org" = Uuid, Path, description = "The organization"), ListQuery),
+    responses(
+        (status = 200, description = "A page of teams", body = TeamsPage),
+        BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, Unavailable
+    )
+)]
 async fn teams(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath(org): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TeamsPage>, ApiError> {
     let paging = q.paging()?;
     let ready = state.ready()?;
     let org = readable(
@@ -107,9 +189,14 @@ async fn teams(
         .fetch_all(ready.store.pool())
         .await?;
     let next = paging.finish(&mut rows, |r| (at(r.4), r.0));
-    let teams: Vec<Value> = rows
+    let teams = rows
         .into_iter()
-        .map(|(id, name, perms, members, _)| json!({"id": id, "name": name, "permissions": perms, "members": members}))
+        .map(|(id, name, permissions, members, _)| Team {
+            id,
+            name,
+            permissions,
+            members,
+        })
         .collect();
-    Ok(Json(json!({ "teams": teams, "next": next })))
+    Ok(Json(TeamsPage { teams, next }))
 }

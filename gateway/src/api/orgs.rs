@@ -5,19 +5,23 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::header::LOCATION;
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use axum::routing::{delete, patch, post, put};
 use axum::Router;
 use commands::{CommandError, Receipt};
 use cqrs_es::Aggregate;
 use domain::organization::{Organization, OrganizationCommand as C};
-use domain::{Name, OrgId, Permission, Request, Scope, TeamId, UserId, ValueError};
+use domain::{Name, OrgId, Permission, Request, Scope, TeamId, UserId};
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
 
-use crate::api::receipt::written;
-use crate::http::error::ApiError;
+use crate::api::openapi::{
+    BadRequest, Conflict, Forbidden, IdempotencyKey, NotFound, PayloadTooLarge, PermissionName,
+    TooManyRequests, Unauthorized, Unavailable, Unprocessable,
+};
+use crate::api::receipt::{created, written, Created, Written};
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{parse_id, ApiJson, ApiPath, RequestMeta};
 use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
@@ -36,6 +40,22 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
     (Method::POST, "/orgs/{org}/teams/{team}/members"),
     (Method::DELETE, "/orgs/{org}/teams/{team}/members/{user}"),
 ];
+
+/// The operations of [`router`], for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(
+    create,
+    rename,
+    add_member,
+    remove_member,
+    create_team,
+    rename_team,
+    delete_team,
+    set_permissions,
+    add_team_member,
+    remove_team_member
+))]
+pub(super) struct Doc;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -56,33 +76,35 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Deserialize)]
+/// A name for an organization or a team.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NameBody {
+    /// 1 to 100 characters (trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 100, example = "Acme")]
     name: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// A person, by id.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserBody {
+    /// Their user id.
+    #[schema(format = Uuid)]
     user_id: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// A team's permissions, replacing the ones it had.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PermissionsBody {
+    /// Only an administrator hands out `admin.*` permissions.
+    #[schema(value_type = Vec<PermissionName>)]
     permissions: Vec<String>,
 }
 
 fn name(raw: &str) -> Result<Name, ApiError> {
-    Name::parse("name", raw).map_err(invalid)
-}
-
-fn invalid(e: ValueError) -> ApiError {
-    ApiError::Unprocessable {
-        code: "validation_failed",
-        message: e.to_string(),
-    }
+    Name::parse("name", raw).map_err(ApiError::from)
 }
 
 fn user(raw: &str) -> Result<UserId, ApiError> {
@@ -133,9 +155,19 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let org = parse_id(org, "organization")?;
     let receipt = execute(state, caller, org, command, meta).await?;
-    Ok(written(StatusCode::OK, &receipt, json!({})))
+    Ok(written(&receipt))
 }
 
+#[utoipa::path(
+    post,
+    path = "/orgs",
+    tag = "organizations",
+    operation_id = "createOrganization",
+    summary = "Create an organization; the caller becomes its first administrator (scope admin)",
+    params(IdempotencyKey),
+    request_body = NameBody,
+    responses(Created, BadRequest, Unauthorized, Forbidden, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn create(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -151,13 +183,23 @@ async fn create(
         admin_team,
     };
     let receipt = execute(&state, &caller, org, command, meta).await?;
-    let mut response = written(StatusCode::CREATED, &receipt, json!({ "id": org }));
+    let mut response = created(&receipt, org.as_uuid());
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/orgs/{org}")) {
         response.headers_mut().insert(LOCATION, location);
     }
     Ok(response)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/orgs/{org}",
+    tag = "organizations",
+    operation_id = "renameOrganization",
+    summary = "Rename an organization (admin.manageSettings)",
+    params(("org" = Uuid, Path, description = "The organization"), IdempotencyKey),
+    request_body = NameBody,
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn rename(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -171,6 +213,16 @@ async fn rename(
     update(&state, &caller, &org, meta, command).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/orgs/{org}/members",
+    tag = "organizations",
+    operation_id = "addMember",
+    summary = "Add a member (admin.manageMembers)",
+    params(("org" = Uuid, Path, description = "The organization"), IdempotencyKey),
+    request_body = UserBody,
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn add_member(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -184,6 +236,15 @@ async fn add_member(
     update(&state, &caller, &org, meta, command).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/orgs/{org}/members/{user}",
+    tag = "organizations",
+    operation_id = "removeMember",
+    summary = "Remove a member (admin.manageMembers)",
+    params(("org" = Uuid, Path, description = "The organization"), ("user" = Uuid, Path, description = "The person"), IdempotencyKey),
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn remove_member(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -196,6 +257,16 @@ async fn remove_member(
     update(&state, &caller, &org, meta, command).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/orgs/{org}/teams",
+    tag = "organizations",
+    operation_id = "createTeam",
+    summary = "Create a team (admin.manageTeams)",
+    params(("org" = Uuid, Path, description = "The organization"), IdempotencyKey),
+    request_body = NameBody,
+    responses(Created, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn create_team(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -210,13 +281,19 @@ async fn create_team(
         name: name(&body.name)?,
     };
     let receipt = execute(&state, &caller, org, command, meta).await?;
-    Ok(written(
-        StatusCode::CREATED,
-        &receipt,
-        json!({ "id": team_id }),
-    ))
+    Ok(created(&receipt, team_id.as_uuid()))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/orgs/{org}/teams/{team}",
+    tag = "organizations",
+    operation_id = "renameTeam",
+    summary = "Rename a team (admin.manageTeams)",
+    params(("org" = Uuid, Path, description = "The organization"), ("team" = Uuid, Path, description = "The team"), IdempotencyKey),
+    request_body = NameBody,
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn rename_team(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -231,6 +308,15 @@ async fn rename_team(
     update(&state, &caller, &org, meta, command).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/orgs/{org}/teams/{team}",
+    tag = "organizations",
+    operation_id = "deleteTeam",
+    summary = "Delete a team (admin.manageTeams)",
+    params(("org" = Uuid, Path, description = "The organization"), ("team" = Uuid, Path, description = "The team"), IdempotencyKey),
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn delete_team(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -243,6 +329,16 @@ async fn delete_team(
     update(&state, &caller, &org, meta, command).await
 }
 
+#[utoipa::path(
+    put,
+    path = "/orgs/{org}/teams/{team}/permissions",
+    tag = "organizations",
+    operation_id = "setTeamPermissions",
+    summary = "Set a team's permissions (admin.manageTeams; admin.* only by an administrator)",
+    params(("org" = Uuid, Path, description = "The organization"), ("team" = Uuid, Path, description = "The team"), IdempotencyKey),
+    request_body = PermissionsBody,
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn set_permissions(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -255,8 +351,8 @@ async fn set_permissions(
         .iter()
         .map(|p| {
             p.parse::<Permission>().map_err(|e| {
-                ApiError::bad_request(
-                    "unknown_permission",
+                ApiError::new(
+                    ErrorCode::UnknownPermission,
                     format!(
                         "{e}; expected one of {}",
                         Permission::ALL.map(|p| p.as_str()).join(", ")
@@ -272,6 +368,16 @@ async fn set_permissions(
     update(&state, &caller, &org, meta, command).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/orgs/{org}/teams/{team}/members",
+    tag = "organizations",
+    operation_id = "addTeamMember",
+    summary = "Add a member to a team (admin.manageTeams)",
+    params(("org" = Uuid, Path, description = "The organization"), ("team" = Uuid, Path, description = "The team"), IdempotencyKey),
+    request_body = UserBody,
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn add_team_member(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -286,6 +392,15 @@ async fn add_team_member(
     update(&state, &caller, &org, meta, command).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/orgs/{org}/teams/{team}/members/{user}",
+    tag = "organizations",
+    operation_id = "removeTeamMember",
+    summary = "Remove a member from a team (admin.manageTeams)",
+    params(("org" = Uuid, Path, description = "The organization"), ("team" = Uuid, Path, description = "The team"), ("user" = Uuid, Path, description = "The person"), IdempotencyKey),
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn remove_team_member(
     State(state): State<AppState>,
     Auth(caller): Auth,

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::auth::with_session_cookie;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{ApiJson, ApiPath, ClientIp, RequestMeta};
 use crate::http::principal::{MaybeAuth, Via};
 use crate::state::AppState;
@@ -115,7 +115,7 @@ impl<S: Send + Sync> FromRequest<S> for EmailInput {
         if is_form {
             let Form(body) = Form::<EmailBody>::from_request(req, state)
                 .await
-                .map_err(|e| ApiError::bad_request("invalid_body", e.body_text()))?;
+                .map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.body_text()))?;
             Ok(Self {
                 email: body.email,
                 from_form: true,
@@ -142,10 +142,7 @@ async fn send_link(
 ) -> Result<Response, ApiError> {
     let limited = |retry_after| ApiError::RateLimited { retry_after };
     state.limits().link_from(client).map_err(limited)?;
-    let email = Email::parse(&input.email).map_err(|e| ApiError::Unprocessable {
-        code: "validation_failed",
-        message: e.to_string(),
-    })?;
+    let email = Email::parse(&input.email).map_err(ApiError::from)?;
     let ready = state.ready()?;
     let index = ready.identity.vault().email_index(email.as_str());
     let key: String = index.iter().map(|b| format!("{b:02x}")).collect();

@@ -3,9 +3,12 @@
 //! key and id, so a page costs the same however deep it is.
 
 use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::http::error::ApiError;
+use crate::api::openapi::CursorSchema;
+
+use crate::http::error::{ApiError, ErrorCode};
 
 /// The most rows one page returns.
 pub const MAX_LIMIT: i64 = 200;
@@ -13,14 +16,19 @@ pub const MAX_LIMIT: i64 = 200;
 pub const DEFAULT_LIMIT: i64 = 100;
 
 /// The query of a bounded list (with `after` for read-your-writes where the list has it).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Wait until the read model includes this cursor.
+    /// A write's `Cairn-Cursor`: wait (a bounded time) until the read model includes it (503
+    /// if it does not in time; 400 `invalid_cursor` for a cursor past the newest event).
+    #[param(value_type = Option<CursorSchema>)]
     pub after: Option<String>,
-    /// Rows per page.
+    /// Rows per page (default 100).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `next` of the previous page.
+    #[param(min_length = 1)]
     pub page: Option<String>,
 }
 
@@ -38,15 +46,15 @@ impl ListQuery {
     pub fn paging(&self) -> Result<Paging, ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::bad_request(
-                "invalid_query",
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
                 format!("`limit` must be from 1 to {MAX_LIMIT}"),
             ));
         }
         let after = match self.page.as_deref() {
             None => None,
             Some(token) => Some(decode(token).ok_or_else(|| {
-                ApiError::bad_request("invalid_query", "`page` is not a page of this list")
+                ApiError::new(ErrorCode::InvalidQuery, "`page` is not a page of this list")
             })?),
         };
         Ok(Paging { limit, after })
@@ -72,7 +80,7 @@ impl Paging {
         time::OffsetDateTime::parse(key, &time::format_description::well_known::Rfc3339)
             .map(|at| Some((at, *id)))
             .map_err(|_| {
-                ApiError::bad_request("invalid_query", "`page` is not a page of this list")
+                ApiError::new(ErrorCode::InvalidQuery, "`page` is not a page of this list")
             })
     }
 

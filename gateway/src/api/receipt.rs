@@ -6,29 +6,39 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use commands::Receipt;
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::api::openapi::CursorSchema;
 
 /// The receipt header: the cursor after a write's events, for read-your-writes.
 pub const CURSOR_HEADER: &str = "cairn-cursor";
 
-/// A receipt as JSON.
-pub fn receipt_json(receipt: &Receipt) -> serde_json::Value {
-    serde_json::to_value(ReceiptBody::from(receipt)).unwrap_or_default()
-}
-
 /// The wire form of a receipt (API types are not store types).
-#[derive(Debug, Serialize)]
-struct ReceiptBody {
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Receipt)]
+pub struct ReceiptBody {
+    /// The command's id (derived from `Idempotency-Key` when one was sent).
+    #[schema(format = Uuid)]
     command_id: String,
+    /// The aggregate the command went to, e.g. `task`.
     aggregate_type: String,
+    /// Its id.
     aggregate_id: String,
+    /// The events appended, in order (none when nothing changed).
     events: Vec<AppendedBody>,
+    /// The cursor after the last event (`null` when nothing was appended).
+    #[schema(value_type = Option<CursorSchema>)]
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One appended event: where it landed.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Appended)]
 struct AppendedBody {
+    /// Its sequence in the stream, from 1.
     sequence: i64,
+    /// Its global position.
     position: i64,
 }
 
@@ -51,13 +61,46 @@ impl From<&Receipt> for ReceiptBody {
     }
 }
 
-/// A write's response: the receipt (and `extra` fields), `Cairn-Cursor`, and
-/// `Idempotent-Replayed` when it answers a repeat.
-pub fn written(status: StatusCode, receipt: &Receipt, extra: serde_json::Value) -> Response {
-    let mut body = json!({ "receipt": ReceiptBody::from(receipt) });
-    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
-        body.extend(extra);
+/// What a write answers: its receipt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Written {
+    /// The receipt.
+    pub receipt: ReceiptBody,
+}
+
+impl From<&Receipt> for Written {
+    fn from(receipt: &Receipt) -> Self {
+        Self {
+            receipt: receipt.into(),
+        }
     }
+}
+
+/// What a creation answers: the new id and the receipt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    /// The id of what was created.
+    pub id: Uuid,
+    /// The receipt.
+    pub receipt: ReceiptBody,
+}
+
+/// A write's 200 answer: [`Written`], `Cairn-Cursor`, and `Idempotent-Replayed` when it
+/// answers a repeat.
+pub fn written(receipt: &Receipt) -> Response {
+    with_receipt_headers(StatusCode::OK, receipt, Written::from(receipt))
+}
+
+/// A creation's 201 answer: [`Created`] with `id`, and the headers of [`written`].
+pub fn created(receipt: &Receipt, id: Uuid) -> Response {
+    let body = Created {
+        id,
+        receipt: receipt.into(),
+    };
+    with_receipt_headers(StatusCode::CREATED, receipt, body)
+}
+
+fn with_receipt_headers(status: StatusCode, receipt: &Receipt, body: impl Serialize) -> Response {
     let mut headers = HeaderMap::new();
     if let Some(cursor) = receipt.cursor {
         if let Ok(v) = HeaderValue::from_str(&cursor.to_string()) {

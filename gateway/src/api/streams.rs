@@ -15,8 +15,13 @@ use eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::http::error::ApiError;
+use crate::api::openapi::{
+    BadRequest, CursorSchema, Forbidden, NotFound, TooManyRequests, Unauthorized, Unavailable,
+};
+
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
@@ -35,6 +40,11 @@ pub(super) const ROUTES: &[(Method, &str)] = &[(
     "/streams/{aggregate_type}/{aggregate_id}/events",
 )];
 
+/// The operations of [`router`], for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(history))]
+pub(super) struct Doc;
+
 pub fn router() -> Router<AppState> {
     Router::new().route(
         "/streams/{aggregate_type}/{aggregate_id}/events",
@@ -42,30 +52,55 @@ pub fn router() -> Router<AppState> {
     )
 }
 
-#[derive(Debug, Deserialize)]
+/// A page of a stream's history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct Page {
-    /// First sequence to return (inclusive), from 1.
+    /// First sequence to return (inclusive), from 1 (default 1).
+    #[param(minimum = 1)]
     from: Option<i64>,
-    /// Page size, 1 to 1000 (default 100).
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// One stored event with its metadata and hash-chain links.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Event)]
 struct EventBody {
+    /// The event id.
+    #[schema(format = Uuid)]
     event_id: String,
+    /// The stream's aggregate type, e.g. `task`.
     aggregate_type: String,
+    /// The stream's aggregate id.
     aggregate_id: String,
+    /// Its sequence in the stream, from 1.
     sequence: i64,
+    /// `noun.verb`, e.g. `task.created`.
     #[serde(rename = "type")]
     event_type: String,
+    /// The payload's version.
     version: String,
+    /// The payload (sealed personal data opened, or `[erased]`).
+    #[schema(value_type = Object)]
     data: Value,
+    /// Who did it and why: actor, org_id, correlation_id, causation_id, command_id,
+    /// request_id, ip, user_agent.
+    #[schema(value_type = Object)]
     metadata: Value,
+    /// Its global position.
     position: i64,
+    /// The cursor after it.
+    #[schema(value_type = CursorSchema)]
     cursor: String,
+    /// When it was recorded (RFC 3339).
+    #[schema(format = DateTime)]
     recorded_at: String,
+    /// The previous event's hash (hex), `null` for the first.
     prev_hash: Option<String>,
+    /// `sha256(prev_hash || canonical(event))`, hex.
     hash: String,
 }
 
@@ -96,8 +131,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Debug, Serialize)]
+/// A page of a stream's history, in sequence order.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = History)]
 struct HistoryBody {
+    /// The events.
     events: Vec<EventBody>,
     /// The `from` of the next page, when this one was full.
     next_from: Option<i64>,
@@ -133,6 +171,22 @@ async fn may_read(
     Ok(access.may_read_stream(aggregate_type, aggregate_id, org))
 }
 
+#[utoipa::path(
+    get,
+    path = "/streams/{aggregate_type}/{aggregate_id}/events",
+    tag = "events",
+    operation_id = "streamHistory",
+    summary = "A stream's history with metadata and hash chain (scope events:read; streams the caller may read)",
+    params(
+        ("aggregate_type" = String, Path, description = "e.g. `organization`, `task`, `label`, `category`, `account`"),
+        ("aggregate_id" = String, Path, description = "The aggregate's id"),
+        Page
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = HistoryBody),
+        BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, Unavailable
+    )
+)]
 async fn history(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -142,22 +196,22 @@ async fn history(
     caller.require(Scope::EventsRead)?;
     let from = page.from.unwrap_or(1);
     if from < 1 {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             "`from` must be 1 or more",
         ));
     }
     let limit = page.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("`limit` must be from 1 to {MAX_LIMIT}"),
         ));
     }
     let ready = state.ready()?;
     let not_found = || {
-        ApiError::not_found(
-            "stream_not_found",
+        ApiError::new(
+            ErrorCode::StreamNotFound,
             format!("no events in stream {aggregate_type}/{aggregate_id}"),
         )
     };

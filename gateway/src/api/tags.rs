@@ -1,25 +1,29 @@
 //! Labels and categories: the tags of a task board.
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::response::Response;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 use cqrs_es::Aggregate;
 use domain::label::{Category, Color, Label, TagCommand, TagError, TagRequest};
 use domain::{Name, OrgId, Scope};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
+use crate::api::openapi::{
+    BadRequest, Conflict, Forbidden, IdempotencyKey, NotFound, PayloadTooLarge, TooManyRequests,
+    Unauthorized, Unavailable, Unprocessable,
+};
 use crate::api::paging::ListQuery;
-use crate::api::receipt::written;
+use crate::api::receipt::{created, written, Created, Written};
 use crate::http::error::ApiError;
 use crate::http::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
 use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
 
-use crate::api::board::{grant, readable, run, unprocessable};
+use crate::api::board::{grant, readable, run};
 
 /// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
 /// ([`super::api_routes`]): keep it in step with `router` below.
@@ -33,6 +37,20 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
     (Method::PATCH, "/orgs/{org}/categories/{id}"),
     (Method::DELETE, "/orgs/{org}/categories/{id}"),
 ];
+
+/// The operations of [`router`], for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(
+    list_labels,
+    create_label,
+    update_label,
+    delete_label,
+    list_categories,
+    create_category,
+    update_category,
+    delete_category
+))]
+pub(super) struct Doc;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -54,26 +72,65 @@ pub fn router() -> Router<AppState> {
 
 // ---- labels and categories ----
 
-#[derive(Debug, Deserialize)]
+/// A new label or category.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTag {
+    /// 1 to 100 characters (trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 100, example = "Bug")]
     name: String,
+    /// `#rrggbb`.
+    #[schema(pattern = "^\\s*#[0-9A-Fa-f]{6}\\s*$", example = "#d73a4a")]
     color: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// A change to a label or category: what is given (and not `null`) changes.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TagPatch {
+    /// 1 to 100 characters (trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 100, example = "Bug")]
     name: Option<String>,
+    /// `#rrggbb`.
+    #[schema(pattern = "^\\s*#[0-9A-Fa-f]{6}\\s*$", example = "#d73a4a")]
     color: Option<String>,
 }
 
+/// A label or category.
+#[derive(Debug, Serialize, ToSchema)]
+struct Tag {
+    /// Its id.
+    id: Uuid,
+    /// Its name.
+    name: String,
+    /// Its color, `#rrggbb`.
+    color: String,
+}
+
+/// A page of an organization's labels, by name.
+#[derive(Debug, Serialize, ToSchema)]
+struct LabelsPage {
+    /// The labels.
+    labels: Vec<Tag>,
+    /// Pass as `page` for the next page; `null` on the last.
+    next: Option<String>,
+}
+
+/// A page of an organization's categories, by name.
+#[derive(Debug, Serialize, ToSchema)]
+struct CategoriesPage {
+    /// The categories.
+    categories: Vec<Tag>,
+    /// Pass as `page` for the next page; `null` on the last.
+    next: Option<String>,
+}
+
 fn tag_name(raw: &str) -> Result<Name, ApiError> {
-    Name::parse("name", raw).map_err(|e| unprocessable("validation_failed", e.to_string()))
+    Name::parse("name", raw).map_err(ApiError::from)
 }
 
 fn tag_color(raw: &str) -> Result<Color, ApiError> {
-    Color::parse(raw).map_err(|e| unprocessable("validation_failed", e.to_string()))
+    Color::parse(raw).map_err(ApiError::from)
 }
 
 async fn list_tags(
@@ -83,7 +140,7 @@ async fn list_tags(
     q: &ListQuery,
     table: &str,
     key: &str,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(Vec<Tag>, Option<String>), ApiError> {
     let paging = q.paging()?;
     let ready = state.ready()?;
     let org = readable(
@@ -107,11 +164,11 @@ async fn list_tags(
     .fetch_all(ready.store.pool())
     .await?;
     let next = paging.finish(&mut rows, |(id, name, _)| (name.clone(), *id));
-    let items: Vec<Value> = rows
+    let items = rows
         .into_iter()
-        .map(|(id, name, color)| json!({"id": id, "name": name, "color": color}))
+        .map(|(id, name, color)| Tag { id, name, color })
         .collect();
-    Ok(Json(json!({ table: items, "next": next })))
+    Ok((items, next))
 }
 
 async fn tag_command<A>(
@@ -121,7 +178,7 @@ async fn tag_command<A>(
     id: Uuid,
     command: TagCommand,
     meta: RequestMeta,
-    created: bool,
+    is_new: bool,
 ) -> Result<Response, ApiError>
 where
     commands::Commands: commands::Dispatch<A>,
@@ -135,24 +192,50 @@ where
         command,
     };
     let receipt = run::<A>(state, &id.to_string(), request, meta, org).await?;
-    Ok(if created {
-        written(StatusCode::CREATED, &receipt, json!({ "id": id }))
+    Ok(if is_new {
+        created(&receipt, id)
     } else {
-        written(StatusCode::OK, &receipt, json!({}))
+        written(&receipt)
     })
 }
 
 macro_rules! tag_routes {
-    ($list:ident, $create:ident, $update:ident, $delete:ident, $agg:ty, $table:literal, $key:literal, $purpose:literal) => {
+    ($list:ident, $create:ident, $update:ident, $delete:ident, $agg:ty, $table:literal, $key:literal, $purpose:literal, $page:ident, $items:ident, $path:literal, $item_path:literal, $names:literal, $name:literal, $op:literal, $ops:literal) => {
+        #[utoipa::path(
+            get,
+            path = $path,
+            tag = "board",
+            operation_id = concat!("list", $ops),
+            summary = concat!("The organization's ", $names, ", by name (any member; scope tasks:read)"),
+            params(("org" = Uuid, Path, description = "The organization"), ListQuery),
+            responses(
+                (status = 200, description = concat!("A page of ", $names), body = $page),
+                BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, Unavailable
+            )
+        )]
         async fn $list(
             State(state): State<AppState>,
             Auth(caller): Auth,
             ApiPath(org): ApiPath<String>,
             ApiQuery(q): ApiQuery<ListQuery>,
-        ) -> Result<Json<Value>, ApiError> {
-            list_tags(&state, &caller, &org, &q, $table, $key).await
+        ) -> Result<Json<$page>, ApiError> {
+            let (items, next) = list_tags(&state, &caller, &org, &q, $table, $key).await?;
+            Ok(Json($page { $items: items, next }))
         }
 
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "board",
+            operation_id = concat!("create", $op),
+            summary = concat!("Create a ", $name, " (content.manage", $ops, "; scope tasks:write)"),
+            params(("org" = Uuid, Path, description = "The organization"), IdempotencyKey),
+            request_body = NewTag,
+            responses(
+                Created, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
+                Unprocessable, TooManyRequests, Unavailable
+            )
+        )]
         async fn $create(
             State(state): State<AppState>,
             Auth(caller): Auth,
@@ -170,6 +253,23 @@ macro_rules! tag_routes {
             tag_command::<$agg>(&state, &caller, &org, id, command, meta, true).await
         }
 
+        #[utoipa::path(
+            patch,
+            path = $item_path,
+            tag = "board",
+            operation_id = concat!("update", $op),
+            summary = concat!("Rename or recolor a ", $name, " (content.manage", $ops, "; scope tasks:write)"),
+            params(
+                ("org" = Uuid, Path, description = "The organization"),
+                ("id" = Uuid, Path, description = concat!("The ", $name)),
+                IdempotencyKey
+            ),
+            request_body = TagPatch,
+            responses(
+                Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
+                Unprocessable, TooManyRequests, Unavailable
+            )
+        )]
         async fn $update(
             State(state): State<AppState>,
             Auth(caller): Auth,
@@ -185,6 +285,22 @@ macro_rules! tag_routes {
             tag_command::<$agg>(&state, &caller, &org, id, command, meta, false).await
         }
 
+        #[utoipa::path(
+            delete,
+            path = $item_path,
+            tag = "board",
+            operation_id = concat!("delete", $op),
+            summary = concat!("Delete a ", $name, " (content.manage", $ops, "; scope tasks:write)"),
+            params(
+                ("org" = Uuid, Path, description = "The organization"),
+                ("id" = Uuid, Path, description = concat!("The ", $name)),
+                IdempotencyKey
+            ),
+            responses(
+                Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooManyRequests,
+                Unavailable
+            )
+        )]
         async fn $delete(
             State(state): State<AppState>,
             Auth(caller): Auth,
@@ -205,7 +321,15 @@ tag_routes!(
     Label,
     "labels",
     "label_id",
-    "label"
+    "label",
+    LabelsPage,
+    labels,
+    "/orgs/{org}/labels",
+    "/orgs/{org}/labels/{id}",
+    "labels",
+    "label",
+    "Label",
+    "Labels"
 );
 tag_routes!(
     list_categories,
@@ -215,5 +339,13 @@ tag_routes!(
     Category,
     "categories",
     "category_id",
-    "category"
+    "category",
+    CategoriesPage,
+    categories,
+    "/orgs/{org}/categories",
+    "/orgs/{org}/categories/{id}",
+    "categories",
+    "category",
+    "Category",
+    "Categories"
 );

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::response::Response;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -12,12 +12,16 @@ use domain::task::{
     NewTask, Priority, Status, Task, TaskCommand, TaskEdit, TaskRequest, BODY_MAX, TITLE_MAX,
 };
 use domain::{CategoryId, LabelId, OrgId, Scope, TaskId, UserId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::api::receipt::written;
-use crate::http::error::ApiError;
+use crate::api::openapi::{
+    BadRequest, Conflict, CursorSchema, Forbidden, IdempotencyKey, NotFound, PayloadTooLarge,
+    TooManyRequests, Unauthorized, Unavailable, Unprocessable,
+};
+use crate::api::receipt::{created, written, Created, Written};
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
 use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
@@ -40,6 +44,24 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
     (Method::POST, "/orgs/{org}/tasks/{task}/labels"),
     (Method::DELETE, "/orgs/{org}/tasks/{task}/labels/{label}"),
 ];
+
+/// The operations of [`router`], for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        list_tasks,
+        create_task,
+        get_task,
+        edit_task,
+        delete_task,
+        assign,
+        unassign,
+        add_label,
+        remove_label
+    ),
+    components(schemas(TaskStatus, TaskPriority))
+)]
+pub(super) struct Doc;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -69,29 +91,109 @@ pub fn router() -> Router<AppState> {
 
 // ---- tasks ----
 
-#[derive(Debug, Deserialize)]
+/// Where a task stands (the API's own type; the domain's `Status` is not a wire type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = Status)]
+enum TaskStatus {
+    /// Not planned yet.
+    Backlog,
+    /// Planned.
+    Todo,
+    /// Being worked on.
+    InProgress,
+    /// Finished.
+    Done,
+    /// Dropped.
+    Canceled,
+}
+
+impl From<TaskStatus> for Status {
+    fn from(s: TaskStatus) -> Self {
+        match s {
+            TaskStatus::Backlog => Self::Backlog,
+            TaskStatus::Todo => Self::Todo,
+            TaskStatus::InProgress => Self::InProgress,
+            TaskStatus::Done => Self::Done,
+            TaskStatus::Canceled => Self::Canceled,
+        }
+    }
+}
+
+/// How urgent a task is (the API's own type, like [`TaskStatus`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = Priority)]
+enum TaskPriority {
+    /// Not set.
+    None,
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Urgent.
+    Urgent,
+}
+
+impl From<TaskPriority> for Priority {
+    fn from(p: TaskPriority) -> Self {
+        match p {
+            TaskPriority::None => Self::None,
+            TaskPriority::Low => Self::Low,
+            TaskPriority::Medium => Self::Medium,
+            TaskPriority::High => Self::High,
+            TaskPriority::Urgent => Self::Urgent,
+        }
+    }
+}
+
+/// A new task. Labels, category and assignees must be the organization's.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTaskBody {
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200, example = "Fix the login page")]
     title: String,
+    /// Up to 10,000 characters.
     #[serde(default)]
+    #[schema(max_length = 10000)]
     description: String,
-    status: Option<Status>,
-    priority: Option<Priority>,
+    /// Default `todo`.
+    status: Option<TaskStatus>,
+    /// Default `none`.
+    priority: Option<TaskPriority>,
+    /// A category of the organization.
+    #[schema(value_type = Option<Uuid>)]
     category_id: Option<CategoryId>,
+    /// Labels of the organization.
     #[serde(default)]
+    #[schema(value_type = Vec<Uuid>)]
     labels: BTreeSet<LabelId>,
+    /// Members of the organization (needs `tasks.assign`).
     #[serde(default)]
+    #[schema(value_type = Vec<Uuid>)]
     assignees: BTreeSet<UserId>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A change to a task: what is given changes (`category_id: null` clears the category).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TaskPatch {
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200, example = "Fix the login page")]
     title: Option<String>,
+    /// Up to 10,000 characters.
+    #[schema(max_length = 10000)]
     description: Option<String>,
-    status: Option<Status>,
-    priority: Option<Priority>,
+    /// The new status.
+    status: Option<TaskStatus>,
+    /// The new priority.
+    priority: Option<TaskPriority>,
+    /// A category of the organization, or `null` for none.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Uuid>)]
     category_id: Option<Option<CategoryId>>,
 }
 
@@ -112,6 +214,16 @@ pub(crate) async fn task_command(
     run::<Task>(state, &task.to_string(), request, meta, org).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/orgs/{org}/tasks",
+    tag = "board",
+    operation_id = "createTask",
+    summary = "Create a task (tasks.create; tasks.assign with assignees; scope tasks:write)",
+    params(("org" = Uuid, Path, description = "The organization"), IdempotencyKey),
+    request_body = NewTaskBody,
+    responses(Created, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn create_task(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -125,8 +237,8 @@ async fn create_task(
         org_id: org,
         title: text("title", &body.title, TITLE_MAX, false)?,
         description: text("description", &body.description, BODY_MAX, true)?,
-        status: body.status.unwrap_or(Status::Todo),
-        priority: body.priority.unwrap_or(Priority::None),
+        status: body.status.map_or(Status::Todo, Status::from),
+        priority: body.priority.map_or(Priority::None, Priority::from),
         category_id: body.category_id,
         labels: body.labels,
         assignees: body.assignees,
@@ -144,11 +256,7 @@ async fn create_task(
         meta,
     )
     .await?;
-    Ok(written(
-        StatusCode::CREATED,
-        &receipt,
-        json!({ "id": task }),
-    ))
+    Ok(created(&receipt, task.as_uuid()))
 }
 
 /// Runs a task command given the route's `org` and `task` and answers 200 with the receipt.
@@ -163,9 +271,19 @@ pub(crate) async fn update_task(
     let org: OrgId = parse_id(org, "organization")?;
     let task: TaskId = parse_id(task, "task")?;
     let receipt = task_command(state, caller, org, task, command, meta).await?;
-    Ok(written(StatusCode::OK, &receipt, json!({})))
+    Ok(written(&receipt))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/orgs/{org}/tasks/{task}",
+    tag = "board",
+    operation_id = "editTask",
+    summary = "Edit a task (tasks.edit; scope tasks:write)",
+    params(("org" = Uuid, Path, description = "The organization"), ("task" = Uuid, Path, description = "The task"), IdempotencyKey),
+    request_body = TaskPatch,
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn edit_task(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -189,13 +307,22 @@ async fn edit_task(
             .as_deref()
             .map(|d| text("description", d, BODY_MAX, true))
             .transpose()?,
-        status: body.status,
-        priority: body.priority,
+        status: body.status.map(Status::from),
+        priority: body.priority.map(Priority::from),
         category_id: body.category_id,
     };
     update_task(&state, &caller, &org, &task, TaskCommand::Edit(edit), meta).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/orgs/{org}/tasks/{task}",
+    tag = "board",
+    operation_id = "deleteTask",
+    summary = "Delete a task (tasks.delete; scope tasks:write)",
+    params(("org" = Uuid, Path, description = "The organization"), ("task" = Uuid, Path, description = "The task"), IdempotencyKey),
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooManyRequests, Unavailable)
+)]
 async fn delete_task(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -205,12 +332,26 @@ async fn delete_task(
     update_task(&state, &caller, &org, &task, TaskCommand::Delete, meta).await
 }
 
-#[derive(Debug, Deserialize)]
+/// Someone to assign.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Assignee)]
 struct UserBody {
+    /// A member of the organization.
+    #[schema(value_type = Uuid)]
     user_id: UserId,
 }
 
+#[utoipa::path(
+    post,
+    path = "/orgs/{org}/tasks/{task}/assignees",
+    tag = "board",
+    operation_id = "assignTask",
+    summary = "Assign a member (tasks.assign; scope tasks:write)",
+    params(("org" = Uuid, Path, description = "The organization"), ("task" = Uuid, Path, description = "The task"), IdempotencyKey),
+    request_body = UserBody,
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn assign(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -226,6 +367,15 @@ async fn assign(
     update_task(&state, &caller, &org, &task, command, meta).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/orgs/{org}/tasks/{task}/assignees/{user}",
+    tag = "board",
+    operation_id = "unassignTask",
+    summary = "Unassign someone (tasks.assign; scope tasks:write)",
+    params(("org" = Uuid, Path, description = "The organization"), ("task" = Uuid, Path, description = "The task"), ("user" = Uuid, Path, description = "The assignee"), IdempotencyKey),
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn unassign(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -238,12 +388,26 @@ async fn unassign(
     update_task(&state, &caller, &org, &task, command, meta).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A label to put on a task.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = TaskLabel)]
 struct LabelBody {
+    /// A label of the organization.
+    #[schema(value_type = Uuid)]
     label_id: LabelId,
 }
 
+#[utoipa::path(
+    post,
+    path = "/orgs/{org}/tasks/{task}/labels",
+    tag = "board",
+    operation_id = "labelTask",
+    summary = "Put a label on a task (tasks.edit; scope tasks:write)",
+    params(("org" = Uuid, Path, description = "The organization"), ("task" = Uuid, Path, description = "The task"), IdempotencyKey),
+    request_body = LabelBody,
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn add_label(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -259,6 +423,15 @@ async fn add_label(
     update_task(&state, &caller, &org, &task, command, meta).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/orgs/{org}/tasks/{task}/labels/{label}",
+    tag = "board",
+    operation_id = "unlabelTask",
+    summary = "Take a label off a task (tasks.edit; scope tasks:write)",
+    params(("org" = Uuid, Path, description = "The organization"), ("task" = Uuid, Path, description = "The task"), ("label" = Uuid, Path, description = "The label"), IdempotencyKey),
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable, TooManyRequests, Unavailable)
+)]
 async fn remove_label(
     State(state): State<AppState>,
     Auth(caller): Auth,
@@ -291,33 +464,109 @@ type TaskRow = (
 
 const TASK_COLUMNS: &str = "task_id, org_id, title, description, status, priority, category_id, labels, assignees, comment_count, created_position, created_at, updated_at";
 
-fn task_json(r: TaskRow) -> Value {
-    json!({
-        "id": r.0, "org_id": r.1, "title": r.2, "description": r.3, "status": r.4,
-        "priority": r.5, "category_id": r.6, "labels": r.7, "assignees": r.8,
-        "comment_count": r.9, "created_at": at(r.11), "updated_at": at(r.12),
-    })
+/// A task as the board shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Task)]
+struct TaskView {
+    /// Its id.
+    id: Uuid,
+    /// Its organization.
+    org_id: Uuid,
+    /// Its title.
+    title: String,
+    /// Its description (may be empty).
+    description: String,
+    /// Where it stands.
+    #[schema(value_type = TaskStatus)]
+    status: String,
+    /// How urgent it is.
+    #[schema(value_type = TaskPriority)]
+    priority: String,
+    /// Its category, if any.
+    category_id: Option<Uuid>,
+    /// Its labels.
+    labels: Vec<Uuid>,
+    /// Who it is assigned to.
+    assignees: Vec<Uuid>,
+    /// How many live comments it has.
+    comment_count: i32,
+    /// When it was created (RFC 3339).
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// When it last changed (RFC 3339).
+    #[schema(format = DateTime)]
+    updated_at: String,
 }
 
-#[derive(Debug, Deserialize)]
+fn task_view(r: TaskRow) -> TaskView {
+    TaskView {
+        id: r.0,
+        org_id: r.1,
+        title: r.2,
+        description: r.3,
+        status: r.4,
+        priority: r.5,
+        category_id: r.6,
+        labels: r.7,
+        assignees: r.8,
+        comment_count: r.9,
+        created_at: at(r.11),
+        updated_at: at(r.12),
+    }
+}
+
+/// A page of the board's tasks, in creation order.
+#[derive(Debug, Serialize, ToSchema)]
+struct TasksPage {
+    /// The tasks.
+    tasks: Vec<TaskView>,
+    /// Pass as `page` for the next page; `null` on the last.
+    next: Option<String>,
+}
+
+/// The board's filters and paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct TaskQuery {
-    status: Option<Status>,
+    /// Only tasks with this status.
+    #[param(value_type = Option<TaskStatus>)]
+    status: Option<TaskStatus>,
+    /// Only tasks with this label.
+    #[param(value_type = Option<Uuid>)]
     label: Option<LabelId>,
+    /// Only tasks assigned to this person.
+    #[param(value_type = Option<Uuid>)]
     assignee: Option<UserId>,
+    /// Only tasks in this category.
+    #[param(value_type = Option<Uuid>)]
     category: Option<CategoryId>,
+    /// Tasks per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// The `next` of the previous page.
+    #[param(pattern = "^[+-]?[0-9]+$", example = "0")]
     page: Option<String>,
+    /// A write's `Cairn-Cursor`: wait (a bounded time) until the board includes it.
+    #[param(value_type = Option<CursorSchema>)]
     after: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/orgs/{org}/tasks",
+    tag = "board",
+    operation_id = "listTasks",
+    summary = "The board: tasks, filtered, in creation order, paged (any member; scope tasks:read)",
+    params(("org" = Uuid, Path, description = "The organization"), TaskQuery),
+    responses((status = 200, description = "A page of tasks", body = TasksPage), BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, Unavailable)
+)]
 async fn list_tasks(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath(org): ApiPath<String>,
     ApiQuery(q): ApiQuery<TaskQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TasksPage>, ApiError> {
     let ready = state.ready()?;
     let org = readable(
         ready,
@@ -329,8 +578,8 @@ async fn list_tasks(
     .await?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             "`limit` must be from 1 to 200",
         ));
     }
@@ -338,7 +587,7 @@ async fn list_tasks(
         None => 0,
         Some(p) => p
             .parse()
-            .map_err(|_| ApiError::bad_request("invalid_query", "`page` is not a page cursor"))?,
+            .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "`page` is not a page cursor"))?,
     };
     let rows: Vec<TaskRow> = sqlx::query_as(&format!(
         "SELECT {TASK_COLUMNS} FROM board_tasks
@@ -365,18 +614,27 @@ async fn list_tasks(
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.10.to_string()))
         .flatten();
-    Ok(Json(json!({
-        "tasks": rows.into_iter().map(task_json).collect::<Vec<_>>(),
-        "next": next,
-    })))
+    Ok(Json(TasksPage {
+        tasks: rows.into_iter().map(task_view).collect(),
+        next,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/orgs/{org}/tasks/{task}",
+    tag = "board",
+    operation_id = "getTask",
+    summary = "One task (any member; scope tasks:read)",
+    params(("org" = Uuid, Path, description = "The organization"), ("task" = Uuid, Path, description = "The task"), After),
+    responses((status = 200, description = "The task", body = TaskView), BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, Unavailable)
+)]
 async fn get_task(
     State(state): State<AppState>,
     Auth(caller): Auth,
     ApiPath((org, task)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<After>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskView>, ApiError> {
     let ready = state.ready()?;
     let org = readable(
         ready,
@@ -394,6 +652,6 @@ async fn get_task(
     .bind(task.as_uuid())
     .fetch_optional(ready.store.pool())
     .await?;
-    row.map(|r| Json(task_json(r)))
-        .ok_or_else(|| ApiError::not_found("task_not_found", "no such task"))
+    row.map(|r| Json(task_view(r)))
+        .ok_or_else(|| ApiError::new(ErrorCode::TaskNotFound, "no such task"))
 }

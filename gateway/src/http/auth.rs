@@ -18,7 +18,7 @@ use commands::{Actor, Metadata};
 use domain::{ApiKeyId, SessionId, UserId};
 use time::OffsetDateTime;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 use crate::http::principal::{Caller, Principal, Via};
 use crate::state::AppState;
 
@@ -103,8 +103,8 @@ pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -
             (None, None) => cookie(headers, cookie_name(&state)).is_none(),
         };
         if !verdict {
-            return ApiError::forbidden(
-                "csrf_rejected",
+            return ApiError::new(
+                ErrorCode::CsrfRejected,
                 "cross-site request refused; send it from Cairn's own origin",
             )
             .into_response();
@@ -163,9 +163,11 @@ async fn resolve(
     headers: &HeaderMap,
 ) -> Result<(Option<Principal>, Option<String>), ApiError> {
     if let Some(value) = headers.get(AUTHORIZATION) {
-        let invalid = || ApiError::Unauthorized {
-            code: "invalid_credentials",
-            message: "the API key is malformed, unknown or revoked".to_owned(),
+        let invalid = || {
+            ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "the API key is malformed, unknown or revoked".to_owned(),
+            )
         };
         let key = value
             .to_str()

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 /// `axum::Json`, answering bad bodies with 400/413 in the API shape.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,10 +34,10 @@ where
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_body", e.body_text()),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
-            "unsupported_content_type",
+        JsonRejection::JsonDataError(e) => ApiError::new(ErrorCode::InvalidBody, e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(ErrorCode::MalformedJson, e.body_text()),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            ErrorCode::UnsupportedContentType,
             "expected `Content-Type: application/json`",
         ),
         JsonRejection::BytesRejection(e)
@@ -45,7 +45,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         {
             ApiError::PayloadTooLarge
         }
-        other => ApiError::bad_request("invalid_body", other.body_text()),
+        other => ApiError::new(ErrorCode::InvalidBody, other.body_text()),
     }
 }
 
@@ -64,7 +64,7 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Self(p.0))
-            .map_err(|e: PathRejection| ApiError::bad_request("invalid_path", e.body_text()))
+            .map_err(|e: PathRejection| ApiError::new(ErrorCode::InvalidPath, e.body_text()))
     }
 }
 
@@ -83,14 +83,17 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Self(q.0))
-            .map_err(|e: QueryRejection| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e: QueryRejection| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))
     }
 }
 
 /// Parses an id from a path segment, naming what was expected.
 pub fn parse_id<T: std::str::FromStr>(raw: &str, what: &'static str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| {
-        ApiError::bad_request("invalid_id", format!("`{raw}` is not a valid {what} id"))
+        ApiError::new(
+            ErrorCode::InvalidId,
+            format!("`{raw}` is not a valid {what} id"),
+        )
     })
 }
 
@@ -119,8 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
                 .ok()
                 .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
                 .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_idempotency_key",
+                    ApiError::new(ErrorCode::InvalidIdempotencyKey,
                         format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
                     )
                 })?;

@@ -10,7 +10,7 @@ use domain::{ApiKeyId, Scope, SessionId, UserId};
 use projections::access::Reader;
 use time::OffsetDateTime;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorCode};
 
 /// How the caller proved who they are.
 #[derive(Debug, Clone)]
@@ -48,8 +48,8 @@ impl Principal {
         match &self.via {
             Via::Session { .. } => Ok(()),
             Via::ApiKey { scopes, .. } if scopes.contains(&scope) => Ok(()),
-            Via::ApiKey { .. } => Err(ApiError::forbidden(
-                "insufficient_scope",
+            Via::ApiKey { .. } => Err(ApiError::new(
+                ErrorCode::InsufficientScope,
                 format!("this API key lacks the `{scope}` scope"),
             )),
         }
@@ -65,8 +65,8 @@ impl Principal {
     pub fn require_session(&self) -> Result<SessionId, ApiError> {
         match &self.via {
             Via::Session { session_id, .. } => Ok(*session_id),
-            Via::ApiKey { .. } => Err(ApiError::forbidden(
-                "session_required",
+            Via::ApiKey { .. } => Err(ApiError::new(
+                ErrorCode::SessionRequired,
                 "this needs a signed-in session, not an API key",
             )),
         }
@@ -102,8 +102,8 @@ impl Principal {
     pub fn require_account_access(&self) -> Result<(), ApiError> {
         match &self.via {
             Via::Session { .. } => Ok(()),
-            Via::ApiKey { .. } => Err(ApiError::forbidden(
-                "insufficient_scope",
+            Via::ApiKey { .. } => Err(ApiError::new(
+                ErrorCode::InsufficientScope,
                 "API keys cannot list or revoke sessions and keys; sign in",
             )),
         }

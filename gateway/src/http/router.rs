@@ -15,7 +15,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::api;
-use crate::http::error::{ApiError, LoggedCause};
+use crate::http::error::{ApiError, ErrorCode, LoggedCause};
 use crate::state::AppState;
 use crate::ws;
 
@@ -59,7 +59,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .nest("/api/v1", api)
         .fallback(|| async {
-            ApiError::not_found("route_not_found", "no such route")
+            ApiError::new(ErrorCode::RouteNotFound, "no such route")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), crate::http::auth::authenticate))

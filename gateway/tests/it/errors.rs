@@ -1,7 +1,8 @@
 //! The error catalogue: every code README's error table lists is driven out of a real server,
 //! each with its status and the one shape `{"error":{"code","message","details"}}`, and the
 //! set of codes produced is compared with the table (parsed from README.md at test time), so
-//! the docs and the server cannot drift apart.
+//! the docs and the server cannot drift apart. The table also lists exactly the server's closed
+//! set of codes (`gateway::error_codes()`), each with its status.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +23,16 @@ const NOT_PRODUCIBLE: &[(&str, &str)] = &[
         "account_erased",
         "only a request racing its own account's erasure can see it: erasure ends every session \
          and key in the same projection step that marks the account erased",
+    ),
+    (
+        "invalid_link",
+        "an invalid, used or expired sign-in link is opened in a browser: it answers a 400 HTML \
+         page (`an_invalid_sign_in_link_answers_a_400_page_not_a_json_error`), never this JSON",
+    ),
+    (
+        "too_many_links",
+        "a sign-in request always answers 202, the same for every address; past the limit it \
+         simply sends nothing",
     ),
     (
         "internal",
@@ -979,8 +990,17 @@ async fn every_documented_error_code_is_produced_with_its_status_and_shape() {
     .await;
     drop(down);
 
-    // ---- the catalogue equals README's table ----
+    // ---- the catalogue equals README's table, and the table equals the closed set ----
     let documented = readme_codes();
+    let table: BTreeMap<&str, u16> = documented
+        .iter()
+        .map(|(code, doc)| (code.as_str(), doc.status))
+        .collect();
+    let closed: BTreeMap<&str, u16> = gateway::error_codes().into_iter().collect();
+    assert_eq!(
+        table, closed,
+        "README's error table must list exactly the server's error codes, with their statuses"
+    );
     for (code, (status, label)) in &cat.seen {
         let Some(doc) = documented.get(code) else {
             panic!("`{code}` ({label}) is produced but missing from README's error table");

@@ -19,6 +19,7 @@ mod limits;
 mod lists;
 mod live;
 mod nodes;
+mod openapi;
 mod production;
 mod read_your_writes;
 mod receipts;
