@@ -17,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::api::openapi::CursorSchema;
+use crate::api::doc::CursorSchema;
 use crate::http::error::{ApiError, DomainCode, ErrorCode};
 use crate::http::extract::{parse_id, RequestMeta};
 use crate::http::principal::Principal;

@@ -20,7 +20,7 @@ use projections::bus::CloudEvent;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::api::openapi::{
+use crate::api::doc::{
     BadRequest, CloudEventDoc, CursorSchema, Forbidden, TooManyRequests, Unauthorized, Unavailable,
 };
 

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::api::openapi::{
+use crate::api::doc::{
     BadRequest, Conflict, Forbidden, IdempotencyKey, NotFound, PayloadTooLarge, ScopeName,
     TooManyRequests, Unauthorized, Unavailable, Unprocessable,
 };

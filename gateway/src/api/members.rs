@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::api::openapi::{
+use crate::api::doc::{
     BadRequest, Forbidden, NotFound, PermissionName, TooManyRequests, Unauthorized, Unavailable,
 };
 use crate::api::paging::ListQuery;

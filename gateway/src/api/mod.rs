@@ -3,6 +3,7 @@
 
 pub(crate) mod board;
 pub(crate) mod comments;
+pub(crate) mod doc;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod me;

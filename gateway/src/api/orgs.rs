@@ -16,7 +16,7 @@ use domain::{Name, OrgId, Permission, Request, Scope, TeamId, UserId};
 use serde::Deserialize;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::api::openapi::{
+use crate::api::doc::{
     BadRequest, Conflict, Forbidden, IdempotencyKey, NotFound, PayloadTooLarge, PermissionName,
     TooManyRequests, Unauthorized, Unavailable, Unprocessable,
 };

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::api::openapi::CursorSchema;
+use crate::api::doc::CursorSchema;
 
 use crate::http::error::{ApiError, ErrorCode};
 

@@ -1,15 +1,19 @@
 //! What a write answers: its receipt, the `Cairn-Cursor` header for read-your-writes, and
 //! `Idempotent-Replayed` when it answers a repeat.
 
+use std::collections::BTreeMap;
+
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use commands::Receipt;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::response::Response as ResponseDoc;
+use utoipa::openapi::RefOr;
+use utoipa::{IntoResponses, ToSchema};
 use uuid::Uuid;
 
-use crate::api::openapi::CursorSchema;
+use crate::api::doc::{written_response, CursorSchema};
 
 /// The receipt header: the cursor after a write's events, for read-your-writes.
 pub const CURSOR_HEADER: &str = "cairn-cursor";
@@ -111,4 +115,21 @@ fn with_receipt_headers(status: StatusCode, receipt: &Receipt, body: impl Serial
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     (status, headers, Json(body)).into_response()
+}
+
+impl IntoResponses for Written {
+    fn responses() -> BTreeMap<String, RefOr<ResponseDoc>> {
+        let response = written_response(
+            "Applied (an empty receipt when nothing changed)",
+            Written::name(),
+        );
+        BTreeMap::from([("200".to_owned(), response.into())])
+    }
+}
+
+impl IntoResponses for Created {
+    fn responses() -> BTreeMap<String, RefOr<ResponseDoc>> {
+        let response = written_response("Created", Created::name());
+        BTreeMap::from([("201".to_owned(), response.into())])
+    }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::api::openapi::{
+use crate::api::doc::{
     BadRequest, CursorSchema, Forbidden, NotFound, TooManyRequests, Unauthorized, Unavailable,
 };
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::api::openapi::{
+use crate::api::doc::{
     BadRequest, Conflict, Forbidden, IdempotencyKey, NotFound, PayloadTooLarge, TooManyRequests,
     Unauthorized, Unavailable, Unprocessable,
 };

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::api::openapi::{
+use crate::api::doc::{
     BadRequest, Conflict, CursorSchema, Forbidden, IdempotencyKey, NotFound, PayloadTooLarge,
     TooManyRequests, Unauthorized, Unavailable, Unprocessable,
 };
