@@ -530,7 +530,6 @@ struct TasksPage {
 #[serde(deny_unknown_fields)]
 struct TaskQuery {
     /// Only tasks with this status.
-    #[param(value_type = Option<TaskStatus>)]
     status: Option<TaskStatus>,
     /// Only tasks with this label.
     #[param(value_type = Option<Uuid>)]
