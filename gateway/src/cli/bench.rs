@@ -24,6 +24,7 @@ use uuid::Uuid;
 use gateway::config::Config;
 
 mod fanout;
+mod tasks;
 
 /// Which benchmark to run.
 #[derive(Debug, clap::Subcommand)]
@@ -190,7 +191,9 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
     eventstore::ensure_database(&options)
         .await
         .context("cannot reach PostgreSQL (DATABASE_URL)")?;
-    let pool = eventstore::connect(options, args.clients as u32 + 8).await?;
+    // One connection per client where a phase needs it (the raw INSERT anchors), but within
+    // PostgreSQL's default of 100: with more clients than that, they take turns.
+    let pool = eventstore::connect(options.clone(), (args.clients as u32 + 8).min(80)).await?;
     eventstore::MIGRATOR.run(&pool).await?;
     for table in ["bench_raw_events", "bench_pges_events"] {
         sqlx::query(&format!(
@@ -217,17 +220,41 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
         args.seconds
     );
 
-    eprintln!("phase 1/5: raw single-row INSERT, autocommit (anchor)");
+    let levels: Vec<usize> = [16, 64, 128]
+        .into_iter()
+        .filter(|n| *n < clients)
+        .chain([clients])
+        .collect();
+    let phases = 8 + levels.len();
+    let mut phase = 0;
+    let mut next = |what: &str| {
+        phase += 1;
+        eprintln!("phase {phase}/{phases}: {what}");
+    };
+    next("raw single-row INSERT, autocommit (anchor)");
     let raw = raw_inserts(&pool, clients, duration).await?;
-    eprintln!("phase 2/5: plain postgres-es execute (anchor)");
+    next("100-row INSERT, autocommit (anchor for group commit)");
+    let batched = batched_inserts(&pool, clients.min(16), duration).await?;
+    next("plain postgres-es execute (anchor)");
     let pges = postgres_es_execute(&pool, clients, duration).await?;
-    eprintln!("phase 3/5: cairn commands::execute");
+    next("cairn commands::execute");
     let (cairn, _) = cairn_execute(&pool, clients, duration, args.writers, false).await?;
-    eprintln!("phase 4/5: cairn commands::execute with the memberships projection running");
+    next("cairn commands::execute with the memberships projection running");
     let (projected, lag) = cairn_execute(&pool, clients, duration, args.writers, true).await?;
-    eprintln!("phase 5/5: latency against stream length (aggregate cache off)");
+    next("latency against stream length (aggregate cache off)");
     let short = by_length(&pool, clients, 10, args.samples).await?;
     let long = by_length(&pool, clients, args.long_stream, args.samples).await?;
+    next("task writes through commands::execute");
+    let task_commands =
+        tasks::through_commands(&pool, clients.min(16), duration, args.writers).await?;
+    next("task writes through HTTP (API key, grant, command, receipt)");
+    let task_http = tasks::through_http(config, options, clients.min(16), duration).await?;
+    let mut scaling = Vec::new();
+    for &n in &levels {
+        next(&format!("group commit at {n} clients"));
+        let (outcome, _) = cairn_execute(&pool, n, duration, args.writers, false).await?;
+        scaling.push((n, outcome));
+    }
 
     let check = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!();
@@ -260,6 +287,37 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
         projected.p(0.5),
         projected.p(0.99)
     );
+    println!(
+        "{:<44} {:>10.0} {:>9.2} {:>9.2}",
+        "task writes, commands::execute",
+        task_commands.rate(),
+        task_commands.p(0.5),
+        task_commands.p(0.99)
+    );
+    println!(
+        "{:<44} {:>10.0} {:>9.2} {:>9.2}",
+        "task writes, HTTP",
+        task_http.rate(),
+        task_http.p(0.5),
+        task_http.p(0.99)
+    );
+    println!(
+        "{:<44} {:>10.0} {:>9} {:>9}",
+        "100-row INSERT, rows/s (anchor)",
+        batched.rate(),
+        "-",
+        "-"
+    );
+    for (n, outcome) in &scaling {
+        println!(
+            "{:<44} {:>10.0} {:>9.2} {:>9.2}   {:.2}x the 100-row INSERT (long-term goal >= 0.5x)",
+            format!("cairn group commit, {n} clients"),
+            outcome.rate(),
+            outcome.p(0.5),
+            outcome.p(0.99),
+            outcome.rate() / batched.rate()
+        );
+    }
     println!();
     let vs_raw = cairn.rate() / raw.rate();
     let vs_pges = cairn.rate() / pges.rate();
@@ -290,6 +348,17 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
         long.p(0.5),
         short.p(0.5),
         check(growth <= 1.5)
+    );
+
+    let http_ratio = task_http.rate() / task_commands.rate();
+    println!(
+        "http / commands (tasks)   {http_ratio:>6.2}x   target >= 0.50x   {}",
+        check(http_ratio >= 0.5)
+    );
+    println!(
+        "http p99 (tasks)          {:>6.2} ms  target <= 20 ms    {}",
+        task_http.p(0.99),
+        check(task_http.p(0.99) <= 20.0)
     );
 
     pool.close().await;
@@ -323,6 +392,42 @@ async fn raw_inserts(pool: &PgPool, clients: usize, duration: Duration) -> anyho
         })
     });
     drive("raw INSERT", clients, duration, None, op).await
+}
+
+/// Multi-row INSERTs of 100 events each: the rate a batching writer could reach at best.
+/// `ops` counts rows.
+async fn batched_inserts(
+    pool: &PgPool,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    const ROWS: u64 = 100;
+    let pool = pool.clone();
+    let op: Op = Arc::new(move |client, i| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let org = format!("batch-{client}");
+            let metadata = serde_json::to_value(metadata_map(&org))?;
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO bench_raw_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
+            );
+            query.push_values(0..ROWS, |mut row, n| {
+                let sequence = (i * ROWS + n) as i64 + 1;
+                row.push_bind("organization")
+                    .push_bind(&org)
+                    .push_bind(sequence)
+                    .push_bind("organization.renamed")
+                    .push_bind("1")
+                    .push_bind(serde_json::json!({"type": "organization.renamed", "name": format!("Bench {client} {sequence}")}))
+                    .push_bind(&metadata);
+            });
+            query.build().execute(&pool).await?;
+            Ok(())
+        })
+    });
+    let mut outcome = drive("100-row INSERT", clients, duration, None, op).await?;
+    outcome.ops *= ROWS;
+    Ok(outcome)
 }
 
 async fn postgres_es_execute(
