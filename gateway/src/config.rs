@@ -130,8 +130,17 @@ impl Config {
                     if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
                         return Err("expected a postgres:// URL".to_owned());
                     }
-                    PgConnectOptions::from_str(v)
-                        .map_err(|e| format!("invalid PostgreSQL URL ({e})"))
+                    let options = PgConnectOptions::from_str(v)
+                        .map_err(|e| format!("invalid PostgreSQL URL ({e})"))?;
+                    // Without one, PostgreSQL picks the user's name (often the `postgres`
+                    // maintenance database), and Cairn would move its tables in there.
+                    match options.get_database() {
+                        Some(name) if !name.is_empty() => Ok(options),
+                        _ => {
+                            Err("the URL names no database (add one: postgres://…/cairn)"
+                                .to_owned())
+                        }
+                    }
                 },
             )?,
             db_pool: parse(&get, "CAIRN_DB_POOL", "16", |v| match v.parse::<u32>() {
@@ -382,6 +391,8 @@ mod tests {
         for (var, value) in [
             ("DATABASE_URL", "not a url"),
             ("DATABASE_URL", "mysql://x/y"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/"),
             ("CAIRN_BIND", "localhost"),
             ("NATS_URL", "http://x"),
             ("CAIRN_PUBLIC_URL", "ftp://x"),

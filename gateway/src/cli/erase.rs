@@ -8,7 +8,7 @@ pub(crate) async fn run(config: Config, user_id: String) -> anyhow::Result<ExitC
     let user = user_id
         .parse::<domain::UserId>()
         .map_err(|_| anyhow::anyhow!("`{user_id}` is not a user id (a UUID)"))?;
-    let key = gateway::secret_key(&config)?;
+    let key = super::existing_secret_key(&config)?;
     let (pool, store) = super::connect(&config, 2).await?;
     let pool_for_wait = pool.clone();
     let identity = commands::identity::Identity::new(

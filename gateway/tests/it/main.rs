@@ -9,6 +9,7 @@ mod access;
 mod api;
 mod architecture;
 mod board;
+mod cli;
 mod erasure;
 mod errors;
 mod escalation;
