@@ -11,7 +11,7 @@ mod cli;
 use cli::bench;
 
 /// Shown under every `--help`: the tools read the same settings as the server.
-const CONFIGURATION: &str = "\
+pub(crate) const CONFIGURATION: &str = "\
 Every subcommand reads the server's configuration from the environment (README, \"Configuration\"):
   DATABASE_URL       the PostgreSQL database (must name a database)
   CAIRN_DATA_DIR     the data folder (secret.key, mail outbox); default ./data
@@ -66,6 +66,12 @@ enum Command {
         /// The person's user id.
         user_id: String,
     },
+    /// Operators' API keys: `cairn keys create --email … --scopes …` prints a new key once.
+    #[command(after_help = CONFIGURATION)]
+    Keys {
+        #[command(subcommand)]
+        which: cli::keys::Keys,
+    },
     /// Measure Cairn against anchors taken in the same run (use a release build).
     #[command(after_help = CONFIGURATION)]
     Bench {
@@ -115,6 +121,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             aggregate_id,
         } => cli::history::run(config, aggregate_type, aggregate_id).await,
         Command::Erase { user_id } => cli::erase::run(config, user_id).await,
+        Command::Keys { which } => cli::keys::run(config, which).await,
         Command::Bench { which } => {
             bench::run(&config, which).await?;
             Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 pub(crate) mod bench;
 pub(crate) mod erase;
 pub(crate) mod history;
+pub(crate) mod keys;
 pub(crate) mod migrate;
 pub(crate) mod projections;
 pub(crate) mod replay;
