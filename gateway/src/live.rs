@@ -24,8 +24,8 @@ use axum::routing::get;
 use axum::Router;
 use eventstore::{Cursor, EventFilter, Store};
 use futures::{SinkExt, StreamExt};
-use projections::access::{Access, Change, Class, Reader};
-use projections::bus::CloudEvent;
+use projections::consumers::bus::CloudEvent;
+use projections::read_models::access::{Access, Change, Class, Reader};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -378,7 +378,10 @@ impl Hub {
                 }
                 let mut lost = Vec::new();
                 let ready = match state.ready() {
-                    Ok(ready) => match ready.caught_up(projections::memberships::NAME, at).await {
+                    Ok(ready) => match ready
+                        .caught_up(projections::read_models::memberships::NAME, at)
+                        .await
+                    {
                         Ok(()) => Some(ready),
                         Err(e) => {
                             tracing::warn!(%org, "closing the admin channel to be safe: {e}");
@@ -613,7 +616,7 @@ impl Conn {
         let (Some(principal), Ok(ready)) = (&self.principal, self.state.ready()) else {
             return true;
         };
-        projections::access::is_live(ready.store.pool(), &principal.reader())
+        projections::read_models::access::is_live(ready.store.pool(), &principal.reader())
             .await
             .unwrap_or(true)
     }

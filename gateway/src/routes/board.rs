@@ -23,7 +23,7 @@ use domain::task::{
 use domain::{
     CategoryId, CommentId, Grant, LabelId, Name, OrgId, Permission, Scope, TaskId, Text, UserId,
 };
-use projections::access::Class;
+use projections::read_models::access::Class;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -143,11 +143,15 @@ impl DomainStatus for TaskError {
 /// The caller's grant in `org`, from the memberships read model.
 async fn grant(ready: &Ready, org: OrgId, caller: &Principal) -> Result<Grant, ApiError> {
     ready
-        .caught_up_locally(projections::memberships::NAME)
+        .caught_up_locally(projections::read_models::memberships::NAME)
         .await?;
     let pool = ready.store.pool();
-    let member =
-        projections::memberships::is_member(pool, org.as_uuid(), caller.user_id.as_uuid()).await?;
+    let member = projections::read_models::memberships::is_member(
+        pool,
+        org.as_uuid(),
+        caller.user_id.as_uuid(),
+    )
+    .await?;
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT permission FROM effective_permissions WHERE org_id = $1 AND user_id = $2",
     )
@@ -192,7 +196,11 @@ async fn readable(
         ));
     }
     ready
-        .read_after(after, projection, Some(projections::memberships::NAME))
+        .read_after(
+            after,
+            projection,
+            Some(projections::read_models::memberships::NAME),
+        )
         .await?;
     Ok(org)
 }
@@ -213,7 +221,9 @@ async fn check_labels(
     if labels.is_empty() {
         return Ok(());
     }
-    ready.caught_up_locally(projections::board::NAME).await?;
+    ready
+        .caught_up_locally(projections::read_models::board::NAME)
+        .await?;
     let ids: Vec<Uuid> = labels.iter().map(|l| l.as_uuid()).collect();
     let found: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM labels WHERE org_id = $1 AND label_id = ANY($2) AND deleted_at IS NULL",
@@ -241,7 +251,9 @@ async fn check_category(
     let Some(category) = category else {
         return Ok(());
     };
-    ready.caught_up_locally(projections::board::NAME).await?;
+    ready
+        .caught_up_locally(projections::read_models::board::NAME)
+        .await?;
     let found: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM categories WHERE org_id = $1 AND category_id = $2 AND deleted_at IS NULL)",
     )
@@ -269,8 +281,12 @@ async fn check_assignees(
         return Ok(());
     }
     let ids: Vec<Uuid> = users.iter().map(|u| u.as_uuid()).collect();
-    let members =
-        projections::memberships::members_among(ready.store.pool(), org.as_uuid(), &ids).await?;
+    let members = projections::read_models::memberships::members_among(
+        ready.store.pool(),
+        org.as_uuid(),
+        &ids,
+    )
+    .await?;
     match users.iter().find(|u| !members.contains(&u.as_uuid())) {
         None => Ok(()),
         Some(user) => Err(unprocessable(
@@ -346,7 +362,7 @@ async fn members(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::memberships::NAME,
+        projections::read_models::memberships::NAME,
     )
     .await?;
     let mut rows: Vec<(Uuid, time::OffsetDateTime, Vec<String>)> = sqlx::query_as(
@@ -388,7 +404,7 @@ async fn teams(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::memberships::NAME,
+        projections::read_models::memberships::NAME,
     )
     .await?;
     let mut rows: Vec<TeamRow> =
@@ -454,7 +470,7 @@ async fn list_tags(
         org,
         caller,
         q.after.as_deref(),
-        projections::board::NAME,
+        projections::read_models::board::NAME,
     )
     .await?;
     let mut rows: Vec<(Uuid, String, String)> = sqlx::query_as(&format!(
@@ -900,7 +916,7 @@ async fn list_tasks(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::board::NAME,
+        projections::read_models::board::NAME,
     )
     .await?;
     let limit = q.limit.unwrap_or(50);
@@ -959,7 +975,7 @@ async fn get_task(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::board::NAME,
+        projections::read_models::board::NAME,
     )
     .await?;
     let task: TaskId = parse_id(&task, "task")?;
@@ -987,7 +1003,7 @@ async fn list_comments(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::board::NAME,
+        projections::read_models::board::NAME,
     )
     .await?;
     let task: TaskId = parse_id(&task, "task")?;
