@@ -2,7 +2,7 @@
 //! (every projection, and the relay) has got, as a gapless [`Cursor`]. The only SQL on that
 //! table.
 //!
-//! A checkpoint only ever moves by compare-and-set ([`advance`]): from the cursor its consumer
+//! A checkpoint only ever moves by compare-and-set (`advance`): from the cursor its consumer
 //! last read to the end of the batch it handled. A consumer that lost its leadership without
 //! noticing, or whose checkpoint was rewound by a rebuild, finds the row changed and resumes
 //! from the stored cursor instead of moving it.

@@ -6,7 +6,7 @@
 //!   (a batch applied twice changes nothing), and its tables are created by `migrations/`.
 //! - [`consumers`]: side effects, each with its own progress: the [`consumers::relay`] to the
 //!   [`consumers::bus`], and the [`consumers::mailer`]. They never run on a rebuild.
-//! - [`consumer`]: the one loop every runner and consumer uses: supervision with backoff, the
+//! - `consumer`: the one loop every runner and consumer uses: supervision with backoff, the
 //!   leader lock, the gapless tail, the compare-and-set [`checkpoint`], wake-ups and the slow
 //!   poll, and stopping between batches.
 //! - [`runner`]: a read model on that loop, each batch applied with its checkpoint in one
@@ -14,7 +14,7 @@
 //!   (`cairn replay`) and their positions (`cairn projections`, `/metrics`); [`progress`]:
 //!   waiting until a projection has passed a cursor (read-your-writes).
 //!
-//! Start reading at [`consumer`], then [`runner`].
+//! Start reading at `consumer`, then [`runner`].
 
 pub mod checkpoint;
 pub(crate) mod consumer;

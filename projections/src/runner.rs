@@ -1,4 +1,4 @@
-//! The projection runner: a read model on the shared consumer loop ([`crate::consumer`]).
+//! The projection runner: a read model on the shared consumer loop (`crate::consumer`).
 //!
 //! Each batch is applied *and its checkpoint moved* in one transaction, after locking the
 //! checkpoint's row and comparing it with where this runner thinks it is. So a batch is

@@ -300,7 +300,7 @@ impl Outbox {
     }
 
     /// Sends queued mail from `from` until `shutdown` is cancelled, on the shared consumer
-    /// loop ([`crate::consumer`]): woken when a message is queued on this node, polling every
+    /// loop (`crate::consumer`): woken when a message is queued on this node, polling every
     /// second (messages queued on other nodes, retries coming due), retrying with backoff while
     /// the database is unavailable.
     ///

@@ -1,7 +1,7 @@
 //! The relay: publishes every committed event to the [`Bus`], in commit order, at least once.
 //!
 //! It is a consumer with a side effect, so it is not a projection. It runs on the shared consumer
-//! loop ([`crate::consumer`]): it tails the store with the gapless cursor, publishes a batch and
+//! loop (`crate::consumer`): it tails the store with the gapless cursor, publishes a batch and
 //! waits for every acknowledgement, and only then moves its checkpoint (`projection_checkpoints`,
 //! name `relay`) by compare-and-set, in a statement of its own. A crash
 //! between the two publishes the batch again; JetStream drops the repeats by `Nats-Msg-Id`, and
