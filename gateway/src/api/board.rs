@@ -14,7 +14,7 @@ use cqrs_es::Aggregate;
 use domain::label::TagError;
 use domain::task::TaskError;
 use domain::{CategoryId, Grant, LabelId, OrgId, Permission, Text, UserId};
-use projections::access::Class;
+use projections::read_models::access::Class;
 use serde::{Deserialize, Deserializer};
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -56,11 +56,15 @@ pub(crate) async fn grant(
     caller: &Principal,
 ) -> Result<Grant, ApiError> {
     ready
-        .caught_up_locally(projections::memberships::NAME)
+        .caught_up_locally(projections::read_models::memberships::NAME)
         .await?;
     let pool = ready.store.pool();
-    let member =
-        projections::memberships::is_member(pool, org.as_uuid(), caller.user_id.as_uuid()).await?;
+    let member = projections::read_models::memberships::is_member(
+        pool,
+        org.as_uuid(),
+        caller.user_id.as_uuid(),
+    )
+    .await?;
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT permission FROM effective_permissions WHERE org_id = $1 AND user_id = $2",
     )
@@ -105,7 +109,11 @@ pub(crate) async fn readable(
         ));
     }
     ready
-        .read_after(after, projection, Some(projections::memberships::NAME))
+        .read_after(
+            after,
+            projection,
+            Some(projections::read_models::memberships::NAME),
+        )
         .await?;
     Ok(org)
 }
@@ -126,7 +134,9 @@ pub(crate) async fn check_labels(
     if labels.is_empty() {
         return Ok(());
     }
-    ready.caught_up_locally(projections::board::NAME).await?;
+    ready
+        .caught_up_locally(projections::read_models::board::NAME)
+        .await?;
     let ids: Vec<Uuid> = labels.iter().map(|l| l.as_uuid()).collect();
     let found: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM labels WHERE org_id = $1 AND label_id = ANY($2) AND deleted_at IS NULL",
@@ -154,7 +164,9 @@ pub(crate) async fn check_category(
     let Some(category) = category else {
         return Ok(());
     };
-    ready.caught_up_locally(projections::board::NAME).await?;
+    ready
+        .caught_up_locally(projections::read_models::board::NAME)
+        .await?;
     let found: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM categories WHERE org_id = $1 AND category_id = $2 AND deleted_at IS NULL)",
     )
@@ -182,8 +194,12 @@ pub(crate) async fn check_assignees(
         return Ok(());
     }
     let ids: Vec<Uuid> = users.iter().map(|u| u.as_uuid()).collect();
-    let members =
-        projections::memberships::members_among(ready.store.pool(), org.as_uuid(), &ids).await?;
+    let members = projections::read_models::memberships::members_among(
+        ready.store.pool(),
+        org.as_uuid(),
+        &ids,
+    )
+    .await?;
     match users.iter().find(|u| !members.contains(&u.as_uuid())) {
         None => Ok(()),
         Some(user) => Err(unprocessable(

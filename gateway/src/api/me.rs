@@ -49,9 +49,10 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 async fn me(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
     let ready = state.ready()?;
-    let account = projections::identity::account(ready.store.pool(), caller.user_id.as_uuid())
-        .await?
-        .ok_or_else(|| ApiError::not_found("account_not_found", "no such account"))?;
+    let account =
+        projections::read_models::identity::account(ready.store.pool(), caller.user_id.as_uuid())
+            .await?
+            .ok_or_else(|| ApiError::not_found("account_not_found", "no such account"))?;
     let email = match &account.email_sealed {
         Some(sealed) => ready.identity.vault().opener().open(sealed).await?,
         None => eventstore::vault::ERASED.to_owned(),
@@ -98,7 +99,7 @@ async fn sessions(
         Via::Session { session_id, .. } => Some(session_id.as_uuid()),
         Via::ApiKey { .. } => None,
     };
-    let mut rows = projections::identity::sessions_of(
+    let mut rows = projections::read_models::identity::sessions_of(
         ready.store.pool(),
         caller.user_id.as_uuid(),
         paging.at()?,
@@ -157,9 +158,9 @@ async fn api_keys(
     let after = Ready::parse_after(q.after.as_deref())?;
     let ready = state.ready()?;
     ready
-        .read_after(after, projections::identity::NAME, None)
+        .read_after(after, projections::read_models::identity::NAME, None)
         .await?;
-    let mut rows = projections::identity::api_keys_of(
+    let mut rows = projections::read_models::identity::api_keys_of(
         ready.store.pool(),
         caller.user_id.as_uuid(),
         paging.at()?,

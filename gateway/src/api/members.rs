@@ -45,7 +45,7 @@ async fn members(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::memberships::NAME,
+        projections::read_models::memberships::NAME,
     )
     .await?;
     let mut rows: Vec<(Uuid, time::OffsetDateTime, Vec<String>)> = sqlx::query_as(
@@ -87,7 +87,7 @@ async fn teams(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::memberships::NAME,
+        projections::read_models::memberships::NAME,
     )
     .await?;
     let mut rows: Vec<TeamRow> =

@@ -1,6 +1,6 @@
 //! A stream's history with metadata: who did what and when, with the hash chain.
 //!
-//! Auditors see a stream only if the access policy lets them (`projections::access`): their
+//! Auditors see a stream only if the access policy lets them (`projections::read_models::access`): their
 //! own account, an organization's stream with an `admin.*` permission there, a task, label or
 //! category stream as a member. Anything else answers 404, so nothing leaks. The fields an
 //! event type declares sealed (and the request details in its metadata) are opened for
@@ -22,7 +22,7 @@ use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
 use crate::state::Ready;
 use domain::Scope;
-use projections::access::Class;
+use projections::read_models::access::Class;
 use uuid::Uuid;
 
 /// The most events one page returns.

@@ -520,7 +520,7 @@ async fn cairn_execute(
     writers: usize,
     project: bool,
 ) -> anyhow::Result<(Outcome, Histogram<u64>)> {
-    use projections::memberships::MembershipsProjection;
+    use projections::read_models::memberships::MembershipsProjection;
     use projections::runner::{Runner, RunnerOptions};
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -542,9 +542,9 @@ async fn cairn_execute(
     if project {
         // Catch up on the earlier phases' events first, so only lag under load is measured.
         let target = commands.store().head().await?;
-        let name = projections::memberships::NAME;
+        let name = projections::read_models::memberships::NAME;
         let within = Duration::from_secs(120);
-        if !projections::runner::wait_for(pool, name, target, within, None).await? {
+        if !projections::progress::wait_for(pool, name, target, within, None).await? {
             anyhow::bail!("the memberships projection did not catch up within 120 s");
         }
     }
@@ -749,11 +749,14 @@ async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
 
     eprintln!("phase 3/3: rebuilding the board projection");
     let store = Store::new(pool.clone(), StoreOptions::default());
-    let took =
-        projections::registry::replay(&store, projections::board::NAME, |at, target, rate| {
+    let took = projections::registry::replay(
+        &store,
+        projections::read_models::board::NAME,
+        |at, target, rate| {
             eprintln!("  replay: position {at} of {target}, {rate:.0} events/s");
-        })
-        .await?;
+        },
+    )
+    .await?;
     let replay_rate = scanned as f64 / took.as_secs_f64();
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM board_tasks")
         .fetch_one(&pool)

@@ -36,7 +36,7 @@ use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use projections::bus::{Bus, CloudEvent};
+use projections::consumers::bus::{Bus, CloudEvent};
 
 use gateway::config::Config;
 use gateway::App;

@@ -1,6 +1,6 @@
 //! The bus: how committed events leave the database.
 //!
-//! The [`relay`](crate::relay) reads the event store in commit order and publishes every event
+//! The [`relay`](crate::consumers::relay) reads the event store in commit order and publishes every event
 //! to a [`Bus`]; each node's live consumers (WebSocket rooms) read [`Bus::subscribe`]. Two
 //! implementations:
 //! - [`LocalBus`], a `tokio::sync::broadcast` inside one process: the embedded default;
