@@ -541,6 +541,14 @@ fn build(
         .map_err(|e| e.to_string())
 }
 
+/// The mailer's backlog: messages queued and not yet sent (`cairn projections`). The mailer
+/// keeps no event checkpoint: its outbox rows are its progress.
+pub async fn queued(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM mail_outbox")
+        .fetch_one(pool)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
