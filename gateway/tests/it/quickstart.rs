@@ -95,7 +95,10 @@ async fn the_readme_quick_start_creates_a_task_and_sees_it_arrive_on_the_feed() 
         Err(_) => panic!("the quick start did not finish within {DEADLINE:?}:\n{report}"),
         Ok(status) => {
             let status = status.expect("wait for bash");
-            assert!(status.success(), "the quick start failed ({status}):\n{report}");
+            assert!(
+                status.success(),
+                "the quick start failed ({status}):\n{report}"
+            );
         }
     }
 
@@ -107,7 +110,11 @@ async fn the_readme_quick_start_creates_a_task_and_sees_it_arrive_on_the_feed() 
     .await
     .expect("read the created tasks");
     pool.close().await;
-    assert_eq!(tasks.len(), 1, "the quick start creates one task: {tasks:?}");
+    assert_eq!(
+        tasks.len(),
+        1,
+        "the quick start creates one task: {tasks:?}"
+    );
     let seen = format!(
         r#"{{"type":"cairn.task.created.v1","subject":"task/{}"}}"#,
         tasks[0]
@@ -205,9 +212,7 @@ fn anchors(markdown: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_relative_link_in_the_docs_resolves_to_a_file_in_the_repository() {
-    let root = repository()
-        .canonicalize()
-        .expect("the repository's path");
+    let root = repository().canonicalize().expect("the repository's path");
     let mut pages = vec![root.join("README.md")];
     let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
         .expect("a docs folder")
@@ -252,7 +257,8 @@ fn every_relative_link_in_the_docs_resolves_to_a_file_in_the_repository() {
                 }
             };
             let Some(fragment) = fragment else { continue };
-            if file.extension().is_some_and(|x| x == "md") && !anchors(&read(&file)).contains(fragment)
+            if file.extension().is_some_and(|x| x == "md")
+                && !anchors(&read(&file)).contains(fragment)
             {
                 broken.push(format!(
                     "{}: `{target}`: {} has no heading `#{fragment}`",
@@ -262,7 +268,10 @@ fn every_relative_link_in_the_docs_resolves_to_a_file_in_the_repository() {
             }
         }
     }
-    assert!(checked > 10, "too few relative links found ({checked}): is the parser right?");
+    assert!(
+        checked > 10,
+        "too few relative links found ({checked}): is the parser right?"
+    );
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
