@@ -21,6 +21,7 @@ mod lists;
 mod live;
 mod nodes;
 mod production;
+mod quickstart;
 mod read_your_writes;
 mod receipts;
 mod sealed;
