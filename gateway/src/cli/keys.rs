@@ -49,9 +49,12 @@ pub(crate) async fn run(config: Config, keys: Keys) -> anyhow::Result<ExitCode> 
         .collect::<anyhow::Result<BTreeSet<Scope>>>()?;
     let key = super::existing_secret_key(&config)?;
     let (pool, store) = super::connect(&config, 2).await?;
+    // Running servers hear of these commits at once (else at their next poll).
+    let signals = tokio_util::sync::CancellationToken::new();
+    store.share_commit_signals(signals.clone());
     let identity = Identity::new(
         Commands::new(store),
-        eventstore::vault::Vault::new(pool, key),
+        eventstore::vault::Vault::new(pool.clone(), key),
     );
     let meta = Metadata::new(Actor::System);
     // Registers the person on first use; for someone known, this is one more sign-in.
@@ -73,10 +76,28 @@ pub(crate) async fn run(config: Config, keys: Keys) -> anyhow::Result<ExitCode> 
         .await
         .map_err(|e| anyhow::anyhow!("cannot issue the key: {e}"))
         .context("keys create")?;
+    // The key works once a server's identity read model has it: wait for that (briefly), so
+    // that the next command can use it.
+    let applied = match issued.receipt.cursor {
+        Some(cursor) => projections::progress::wait_for(
+            &pool,
+            projections::read_models::identity::NAME,
+            cursor,
+            std::time::Duration::from_secs(5),
+            None,
+        )
+        .await
+        .unwrap_or(false),
+        None => true,
+    };
+    signals.cancel();
     eprintln!(
         "issued key {} (prefix {}) for user {}; it is shown once:",
         issued.key_id, issued.prefix, signed_in.user_id
     );
+    if !applied {
+        eprintln!("note: no server has applied it yet; it works once one does");
+    }
     println!("{}", issued.key);
     Ok(ExitCode::SUCCESS)
 }
