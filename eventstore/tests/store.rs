@@ -652,5 +652,9 @@ async fn a_bulk_append_checks_sequences() {
     assert_eq!(done.events, 3);
     let report = store.verify(|_| {}).await.expect("verify");
     assert!(report.is_intact(), "{report:?}");
-    assert_eq!((report.streams, report.events), (1, 6), "nothing refused was written");
+    assert_eq!(
+        (report.streams, report.events),
+        (1, 6),
+        "nothing refused was written"
+    );
 }

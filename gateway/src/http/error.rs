@@ -198,9 +198,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Database(sqlx::Error::Database(_))
             | StoreError::Serde(_)
-            | StoreError::OutOfSequence(_) => {
-                Self::Internal(Box::new(e))
-            }
+            | StoreError::OutOfSequence(_) => Self::Internal(Box::new(e)),
             StoreError::Database(_) | StoreError::Unavailable(_) | StoreError::Closed => {
                 Self::Unavailable(Some(Box::new(e)))
             }
