@@ -1,14 +1,14 @@
 //! An event's stored `event_type`, read from its serde `type` tag, so that each name is written
 //! once: in the variant's `#[serde(rename = "noun.verb")]`.
 //!
-//! Every event enum here is internally tagged (`#[serde(tag = "type")]`). serde writes such a
-//! variant as a struct (or, for a newtype variant around a map, a map) whose first field is the
-//! tag, so [`tag_of`] serializes into a [`TagReader`] that keeps that first field and stops:
-//! nothing else is serialized, and nothing is allocated but the name.
+//! Every event enum here is internally tagged (`#[serde(tag = "type")]`) with struct (or unit)
+//! variants. serde writes such a variant as a struct whose first field is the tag, so
+//! [`tag_of`] serializes into a [`TagReader`] that keeps that first field and stops: nothing
+//! else is serialized, and nothing is allocated but the name.
 
 use std::fmt;
 
-use serde::ser::{self, Impossible, Serialize, SerializeMap, SerializeStruct, Serializer};
+use serde::ser::{self, Impossible, Serialize, SerializeStruct, Serializer};
 
 /// The serde tag field of every event enum.
 const TAG: &str = "type";
@@ -67,28 +67,24 @@ fn not_tagged<T>(what: &str) -> Result<T, Stop> {
     Err(Stop::NotTagged(format!("serialized as {what}")))
 }
 
-/// The first field of an internally tagged variant is its tag: anything else means `E` is not
-/// one.
-fn read_tag<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Never, Stop> {
-    if key != TAG {
-        return not_tagged(&format!("a struct whose first field is `{key}`"));
-    }
-    match value.serialize(TagValue) {
-        Err(stop) => Err(stop),
-        Ok(never) => match never {},
-    }
-}
-
 impl SerializeStruct for TagReader {
     type Ok = Never;
     type Error = Stop;
 
+    /// The first field of an internally tagged variant is its tag: anything else means `E`
+    /// is not one.
     fn serialize_field<T: Serialize + ?Sized>(
         &mut self,
         key: &'static str,
         value: &T,
     ) -> Result<(), Stop> {
-        read_tag(key, value).map(|never| match never {})
+        if key != TAG {
+            return not_tagged(&format!("a struct whose first field is `{key}`"));
+        }
+        match value.serialize(TagValue) {
+            Err(stop) => Err(stop),
+            Ok(never) => match never {},
+        }
     }
 
     fn end(self) -> Result<Never, Stop> {
@@ -96,38 +92,8 @@ impl SerializeStruct for TagReader {
     }
 }
 
-impl SerializeMap for TagReader {
-    type Ok = Never;
-    type Error = Stop;
-
-    fn serialize_key<T: Serialize + ?Sized>(&mut self, _key: &T) -> Result<(), Stop> {
-        not_tagged("a map written key by key")
-    }
-
-    fn serialize_value<T: Serialize + ?Sized>(&mut self, _value: &T) -> Result<(), Stop> {
-        not_tagged("a map written key by key")
-    }
-
-    fn serialize_entry<K: Serialize + ?Sized, V: Serialize + ?Sized>(
-        &mut self,
-        key: &K,
-        value: &V,
-    ) -> Result<(), Stop> {
-        let key = match key.serialize(TagValue) {
-            Err(Stop::Tag(key)) => key,
-            Err(stop) => return Err(stop),
-            Ok(never) => match never {},
-        };
-        read_tag(&key, value).map(|never| match never {})
-    }
-
-    fn end(self) -> Result<Never, Stop> {
-        not_tagged("an empty map")
-    }
-}
-
-/// Everything but `serialize_struct` and `serialize_map` means "not an internally tagged
-/// enum"; `$name` is what it was serialized as instead.
+/// Everything but `serialize_struct` means "not an internally tagged enum of struct or unit
+/// variants"; `$name` is what it was serialized as instead.
 macro_rules! refuse {
     ($($method:ident($($arg:ty),*) -> $ok:ty: $name:literal;)*) => {
         $(
@@ -145,15 +111,11 @@ impl Serializer for TagReader {
     type SerializeTuple = Impossible<Never, Stop>;
     type SerializeTupleStruct = Impossible<Never, Stop>;
     type SerializeTupleVariant = Impossible<Never, Stop>;
-    type SerializeMap = Self;
+    type SerializeMap = Impossible<Never, Stop>;
     type SerializeStruct = Self;
     type SerializeStructVariant = Impossible<Never, Stop>;
 
     fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self, Stop> {
-        Ok(self)
-    }
-
-    fn serialize_map(self, _len: Option<usize>) -> Result<Self, Stop> {
         Ok(self)
     }
 
@@ -199,6 +161,7 @@ impl Serializer for TagReader {
         serialize_unit_struct(&'static str) -> Never: "a unit struct";
         serialize_unit_variant(&'static str, u32, &'static str) -> Never: "an externally tagged unit variant";
         serialize_seq(Option<usize>) -> Self::SerializeSeq: "a sequence";
+        serialize_map(Option<usize>) -> Self::SerializeMap: "a map";
         serialize_tuple(usize) -> Self::SerializeTuple: "a tuple";
         serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct: "a tuple struct";
         serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant: "an externally tagged variant";
@@ -273,8 +236,6 @@ impl Serializer for TagValue {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use serde::Serialize;
 
     use super::tag_of;
@@ -288,8 +249,6 @@ mod tests {
         Gone {},
         #[serde(rename = "thing.unit")]
         Unit,
-        #[serde(rename = "thing.wrapped")]
-        Wrapped(BTreeMap<String, u32>),
     }
 
     #[test]
@@ -297,7 +256,6 @@ mod tests {
         assert_eq!(tag_of(&Tagged::Made { size: 3 }), "thing.made");
         assert_eq!(tag_of(&Tagged::Gone {}), "thing.gone");
         assert_eq!(tag_of(&Tagged::Unit), "thing.unit");
-        assert_eq!(tag_of(&Tagged::Wrapped(BTreeMap::new())), "thing.wrapped");
     }
 
     #[derive(Serialize)]

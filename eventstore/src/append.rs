@@ -74,6 +74,9 @@ pub struct Committed {
     pub last_hash: Vec<u8>,
 }
 
+/// An event's key: aggregate type, aggregate id and sequence.
+type EventKey = (String, String, i64);
+
 type Reply = oneshot::Sender<Result<Committed, StoreError>>;
 
 /// The sending side used by [`crate::Store`].
@@ -333,7 +336,7 @@ async fn write_batch(
     }
 
     // RETURNING promises no order, so each event finds its row by key.
-    let mut inserted: HashMap<(String, String, i64), (i64, i64, Vec<u8>)> = rows
+    let mut inserted: HashMap<EventKey, (i64, i64, Vec<u8>)> = rows
         .into_iter()
         .map(|(t, i, s, position, xid, hash)| ((t, i, s), (position, xid, hash)))
         .collect();
