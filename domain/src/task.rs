@@ -254,23 +254,7 @@ pub enum TaskEvent {
 
 impl DomainEvent for TaskEvent {
     fn event_type(&self) -> String {
-        match self {
-            Self::Created { .. } => "task.created",
-            Self::TitleChanged { .. } => "task.title_changed",
-            Self::DescriptionChanged { .. } => "task.description_changed",
-            Self::StatusChanged { .. } => "task.status_changed",
-            Self::PriorityChanged { .. } => "task.priority_changed",
-            Self::CategoryChanged { .. } => "task.category_changed",
-            Self::Assigned { .. } => "task.assigned",
-            Self::Unassigned { .. } => "task.unassigned",
-            Self::Labeled { .. } => "task.labeled",
-            Self::Unlabeled { .. } => "task.unlabeled",
-            Self::CommentAdded { .. } => "task.comment_added",
-            Self::CommentEdited { .. } => "task.comment_edited",
-            Self::CommentDeleted { .. } => "task.comment_deleted",
-            Self::Deleted {} => "task.deleted",
-        }
-        .to_owned()
+        crate::event_type::tag_of(self)
     }
 
     fn event_version(&self) -> String {

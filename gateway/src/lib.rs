@@ -25,4 +25,4 @@ mod ws;
 
 #[doc(hidden)]
 pub use api::api_routes;
-pub use startup::{secret_key, App};
+pub use startup::{secret_key, App, StartError};

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use commands::identity::Identity;
 use commands::Commands;
+use eventstore::vault::MasterKey;
 use eventstore::{Cursor, Store};
 use projections::consumers::mailer::Outbox;
 use tokio::sync::{watch, OnceCell};
@@ -43,7 +44,7 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     config: Config,
-    secret_key: [u8; 32],
+    secret_key: MasterKey,
     mail_to_files: bool,
     ready: OnceCell<Ready>,
     metrics: Metrics,
@@ -60,7 +61,7 @@ impl AppState {
     /// The state of a server that has not reached PostgreSQL yet.
     pub fn new(
         config: Config,
-        secret_key: [u8; 32],
+        secret_key: MasterKey,
         mail_to_files: bool,
         bus: Arc<dyn Bus>,
         shutdown: tokio_util::sync::CancellationToken,
@@ -90,7 +91,7 @@ impl AppState {
     }
 
     /// The key that seals tokens and personal data.
-    pub fn secret_key(&self) -> &[u8; 32] {
+    pub fn secret_key(&self) -> &MasterKey {
         &self.inner.secret_key
     }
 

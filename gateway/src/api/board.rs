@@ -16,8 +16,10 @@ use domain::task::TaskError;
 use domain::{CategoryId, Grant, LabelId, OrgId, Permission, Text, UserId};
 use projections::read_models::access::Class;
 use serde::{Deserialize, Deserializer};
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
+
+/// Timestamps on the wire: the one RFC 3339 encoder.
+pub(crate) use eventstore::encode::rfc3339 as at;
 
 use crate::http::error::{ApiError, DomainStatus};
 use crate::http::extract::{parse_id, RequestMeta};
@@ -253,10 +255,6 @@ pub(crate) fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
-}
-
-pub(crate) fn at(t: time::OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 /// `?after=<cursor>` alone.

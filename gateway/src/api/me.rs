@@ -8,11 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use domain::{ApiKeyId, Name, Scope, SessionId};
+use eventstore::encode::rfc3339;
 use eventstore::vault::fields;
 use serde::Deserialize;
 use serde_json::json;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use crate::api::paging::ListQuery;
 use crate::api::receipt::receipt_json;
@@ -41,10 +40,6 @@ pub fn router() -> Router<AppState> {
         .route("/me/sessions/{id}", delete(revoke_session))
         .route("/me/api-keys", get(api_keys).post(issue_api_key))
         .route("/me/api-keys/{id}", delete(revoke_api_key))
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 async fn me(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {

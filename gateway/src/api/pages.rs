@@ -152,7 +152,7 @@ async fn send_link(
     })?;
     let ready = state.ready()?;
     let index = ready.identity.vault().email_index(email.as_str());
-    let key: String = index.iter().map(|b| format!("{b:02x}")).collect();
+    let key = eventstore::encode::hex(index);
     state
         .limits()
         .links_per_email

@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::http::Method;
 use axum::routing::get;
 use axum::{Json, Router};
+use eventstore::encode::{hex, rfc3339};
 use eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
 
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery};
@@ -76,7 +76,7 @@ impl EventBody {
         let cursor = e.cursor().to_string();
         Self {
             event_id: e.event_id.to_string(),
-            recorded_at: e.recorded_at.format(&Rfc3339).unwrap_or_default(),
+            recorded_at: rfc3339(e.recorded_at),
             prev_hash: e.prev_hash.as_deref().map(hex),
             hash: hex(&e.hash),
             aggregate_type: e.aggregate_type,
@@ -90,10 +90,6 @@ impl EventBody {
             cursor,
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Serialize)]

@@ -3,7 +3,7 @@
 //! Benchmarks are programs, not timed tests: they print numbers and ratios; nothing asserts on
 //! wall-clock time. Each run uses a fresh database (dropped afterwards unless `--keep`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use commands::{Actor, Commands, Metadata};
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::CqrsFramework;
-use domain::organization::{Organization, OrganizationCommand as C};
-use domain::{Name, OrgId, Request, TeamId, UserId};
+use cqrs_es::{Aggregate, CqrsFramework, DomainEvent};
+use domain::organization::{Organization, OrganizationCommand as C, OrganizationEvent};
+use domain::task::{self, Task, TaskEvent};
+use domain::{CommentId, Name, OrgId, Request, TeamId, Text, UserId};
+use eventstore::append::{AppendRequest, NewEvent};
 use eventstore::{Store, StoreOptions};
 use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
@@ -625,26 +627,25 @@ async fn by_length(
         cache_capacity: 0,
         ..StoreOptions::default()
     };
-    let commands = Commands::new(Store::new(pool.clone(), options));
+    let store = Store::new(pool.clone(), options);
+    let commands = Commands::new(store.clone());
     let mut orgs = Vec::with_capacity(clients);
     eprintln!("  writing {clients} streams of {length} events");
     for _ in 0..clients {
-        let org = fresh_org().to_string();
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'organization', $1, s,
-                    CASE WHEN s = 1 THEN 'organization.created' ELSE 'organization.renamed' END, '1',
-                    CASE WHEN s = 1
-                         THEN jsonb_build_object('type', 'organization.created', 'org_id', $1::text, 'name', 'Bench')
-                         ELSE jsonb_build_object('type', 'organization.renamed', 'name', 'Bench ' || s) END,
-                    jsonb_build_object('actor', 'system', 'org_id', $1::text)
-               FROM generate_series(1, $2::int8) AS s
-              ORDER BY s",
-        )
-        .bind(&org)
-        .bind(length)
-        .execute(pool)
-        .await?;
+        let org = fresh_org();
+        let mut events = vec![OrganizationEvent::Created {
+            org_id: org,
+            name: Name::parse("name", "Bench")?,
+        }];
+        for s in 2..=length {
+            events.push(OrganizationEvent::Renamed {
+                name: Name::parse("name", &format!("Bench {s}"))?,
+            });
+        }
+        let org = org.to_string();
+        store
+            .append_bulk([bulk_request::<Organization>(&org, &org, events)?])
+            .await?;
         orgs.push(org);
     }
     let label = format!("length {length}");
@@ -681,45 +682,99 @@ async fn drop_database(config: &Config, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One stream's events from sequence 1, as a request for [`Store::append_bulk`].
+fn bulk_request<A: Aggregate>(
+    aggregate_id: &str,
+    org: &str,
+    events: Vec<A::Event>,
+) -> anyhow::Result<AppendRequest> {
+    Ok(AppendRequest {
+        command_id: Uuid::new_v4(),
+        fingerprint: None,
+        aggregate_type: A::TYPE.to_owned(),
+        aggregate_id: aggregate_id.to_owned(),
+        prev_hash: None,
+        events: (1..)
+            .zip(events)
+            .map(|(sequence, event)| {
+                Ok(NewEvent {
+                    sequence,
+                    event_type: event.event_type(),
+                    event_version: event.event_version(),
+                    payload: serde_json::to_value(&event)?,
+                })
+            })
+            .collect::<Result<_, serde_json::Error>>()?,
+        metadata: serde_json::to_value(metadata_map(org))?,
+        snapshot: None,
+    })
+}
+
 /// Writes `tasks` tasks of 10 events each (created, status, title, 3 comments, priority, a
-/// comment edited, an assignee, a comment deleted), in statements of 10,000 tasks.
+/// comment edited, an assignee, a comment deleted), through the event store's bulk append in
+/// batches of 10,000 tasks.
 async fn generate_task_events(pool: &PgPool, tasks: i64) -> anyhow::Result<()> {
-    let org = Uuid::now_v7();
+    let store = Store::new(pool.clone(), StoreOptions::default());
+    let org = fresh_org();
+    let text = |raw: &str| Text::parse("text", raw, task::BODY_MAX, true);
     let chunk = 10_000;
     let mut done = 0;
     while done < tasks {
         let n = chunk.min(tasks - done);
-        sqlx::query(
-            "WITH t AS (SELECT gen_random_uuid() AS id FROM generate_series(1, $2::int8)),
-                  c AS (SELECT id, s,
-                               md5(id::text || '/' || s)::uuid AS cid,
-                               md5(id::text || '/' || CASE s WHEN 8 THEN 4 WHEN 10 THEN 5 ELSE s END)::uuid AS ref
-                          FROM t CROSS JOIN generate_series(1, 10) AS s)
-             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'task', id::text, s, 'task.' || kind, '1', jsonb_build_object('type', 'task.' || kind) || data,
-                    jsonb_build_object('actor', 'system', 'org_id', $1::text)
-               FROM c CROSS JOIN LATERAL (VALUES (
-                    CASE s WHEN 1 THEN 'created' WHEN 2 THEN 'status_changed' WHEN 3 THEN 'title_changed'
-                           WHEN 7 THEN 'priority_changed' WHEN 8 THEN 'comment_edited' WHEN 9 THEN 'assigned'
-                           WHEN 10 THEN 'comment_deleted' ELSE 'comment_added' END,
-                    CASE s
-                      WHEN 1 THEN jsonb_build_object('org_id', $1::text, 'title', 'Task ' || id, 'description', '',
-                                  'status', 'todo', 'priority', 'none', 'category_id', null,
-                                  'labels', '[]'::jsonb, 'assignees', '[]'::jsonb)
-                      WHEN 2 THEN jsonb_build_object('status', 'in_progress')
-                      WHEN 3 THEN jsonb_build_object('title', 'Renamed ' || id)
-                      WHEN 7 THEN jsonb_build_object('priority', 'high')
-                      WHEN 8 THEN jsonb_build_object('comment_id', ref, 'body', 'edited')
-                      WHEN 9 THEN jsonb_build_object('user_id', md5(id::text)::uuid)
-                      WHEN 10 THEN jsonb_build_object('comment_id', ref)
-                      ELSE jsonb_build_object('comment_id', cid, 'author', null, 'body', 'comment ' || s)
-                    END)) AS e(kind, data)
-              ORDER BY id, s",
-        )
-        .bind(org.to_string())
-        .bind(n)
-        .execute(pool)
-        .await?;
+        let mut requests = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let id = Uuid::new_v4();
+            let comments: Vec<CommentId> = (0..3)
+                .map(|_| CommentId::from_uuid(Uuid::new_v4()))
+                .collect();
+            let comment = |i: usize, body: &str| -> anyhow::Result<TaskEvent> {
+                Ok(TaskEvent::CommentAdded {
+                    comment_id: comments[i],
+                    author: None,
+                    body: text(body)?,
+                })
+            };
+            let events = vec![
+                TaskEvent::Created {
+                    org_id: org,
+                    title: text(&format!("Task {id}"))?,
+                    description: text("")?,
+                    status: task::Status::Todo,
+                    priority: task::Priority::None,
+                    category_id: None,
+                    labels: BTreeSet::new(),
+                    assignees: BTreeSet::new(),
+                },
+                TaskEvent::StatusChanged {
+                    status: task::Status::InProgress,
+                },
+                TaskEvent::TitleChanged {
+                    title: text(&format!("Renamed {id}"))?,
+                },
+                comment(0, "comment 4")?,
+                comment(1, "comment 5")?,
+                comment(2, "comment 6")?,
+                TaskEvent::PriorityChanged {
+                    priority: task::Priority::High,
+                },
+                TaskEvent::CommentEdited {
+                    comment_id: comments[0],
+                    body: text("edited")?,
+                },
+                TaskEvent::Assigned {
+                    user_id: UserId::from_uuid(Uuid::new_v4()),
+                },
+                TaskEvent::CommentDeleted {
+                    comment_id: comments[1],
+                },
+            ];
+            requests.push(bulk_request::<Task>(
+                &id.to_string(),
+                &org.to_string(),
+                events,
+            )?);
+        }
+        store.append_bulk(requests).await?;
         done += n;
         eprintln!("  generated {} of {} events", done * 10, tasks * 10);
     }

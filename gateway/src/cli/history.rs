@@ -34,7 +34,7 @@ pub(crate) async fn run(
             let line = serde_json::json!({
                 "sequence": event.sequence,
                 "type": event.event_type,
-                "recorded_at": event.recorded_at.format(&time::format_description::well_known::Rfc3339)?,
+                "recorded_at": eventstore::encode::rfc3339(event.recorded_at),
                 "data": data,
                 "metadata": event.metadata,
             });

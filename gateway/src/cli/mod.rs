@@ -27,7 +27,7 @@ pub(crate) async fn connect(config: &Config, max: u32) -> anyhow::Result<(PgPool
 /// The server's key, for the tools: `CAIRN_SECRET_KEY`, or the key file that `cairn serve`
 /// created in `CAIRN_DATA_DIR`. Only `serve` creates a key: a tool run from another folder
 /// must not make a new one, which would open nothing.
-pub(crate) fn existing_secret_key(config: &Config) -> anyhow::Result<[u8; 32]> {
+pub(crate) fn existing_secret_key(config: &Config) -> anyhow::Result<eventstore::vault::MasterKey> {
     let path = config.data_dir.join("secret.key");
     if config.secret_key.is_none() && !path.exists() {
         anyhow::bail!(
@@ -36,7 +36,7 @@ pub(crate) fn existing_secret_key(config: &Config) -> anyhow::Result<[u8; 32]> {
             path.display()
         );
     }
-    gateway::secret_key(config)
+    Ok(gateway::secret_key(config)?)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -13,7 +13,7 @@ use commands::{Actor, Commands, Metadata};
 use domain::organization::{Organization, OrganizationCommand as C};
 use domain::task::{NewTask, Priority, Status, Task, TaskCommand, TaskEdit, TaskRequest};
 use domain::{Email, Grant, Name, OrgId, Permission, Request, Scope, TaskId, TeamId, Text, UserId};
-use eventstore::vault::Vault;
+use eventstore::vault::{MasterKey, Vault};
 use eventstore::{Store, StoreOptions};
 use gateway::config::Config;
 use gateway::App;
@@ -142,7 +142,7 @@ pub(super) async fn through_http(
     config.api_rate = u32::MAX / 2;
     config.db_pool = config.db_pool.max(clients as u32 + 4);
     let key = gateway::secret_key(&config)?;
-    config.secret_key = Some(key);
+    config.secret_key = Some(key.clone());
     let app = App::build(config.clone()).await?;
     let base = format!("http://{}", app.local_addr());
     let shutdown = app.shutdown_token();
@@ -250,7 +250,7 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
 
 /// Registers a bench user (through a sign-in link, as anyone registers) and issues an API key
 /// with the scopes the phase needs, recorded as events like any other.
-async fn api_key(config: &Config, key: [u8; 32]) -> anyhow::Result<String> {
+async fn api_key(config: &Config, key: MasterKey) -> anyhow::Result<String> {
     let pool = eventstore::connect(config.database.clone(), 2).await?;
     let store = Store::new(pool.clone(), StoreOptions::default());
     let identity = Identity::new(Commands::new(store), Vault::new(pool, key));

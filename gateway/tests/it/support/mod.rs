@@ -107,7 +107,7 @@ pub async fn start_with(db: TestDb, vars: &[(&str, String)]) -> TestApp {
                     }
                 };
                 let _ = started.send(Ok((app.local_addr(), app.shutdown_token())));
-                app.run().await
+                Ok(app.run().await?)
             })
         })
         .expect("spawn the server thread");
