@@ -41,7 +41,7 @@ pub fn new_api_key() -> (String, String, Digest) {
         .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
         .collect();
     let secret: [u8; 32] = rand::random();
-    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = eventstore::encode::hex(secret);
     let key = format!("cairn_{prefix}_{secret}");
     let hash = digest(&key);
     (key, prefix, hash)

@@ -184,18 +184,7 @@ pub enum AccountEvent {
 
 impl DomainEvent for AccountEvent {
     fn event_type(&self) -> String {
-        match self {
-            Self::MagicLinkRequested { .. } => "account.magic_link_requested",
-            Self::Registered { .. } => "account.registered",
-            Self::MagicLinkConsumed { .. } => "account.magic_link_consumed",
-            Self::SessionStarted { .. } => "account.session_started",
-            Self::SessionRenewed { .. } => "account.session_renewed",
-            Self::SessionRevoked { .. } => "account.session_revoked",
-            Self::ApiKeyIssued { .. } => "account.api_key_issued",
-            Self::ApiKeyRevoked { .. } => "account.api_key_revoked",
-            Self::Erased {} => "account.erased",
-        }
-        .to_owned()
+        crate::event_type::tag_of(self)
     }
 
     fn event_version(&self) -> String {
@@ -212,7 +201,7 @@ pub enum AccountError {
     /// The account has not signed in yet (HTTP 404).
     #[error("no such account")]
     NotRegistered,
-    /// The person was erased (HTTP 410).
+    /// The person was erased (HTTP 404, code `account_erased`).
     #[error("this account was erased")]
     Erased,
     /// No such live session (HTTP 404).
@@ -909,6 +898,12 @@ mod tests {
                 serde_json::to_string(&event).expect("serialize"),
                 json,
                 "{label}: serialized"
+            );
+            let pinned: serde_json::Value = serde_json::from_str(json).expect("json");
+            assert_eq!(
+                pinned["type"].as_str(),
+                Some(label.as_str()),
+                "{label}: the tag is the stored event_type"
             );
             assert_eq!(
                 serde_json::from_str::<V>(json).expect("parse"),

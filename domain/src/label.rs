@@ -249,12 +249,7 @@ macro_rules! tag_aggregate {
 
         impl DomainEvent for $event {
             fn event_type(&self) -> String {
-                match self {
-                    Self::Created { .. } => $created,
-                    Self::Updated { .. } => $updated,
-                    Self::Deleted {} => $deleted,
-                }
-                .to_owned()
+                crate::event_type::tag_of(self)
             }
 
             fn event_version(&self) -> String {

@@ -7,11 +7,13 @@
 //!
 //! Each aggregate lives in its own module with its commands, events and error enum. Events are a
 //! stored contract: their JSON is pinned by tests in each module, and their wire type is
-//! `noun.verb` (see [`organization::OrganizationEvent`]). Start reading at [`organization`], then
+//! `noun.verb` (see [`organization::OrganizationEvent`]), written once, in the serde tag that
+//! `event_type()` reads back. Start reading at [`organization`], then
 //! [`account`] (identity: magic links, sessions, API keys, erasure).
 
 pub mod account;
 mod caller;
+mod event_type;
 mod grant;
 pub mod ids;
 pub mod label;

@@ -170,19 +170,7 @@ pub enum OrganizationEvent {
 
 impl DomainEvent for OrganizationEvent {
     fn event_type(&self) -> String {
-        match self {
-            Self::Created { .. } => "organization.created",
-            Self::Renamed { .. } => "organization.renamed",
-            Self::MemberAdded { .. } => "organization.member_added",
-            Self::MemberRemoved { .. } => "organization.member_removed",
-            Self::TeamCreated { .. } => "organization.team_created",
-            Self::TeamRenamed { .. } => "organization.team_renamed",
-            Self::TeamDeleted { .. } => "organization.team_deleted",
-            Self::TeamPermissionsSet { .. } => "organization.team_permissions_set",
-            Self::TeamMemberAdded { .. } => "organization.team_member_added",
-            Self::TeamMemberRemoved { .. } => "organization.team_member_removed",
-        }
-        .to_owned()
+        crate::event_type::tag_of(self)
     }
 
     fn event_version(&self) -> String {
@@ -1411,6 +1399,12 @@ mod tests {
                 "{label}: serialized"
             );
             let back: V = serde_json::from_str(json).expect("deserialize");
+            let pinned: serde_json::Value = serde_json::from_str(json).expect("json");
+            assert_eq!(
+                pinned["type"].as_str(),
+                Some(label.as_str()),
+                "{label}: the tag is the stored event_type"
+            );
             assert_eq!(back.event_type(), event.event_type());
             assert_eq!(back, event);
         }

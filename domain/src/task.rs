@@ -34,6 +34,19 @@ pub enum Status {
     Canceled,
 }
 
+impl Status {
+    /// The name it has in events and on the wire, such as `in_progress`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backlog => "backlog",
+            Self::Todo => "todo",
+            Self::InProgress => "in_progress",
+            Self::Done => "done",
+            Self::Canceled => "canceled",
+        }
+    }
+}
+
 /// How urgent a task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +61,19 @@ pub enum Priority {
     High,
     /// Urgent.
     Urgent,
+}
+
+impl Priority {
+    /// The name it has in events and on the wire, such as `urgent`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Urgent => "urgent",
+        }
+    }
 }
 
 /// The fields of a new task.
@@ -254,23 +280,7 @@ pub enum TaskEvent {
 
 impl DomainEvent for TaskEvent {
     fn event_type(&self) -> String {
-        match self {
-            Self::Created { .. } => "task.created",
-            Self::TitleChanged { .. } => "task.title_changed",
-            Self::DescriptionChanged { .. } => "task.description_changed",
-            Self::StatusChanged { .. } => "task.status_changed",
-            Self::PriorityChanged { .. } => "task.priority_changed",
-            Self::CategoryChanged { .. } => "task.category_changed",
-            Self::Assigned { .. } => "task.assigned",
-            Self::Unassigned { .. } => "task.unassigned",
-            Self::Labeled { .. } => "task.labeled",
-            Self::Unlabeled { .. } => "task.unlabeled",
-            Self::CommentAdded { .. } => "task.comment_added",
-            Self::CommentEdited { .. } => "task.comment_edited",
-            Self::CommentDeleted { .. } => "task.comment_deleted",
-            Self::Deleted {} => "task.deleted",
-        }
-        .to_owned()
+        crate::event_type::tag_of(self)
     }
 
     fn event_version(&self) -> String {
@@ -1041,6 +1051,31 @@ mod tests {
                 event,
                 "{label}: deserialized"
             );
+        }
+    }
+
+    #[test]
+    fn status_and_priority_names_are_their_serde_names() {
+        use super::{Priority, Status};
+        for status in [
+            Status::Backlog,
+            Status::Todo,
+            Status::InProgress,
+            Status::Done,
+            Status::Canceled,
+        ] {
+            let json = serde_json::to_value(status).expect("serializes");
+            assert_eq!(json, status.as_str());
+        }
+        for priority in [
+            Priority::None,
+            Priority::Low,
+            Priority::Medium,
+            Priority::High,
+            Priority::Urgent,
+        ] {
+            let json = serde_json::to_value(priority).expect("serializes");
+            assert_eq!(json, priority.as_str());
         }
     }
 }

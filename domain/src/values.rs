@@ -4,7 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Why a value was rejected. Maps to HTTP 400 at the edge.
+/// Why a value was rejected. The gateway answers it with HTTP 422 (`validation_failed`): the
+/// request was well-formed, its value broke a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
     /// The value was empty after trimming.
@@ -198,13 +199,17 @@ impl Serialize for Digest {
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let mut out = [0u8; 32];
-        if s.len() != 64 {
-            return Err(serde::de::Error::custom("expected 64 hex digits"));
+        let bad = || serde::de::Error::custom("expected 64 hex digits");
+        // By bytes, never by `str` index: a multibyte character is simply not a digit.
+        let digits = s.as_bytes();
+        if digits.len() != 64 {
+            return Err(bad());
         }
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-                .map_err(|_| serde::de::Error::custom("expected 64 hex digits"))?;
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+            let digit = |b: u8| char::from(b).to_digit(16).ok_or_else(bad);
+            // Both digits are below 16, so this fits in a byte.
+            *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
         }
         Ok(Self(out))
     }
@@ -252,6 +257,26 @@ mod tests {
         let json = serde_json::to_string(&d).expect("serialize");
         assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
         assert_eq!(serde_json::from_str::<Digest>(&json).expect("parse"), d);
+    }
+
+    #[test]
+    fn a_digest_with_multibyte_characters_is_refused_not_a_panic() {
+        // 64 bytes, but not 64 hex digits: slicing such a string at byte offsets would panic.
+        for bad in [
+            "é".repeat(32),
+            format!("a{}", "é".repeat(31)) + "a",
+            "€".repeat(21) + "a",
+            "g".repeat(64),
+            "ab".repeat(31),
+        ] {
+            let json = serde_json::to_string(&bad).expect("serialize");
+            assert!(serde_json::from_str::<Digest>(&json).is_err(), "{bad}");
+        }
+        let upper = format!("\"{}\"", "AB".repeat(32));
+        assert_eq!(
+            serde_json::from_str::<Digest>(&upper).expect("parse"),
+            Digest::from_bytes([0xab; 32])
+        );
     }
 
     #[test]

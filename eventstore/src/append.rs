@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use crate::signal::Commits;
-use crate::{Appended, Cursor, Receipt, StoreError};
+use crate::{Appended, BulkAppended, Cursor, Receipt, StoreError};
 
 /// One event to append.
 #[derive(Debug, Clone)]
@@ -73,6 +73,9 @@ pub struct Committed {
     /// The last event's hash.
     pub last_hash: Vec<u8>,
 }
+
+/// An event's key: aggregate type, aggregate id and sequence.
+type EventKey = (String, String, i64);
 
 type Reply = oneshot::Sender<Result<Committed, StoreError>>;
 
@@ -285,7 +288,7 @@ async fn write_batch(
     }
     let (snap_keys, snap_values): (Vec<_>, Vec<_>) = snapshots.into_iter().unzip();
 
-    let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+    let rows: Vec<(String, String, i64, i64, i64, Vec<u8>)> = sqlx::query_as(
         "WITH receipts AS (
              INSERT INTO command_receipts (command_id, aggregate_type, aggregate_id, first_sequence, last_sequence, fingerprint)
              SELECT * FROM UNNEST($9::uuid[], $10::text[], $11::text[], $12::int8[], $13::int8[], $14::uuid[])
@@ -302,7 +305,7 @@ async fn write_batch(
            FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[])
                 WITH ORDINALITY AS u(t, i, s, et, ev, p, m, h, n)
           ORDER BY n
-         RETURNING global_position, transaction_id::text::int8, hash",
+         RETURNING aggregate_type, aggregate_id, sequence, global_position, transaction_id::text::int8, hash",
     )
     .bind(&types)
     .bind(&ids)
@@ -332,14 +335,24 @@ async fn write_batch(
         ))));
     }
 
+    // RETURNING promises no order, so each event finds its row by key.
+    let mut inserted: HashMap<EventKey, (i64, i64, Vec<u8>)> = rows
+        .into_iter()
+        .map(|(t, i, s, position, xid, hash)| ((t, i, s), (position, xid, hash)))
+        .collect();
+
     let mut done = Vec::with_capacity(requests.len());
-    let mut rows = rows.into_iter();
     for r in requests {
         let mut events = Vec::with_capacity(r.events.len());
         let mut last = None;
+        let mut key = (r.aggregate_type.clone(), r.aggregate_id.clone(), 0);
         for e in &r.events {
-            let (position, xid, hash) = rows.next().ok_or_else(|| {
-                StoreError::Database(sqlx::Error::Protocol("missing inserted row".into()))
+            key.2 = e.sequence;
+            let (position, xid, hash) = inserted.remove(&key).ok_or_else(|| {
+                StoreError::Database(sqlx::Error::Protocol(format!(
+                    "no inserted row for {}/{} sequence {}",
+                    r.aggregate_type, r.aggregate_id, e.sequence
+                )))
             })?;
             events.push(Appended {
                 sequence: e.sequence,
@@ -362,4 +375,98 @@ async fn write_batch(
         });
     }
     Ok(done)
+}
+
+/// The most events one statement of a bulk append carries (a request is never split, so a
+/// larger one goes alone).
+const BULK_EVENTS: usize = 10_000;
+
+/// Writes `requests` in statements of about [`BULK_EVENTS`] events each, in order, and tells
+/// `commits` after each. See [`crate::Store::append_bulk`].
+pub(crate) async fn append_bulk(
+    pool: &PgPool,
+    commits: &Commits,
+    requests: impl IntoIterator<Item = AppendRequest>,
+) -> Result<BulkAppended, StoreError> {
+    let mut done = BulkAppended::default();
+    // The sequence each stream seen so far must continue with.
+    let mut next: HashMap<(String, String), i64> = HashMap::new();
+    let mut chunk = Vec::new();
+    let mut events = 0;
+    for request in requests {
+        if request.events.is_empty() {
+            continue;
+        }
+        check_sequences(&request, &mut next)?;
+        events += request.events.len();
+        chunk.push(request);
+        if events >= BULK_EVENTS {
+            write_bulk_chunk(pool, commits, &chunk, &mut done).await?;
+            chunk.clear();
+            events = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        write_bulk_chunk(pool, commits, &chunk, &mut done).await?;
+    }
+    Ok(done)
+}
+
+/// Refuses a request whose events are not contiguous from 1 on, or that does not continue
+/// where an earlier request of the same bulk left its stream. (Whether a stream's first event
+/// in the bulk follows what is already stored, PostgreSQL checks: the chain trigger needs the
+/// predecessor, and the primary key refuses a repeat.)
+fn check_sequences(
+    request: &AppendRequest,
+    next: &mut HashMap<(String, String), i64>,
+) -> Result<(), StoreError> {
+    let key = (request.aggregate_type.clone(), request.aggregate_id.clone());
+    let mut expected = next.get(&key).copied();
+    for event in &request.events {
+        let fits = match expected {
+            Some(n) => event.sequence == n,
+            None => event.sequence >= 1,
+        };
+        if !fits {
+            return Err(StoreError::OutOfSequence(format!(
+                "{}/{}: event {} where {} was expected",
+                request.aggregate_type,
+                request.aggregate_id,
+                event.sequence,
+                expected.map_or_else(|| "1 or more".to_owned(), |n| n.to_string()),
+            )));
+        }
+        expected = Some(event.sequence + 1);
+    }
+    if let Some(n) = expected {
+        next.insert(key, n);
+    }
+    Ok(())
+}
+
+async fn write_bulk_chunk(
+    pool: &PgPool,
+    commits: &Commits,
+    chunk: &[AppendRequest],
+    done: &mut BulkAppended,
+) -> Result<(), StoreError> {
+    let committed = write_batch(pool, chunk).await.map_err(|e| match &e {
+        StoreError::Database(sqlx::Error::Database(db)) => match db.constraint() {
+            Some("events_pkey") => StoreError::Conflict,
+            // The chain trigger: an event whose predecessor is not stored.
+            _ if db.code().as_deref() == Some("23503") => {
+                StoreError::OutOfSequence(db.message().to_owned())
+            }
+            _ => e,
+        },
+        _ => e,
+    })?;
+    let cursor = committed.iter().filter_map(|c| c.receipt.cursor).max();
+    if let Some(cursor) = cursor {
+        commits.committed(&[cursor]);
+        done.cursor = Some(cursor);
+    }
+    done.commands += committed.len() as u64;
+    done.events += chunk.iter().map(|r| r.events.len() as u64).sum::<u64>();
+    Ok(())
 }

@@ -12,6 +12,10 @@ pub enum StoreError {
     /// The command id was already executed; here is its first receipt.
     #[error("command already executed")]
     Duplicate(Box<Receipt>),
+    /// Events given out of order: a gap, a repeat or a sequence below 1 in one stream, or a
+    /// stream continued without its predecessor stored ([`crate::Store::append_bulk`]).
+    #[error("events out of sequence: {0}")]
+    OutOfSequence(String),
     /// PostgreSQL failed or is unreachable.
     #[error("database error")]
     Database(#[from] sqlx::Error),

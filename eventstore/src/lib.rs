@@ -13,6 +13,8 @@
 //! - [`Store::tail`] and [`Cursor`]: the gapless `(xid, position)` tail.
 //! - [`Store::verify`]: recomputes every hash chain.
 //! - [`vault`]: per-person keys for personal data in events (crypto-shredding).
+//! - [`Store::append_bulk`]: many streams written at once, for imports and benchmark data.
+//! - [`encode`]: the one hex and the one RFC 3339 encoder every crate uses.
 //!
 //! The table stays readable and writable by postgres-es (its columns are postgres-es's, every
 //! extra column has a default); a test shows postgres-es appending into it.
@@ -21,6 +23,7 @@ mod aggregate;
 pub mod append;
 mod cursor;
 mod db;
+pub mod encode;
 mod error;
 mod read;
 mod receipt;
@@ -34,7 +37,7 @@ pub use cursor::{Cursor, CursorError};
 pub use db::{connect, ensure_database, tune, MIGRATOR};
 pub use error::StoreError;
 pub use read::{EventFilter, RecordedEvent};
-pub use receipt::{Appended, Receipt};
+pub use receipt::{Appended, BulkAppended, Receipt};
 pub use signal::CommitTime;
 pub use store::{Store, StoreOptions};
 pub use verify::{BrokenLink, VerifyReport};
@@ -47,4 +50,5 @@ pub mod metadata_keys {
     pub const ORG_ID: &str = "org_id";
 }
 
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

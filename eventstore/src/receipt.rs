@@ -54,3 +54,14 @@ impl Receipt {
         self.events.last().map(|e| e.sequence)
     }
 }
+
+/// What [`crate::Store::append_bulk`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BulkAppended {
+    /// Requests written, each with its receipt.
+    pub commands: u64,
+    /// Events written.
+    pub events: u64,
+    /// The cursor after the last statement's newest event; `None` when nothing was written.
+    pub cursor: Option<Cursor>,
+}

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::append::{self, AppendRequest, Appender, Committed};
 use crate::signal::{self, CommitTime, Commits};
-use crate::{AggregateStore, Cursor, Receipt, StoreError};
+use crate::{AggregateStore, BulkAppended, Cursor, Receipt, StoreError};
 
 /// Tuning for a [`Store`].
 #[derive(Debug, Clone)]
@@ -68,7 +68,12 @@ impl Store {
         }
     }
 
-    /// The connection pool.
+    /// The connection pool, for the tables *beside* the event log: read models, checkpoints,
+    /// receipts, keys, the outbox.
+    ///
+    /// **Never for `events`.** This crate is the only writer of that table, and reads of it go
+    /// through the methods here ([`Store::tail`], [`Store::read_stream`], [`Store::head`], ...),
+    /// which keep the gapless order and the hash chain's rules in one place.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
     }
@@ -86,6 +91,25 @@ impl Store {
     /// Appends one command's events through the group-commit writer.
     pub async fn append(&self, request: AppendRequest) -> Result<Committed, StoreError> {
         self.inner.appender.append(request).await
+    }
+
+    /// Writes many commands' events at once, for imports and generated data such as
+    /// `cairn bench`'s: the only way besides [`Store::append`] into `events`.
+    ///
+    /// Requests are written in order, several thousand events per statement (one transaction
+    /// each, so no transaction is held open long), bypassing the group-commit writer. Each
+    /// request gets its receipt, any snapshot it carries is stored, and the hash chain is
+    /// computed as for any append. Sequences are checked: within a request and across the
+    /// requests of one call they must be contiguous, and a stream's first event here must
+    /// follow what is stored. Requests without events are skipped.
+    ///
+    /// Not atomic as a whole: on an error, the statements before the failing one stay
+    /// committed. Commit signals go out after each statement, so tailers keep up.
+    pub async fn append_bulk(
+        &self,
+        requests: impl IntoIterator<Item = AppendRequest>,
+    ) -> Result<BulkAppended, StoreError> {
+        append::append_bulk(&self.inner.pool, &self.inner.commits, requests).await
     }
 
     /// The stored receipt of a command, if it ran.

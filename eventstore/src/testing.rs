@@ -1,6 +1,7 @@
 //! A throwaway database per test: created on the local server (migrated, from a template), and
 //! dropped again.
-//! Used by the test suites of every crate; not for production code.
+//! Used by the test suites of every crate, through the `testing` feature that only their
+//! dev-dependencies enable: it is never compiled into the server, so its `expect`s stay in tests.
 
 use std::str::FromStr;
 

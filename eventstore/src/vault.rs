@@ -18,12 +18,14 @@
 //! master key, so the address itself is stored nowhere.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -161,11 +163,36 @@ impl SubjectKey {
     }
 }
 
+/// The server's master key (`CAIRN_SECRET_KEY`): it seals every subject's key and keys the
+/// email blind index. Its `Debug` shows nothing of it, and it is zeroed when the last clone is
+/// dropped. [`ExposeSecret`] reads it, which is easy to find in a review.
+#[derive(Debug, Clone)]
+pub struct MasterKey(Arc<SecretBox<[u8; 32]>>);
+
+impl MasterKey {
+    /// A new random key.
+    pub fn generate() -> Self {
+        Self::from(rand::random::<[u8; 32]>())
+    }
+}
+
+impl From<[u8; 32]> for MasterKey {
+    fn from(bytes: [u8; 32]) -> Self {
+        Self(Arc::new(SecretBox::new(Box::new(bytes))))
+    }
+}
+
+impl ExposeSecret<[u8; 32]> for MasterKey {
+    fn expose_secret(&self) -> &[u8; 32] {
+        self.0.expose_secret()
+    }
+}
+
 /// The key vault.
 #[derive(Clone)]
 pub struct Vault {
     pool: PgPool,
-    master: [u8; 32],
+    master: MasterKey,
 }
 
 impl std::fmt::Debug for Vault {
@@ -181,13 +208,16 @@ pub struct Malformed;
 
 impl Vault {
     /// A vault over `pool` whose keys are sealed with `master`.
-    pub fn new(pool: PgPool, master: [u8; 32]) -> Self {
-        Self { pool, master }
+    pub fn new(pool: PgPool, master: impl Into<MasterKey>) -> Self {
+        Self {
+            pool,
+            master: master.into(),
+        }
     }
 
     /// The blind index of a normalised email address.
     pub fn email_index(&self, email: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.master)
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.master.expose_secret())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         mac.update(b"cairn/email-index/v1\0");
         mac.update(email.as_bytes());
@@ -264,7 +294,7 @@ impl Vault {
     }
 
     fn seal_key(&self, subject_id: Uuid, key: &[u8; 32]) -> Vec<u8> {
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.master));
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(self.master.expose_secret()));
         let nonce: [u8; 12] = rand::random();
         let ciphertext = cipher
             .encrypt(
@@ -286,7 +316,7 @@ impl Vault {
                 "a subject key is truncated".to_owned(),
             ));
         }
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.master));
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(self.master.expose_secret()));
         let plain = cipher
             .decrypt(
                 Nonce::from_slice(&sealed[..12]),
@@ -438,6 +468,14 @@ mod tests {
 
     async fn vault(db: &TestDb) -> Vault {
         Vault::new(db.pool(2).await, [9; 32])
+    }
+
+    #[test]
+    fn the_master_key_never_shows_in_debug() {
+        let key = MasterKey::from([0xab; 32]);
+        let shown = format!("{key:?}");
+        assert!(!shown.contains("171") && !shown.contains("ab"), "{shown}");
+        assert_eq!(key.expose_secret(), &[0xab; 32]);
     }
 
     /// The first version's sealing (subject-only associated data), to check old history.

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use cqrs_es::{AggregateContext, CqrsFramework, EventStore};
+use eventstore::append::{AppendRequest, NewEvent};
 use eventstore::testing::TestDb;
 use eventstore::{Cursor, Store, StoreError, StoreOptions};
 use rand::Rng;
@@ -543,4 +544,117 @@ async fn a_slow_transaction_in_this_database_is_never_skipped() {
     );
     elsewhere.rollback().await.expect("rollback");
     other_pool.close().await;
+}
+
+/// A request to append `counter.added` events `sequences` to counter `id`.
+fn bulk_request(id: &str, sequences: std::ops::RangeInclusive<i64>) -> AppendRequest {
+    AppendRequest {
+        command_id: Uuid::new_v4(),
+        fingerprint: None,
+        aggregate_type: "counter".into(),
+        aggregate_id: id.into(),
+        prev_hash: None,
+        events: sequences
+            .map(|sequence| NewEvent {
+                sequence,
+                event_type: "counter.added".into(),
+                event_version: "1".into(),
+                payload: serde_json::json!({"type": "counter.added", "by": sequence}),
+            })
+            .collect(),
+        metadata: serde_json::json!({"actor": "system", "org_id": "org-bulk"}),
+        snapshot: None,
+    }
+}
+
+#[tokio::test]
+async fn a_bulk_append_writes_many_streams_with_receipts_and_intact_chains() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    // 120 streams of 100 events, each in two requests: every stream's first 60 events, then
+    // every stream's last 40. 12,000 events take two statements, and the second halves
+    // continue streams written rows or statements earlier.
+    let streams: Vec<String> = (0..120).map(|i| format!("bulk-{i}")).collect();
+    let mut requests: Vec<AppendRequest> =
+        streams.iter().map(|id| bulk_request(id, 1..=60)).collect();
+    requests.extend(streams.iter().map(|id| bulk_request(id, 61..=100)));
+    let ids: Vec<(Uuid, String, i64)> = requests
+        .iter()
+        .map(|r| (r.command_id, r.aggregate_id.clone(), r.events[0].sequence))
+        .collect();
+    let done = store.append_bulk(requests).await.expect("bulk append");
+    assert_eq!((done.commands, done.events), (240, 12_000));
+    assert_eq!(Some(*store.commits().borrow()), done.cursor);
+
+    let report = store.verify(|_| {}).await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.events, 12_000);
+    let stream = store
+        .read_stream("counter", "bulk-7", 1, 1000)
+        .await
+        .expect("read");
+    assert_eq!(
+        stream.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        (1..=100).collect::<Vec<_>>()
+    );
+    assert_eq!(stream[99].org_id.as_deref(), Some("org-bulk"));
+    for (command_id, aggregate_id, first) in [&ids[0], &ids[119], &ids[120], &ids[239]] {
+        let receipt = store
+            .find_receipt(*command_id)
+            .await
+            .expect("find")
+            .expect("every request has its receipt");
+        assert_eq!(&receipt.aggregate_id, aggregate_id);
+        let sequences: Vec<i64> = receipt.events.iter().map(|e| e.sequence).collect();
+        let last = if *first == 1 { 60 } else { 100 };
+        assert_eq!(sequences, (*first..=last).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn a_bulk_append_checks_sequences() {
+    let db = TestDb::new().await;
+    let store = store(&db, StoreOptions::default()).await;
+    store
+        .append_bulk([bulk_request("c", 1..=3)])
+        .await
+        .expect("first three");
+
+    let mut gap = bulk_request("d", 1..=3);
+    gap.events[2].sequence = 4;
+    let cases = [
+        ("a gap inside a request", vec![gap]),
+        (
+            "a request that does not continue the one before",
+            vec![bulk_request("e", 1..=3), bulk_request("e", 5..=6)],
+        ),
+        (
+            "a stream continued without its predecessor",
+            vec![bulk_request("f", 5..=6)],
+        ),
+        ("a sequence below 1", vec![bulk_request("g", 0..=1)]),
+    ];
+    for (case, requests) in cases {
+        let refused = store.append_bulk(requests).await;
+        assert!(
+            matches!(refused, Err(StoreError::OutOfSequence(_))),
+            "{case}: {refused:?}"
+        );
+    }
+    let repeat = store.append_bulk([bulk_request("c", 3..=4)]).await;
+    assert!(matches!(repeat, Err(StoreError::Conflict)), "{repeat:?}");
+
+    // A stream stored earlier continues, chained to what is there.
+    let done = store
+        .append_bulk([bulk_request("c", 4..=6)])
+        .await
+        .expect("continue");
+    assert_eq!(done.events, 3);
+    let report = store.verify(|_| {}).await.expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(
+        (report.streams, report.events),
+        (1, 6),
+        "nothing refused was written"
+    );
 }

@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use eventstore::vault::MasterKey;
 use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 use url::Url;
 
@@ -41,8 +43,12 @@ pub struct Config {
     pub nats_url: Option<Url>,
     /// `MEILISEARCH_URL`: unset means PostgreSQL full-text search.
     pub meilisearch_url: Option<Url>,
-    /// `SMTP_URL`: unset means mail is written under the data dir.
+    /// `SMTP_URL`: unset means mail is written under the data dir. Held without its password
+    /// (see [`Config::smtp_password`]); [`Config::smtp_url_with_password`] puts it back.
     pub smtp_url: Option<Url>,
+    /// The password of `SMTP_URL`, as written there (percent-encoded), kept apart so that
+    /// `Debug` never shows it.
+    pub smtp_password: Option<SecretString>,
     /// `CAIRN_SMTP_CA_FILE`: a PEM file of extra trusted root certificates for the SMTP
     /// server's TLS (a relay with a private CA); the public web roots stay trusted.
     pub smtp_ca_file: Option<PathBuf>,
@@ -55,7 +61,7 @@ pub struct Config {
     /// `CAIRN_LOG_FORMAT`: `pretty` or `json`.
     pub log_format: LogFormat,
     /// `CAIRN_SECRET_KEY`: 64 hex digits; unset means a key kept in the data dir.
-    pub secret_key: Option<[u8; 32]>,
+    pub secret_key: Option<MasterKey>,
     /// `CAIRN_DEV_INSECURE_COOKIES`: drop `Secure` and the `__Host-` prefix from the session
     /// cookie so it works over plain-http localhost. Never set this in production.
     pub dev_insecure_cookies: bool,
@@ -114,9 +120,21 @@ impl Config {
         Self::from_lookup(|var| std::env::var(var).ok())
     }
 
+    /// `SMTP_URL` as it was given, password included: for the mail transport only.
+    pub fn smtp_url_with_password(&self) -> Option<Url> {
+        let mut url = self.smtp_url.clone()?;
+        if let Some(password) = &self.smtp_password {
+            // Cannot fail: the password was taken out of this very URL, so it has a host.
+            let _ = url.set_password(Some(password.expose_secret()));
+        }
+        Some(url)
+    }
+
     /// Reads settings through `lookup` (tests pass a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
+        let (smtp_url, smtp_password) =
+            split_password(optional_url(&get, "SMTP_URL", &["smtp", "smtps"])?);
         Ok(Self {
             bind: parse(&get, "CAIRN_BIND", "127.0.0.1:3000", |v| {
                 SocketAddr::from_str(v)
@@ -130,8 +148,17 @@ impl Config {
                     if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
                         return Err("expected a postgres:// URL".to_owned());
                     }
-                    PgConnectOptions::from_str(v)
-                        .map_err(|e| format!("invalid PostgreSQL URL ({e})"))
+                    let options = PgConnectOptions::from_str(v)
+                        .map_err(|e| format!("invalid PostgreSQL URL ({e})"))?;
+                    // Without one, PostgreSQL picks the user's name (often the `postgres`
+                    // maintenance database), and Cairn would move its tables in there.
+                    match options.get_database() {
+                        Some(name) if !name.is_empty() => Ok(options),
+                        _ => {
+                            Err("the URL names no database (add one: postgres://…/cairn)"
+                                .to_owned())
+                        }
+                    }
                 },
             )?,
             db_pool: parse(&get, "CAIRN_DB_POOL", "16", |v| match v.parse::<u32>() {
@@ -140,7 +167,8 @@ impl Config {
             })?,
             nats_url: optional_url(&get, "NATS_URL", &["nats", "tls", "ws", "wss"])?,
             meilisearch_url: optional_url(&get, "MEILISEARCH_URL", &["http", "https"])?,
-            smtp_url: optional_url(&get, "SMTP_URL", &["smtp", "smtps"])?,
+            smtp_url,
+            smtp_password,
             smtp_ca_file: get("CAIRN_SMTP_CA_FILE").map(|v| PathBuf::from(v.trim())),
             storage_url: optional_url(&get, "STORAGE_URL", &["file", "s3"])?,
             data_dir: PathBuf::from(get("CAIRN_DATA_DIR").unwrap_or_else(|| "./data".to_owned())),
@@ -158,10 +186,14 @@ impl Config {
             })?,
             secret_key: match get("CAIRN_SECRET_KEY") {
                 None => None,
-                Some(v) => Some(parse_key(v.trim()).map_err(|message| ConfigError {
-                    var: "CAIRN_SECRET_KEY",
-                    message,
-                })?),
+                Some(v) => Some(
+                    parse_key(v.trim())
+                        .map(MasterKey::from)
+                        .map_err(|message| ConfigError {
+                            var: "CAIRN_SECRET_KEY",
+                            message,
+                        })?,
+                ),
             },
             dev_insecure_cookies: parse(&get, "CAIRN_DEV_INSECURE_COOKIES", "false", parse_bool)?,
             mail_from: parse(&get, "CAIRN_MAIL_FROM", "Cairn <cairn@localhost>", |v| {
@@ -317,6 +349,19 @@ pub fn parse_key(v: &str) -> Result<[u8; 32], String> {
     Ok(key)
 }
 
+/// `url` without its password, and the password.
+fn split_password(url: Option<Url>) -> (Option<Url>, Option<SecretString>) {
+    let Some(mut url) = url else {
+        return (None, None);
+    };
+    let password = url.password().map(SecretString::from);
+    if password.is_some() {
+        // Cannot fail: a URL with a password has a host.
+        let _ = url.set_password(None);
+    }
+    (Some(url), password)
+}
+
 fn optional_url(
     get: &impl Fn(&str) -> Option<String>,
     var: &'static str,
@@ -370,6 +415,28 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_no_secret() {
+        let key = "ab".repeat(32);
+        let c = with(&[
+            ("CAIRN_SECRET_KEY", &key),
+            ("SMTP_URL", "smtp://mailer:s3cr%40t-pw@mail.example.com:587"),
+        ])
+        .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr"), "the SMTP password shows: {shown}");
+        assert!(
+            !shown.contains("171") && !shown.contains(&key[..8]),
+            "the master key shows: {shown}"
+        );
+        assert!(shown.contains("mail.example.com"), "the rest still shows");
+        // The transport still gets the URL as it was given.
+        assert_eq!(
+            c.smtp_url_with_password().map(String::from).as_deref(),
+            Some("smtp://mailer:s3cr%40t-pw@mail.example.com:587")
+        );
+    }
+
+    #[test]
     fn trusted_proxies_are_a_list_of_blocks() {
         let c =
             with(&[("CAIRN_TRUSTED_PROXIES", " 10.1.2.3/8, 192.0.2.1 ,fd00::/8,")]).expect("valid");
@@ -382,6 +449,8 @@ mod tests {
         for (var, value) in [
             ("DATABASE_URL", "not a url"),
             ("DATABASE_URL", "mysql://x/y"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/"),
             ("CAIRN_BIND", "localhost"),
             ("NATS_URL", "http://x"),
             ("CAIRN_PUBLIC_URL", "ftp://x"),

@@ -27,4 +27,4 @@ mod ws;
 pub use api::api_routes;
 #[doc(hidden)]
 pub use http::error::error_codes;
-pub use startup::{secret_key, App};
+pub use startup::{secret_key, App, StartError};

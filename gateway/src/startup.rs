@@ -4,17 +4,17 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::extract::Request;
 use commands::identity::Identity;
 use commands::Commands;
-use eventstore::vault::Vault;
+use eventstore::vault::{MasterKey, Vault};
 use eventstore::{Store, StoreOptions, MIGRATOR};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use projections::bus::{Bus, LocalBus, NatsBus, NatsOptions};
-use projections::mailer::{Outbox, Transport};
-use projections::relay::Relay;
+use projections::consumers::bus::{Bus, BusError, LocalBus, NatsBus, NatsOptions};
+use projections::consumers::mailer::{Outbox, Transport, TransportError};
+use projections::consumers::relay::Relay;
+use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::http::error::error_chain;
 use crate::state::{AppState, Ready};
 
 /// The longest wait between attempts to reach PostgreSQL at start.
@@ -31,6 +32,42 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How long a stopping server waits for its background tasks.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Why a server could not start, or a command could not set up what it needs. Each message
+/// names the setting to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `CAIRN_BIND` could not be bound.
+    #[error("CAIRN_BIND: cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The master key in the data dir could not be read or made.
+    #[error("CAIRN_DATA_DIR: {what}")]
+    DataDir {
+        /// What failed, with the path.
+        what: String,
+        /// The I/O error, if that was the cause.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    /// The mail transport could not be set up (`SMTP_URL`, `CAIRN_SMTP_CA_FILE`).
+    #[error(transparent)]
+    Mail(#[from] TransportError),
+    /// The NATS server could not be used.
+    #[error("NATS_URL: cannot use the NATS server")]
+    Nats(#[source] BusError),
+    /// PostgreSQL could not be reached, or the pool not opened.
+    #[error("{0} (DATABASE_URL)")]
+    Database(&'static str, #[source] sqlx::Error),
+    /// The migrations did not apply.
+    #[error("migrations failed")]
+    Migrations(#[from] sqlx::migrate::MigrateError),
+}
 
 /// A bound, not yet serving, Cairn server.
 ///
@@ -49,13 +86,16 @@ pub struct App {
 
 impl App {
     /// Binds `config.bind` and starts connecting to the database in the background.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
         let listener = TcpListener::bind(config.bind)
             .await
-            .with_context(|| format!("CAIRN_BIND: cannot listen on {}", config.bind))?;
+            .map_err(|source| StartError::Bind {
+                addr: config.bind,
+                source,
+            })?;
         let secret_key = secret_key(&config)?;
         let transport = Transport::new(
-            config.smtp_url.as_ref(),
+            config.smtp_url_with_password().as_ref(),
             config.smtp_ca_file.as_deref(),
             config.data_dir.join("outbox"),
         )?;
@@ -71,7 +111,7 @@ impl App {
                 shutdown.clone(),
             )
             .await
-            .context("NATS_URL: cannot use the NATS server")?,
+            .map_err(StartError::Nats)?,
             None => Arc::new(LocalBus::default()),
         };
         let state = AppState::new(
@@ -122,7 +162,7 @@ impl App {
     }
 
     /// Serves until the shutdown token is cancelled.
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self) -> Result<(), StartError> {
         let router = crate::http::router::router(self.state.clone());
         tracing::info!(address = %self.local_addr(), "listening");
         let config = self.state.config();
@@ -318,26 +358,27 @@ async fn sweep_limits(state: AppState, shutdown: CancellationToken) {
 }
 
 /// `CAIRN_SECRET_KEY`, or the key kept in `$CAIRN_DATA_DIR/secret.key`, created on first run.
-pub fn secret_key(config: &Config) -> anyhow::Result<[u8; 32]> {
-    if let Some(key) = config.secret_key {
-        return Ok(key);
+pub fn secret_key(config: &Config) -> Result<MasterKey, StartError> {
+    if let Some(key) = &config.secret_key {
+        return Ok(key.clone());
     }
     let path = config.data_dir.join("secret.key");
+    let failed =
+        |what: String, source: Option<std::io::Error>| StartError::DataDir { what, source };
     match std::fs::read_to_string(&path) {
-        Ok(text) => crate::config::parse_key(text.trim()).map_err(|e| {
-            anyhow::anyhow!("CAIRN_DATA_DIR: {} is not a valid key: {e}", path.display())
-        }),
+        Ok(text) => crate::config::parse_key(text.trim())
+            .map(MasterKey::from)
+            .map_err(|e| failed(format!("{} is not a valid key: {e}", path.display()), None)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!(
-                    "CAIRN_DATA_DIR: cannot create {}",
-                    config.data_dir.display()
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                failed(
+                    format!("cannot create {}", config.data_dir.display()),
+                    Some(e),
                 )
             })?;
-            let key: [u8; 32] = rand::random();
-            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-            write_private(&path, &hex)
-                .with_context(|| format!("CAIRN_DATA_DIR: cannot write {}", path.display()))?;
+            let key = MasterKey::generate();
+            write_private(&path, &eventstore::encode::hex(key.expose_secret()))
+                .map_err(|e| failed(format!("cannot write {}", path.display()), Some(e)))?;
             tracing::warn!(
                 path = %path.display(),
                 "CAIRN_SECRET_KEY is not set; generated a key into the data dir. Back it up: \
@@ -345,10 +386,7 @@ pub fn secret_key(config: &Config) -> anyhow::Result<[u8; 32]> {
             );
             Ok(key)
         }
-        Err(e) => Err(anyhow::anyhow!(
-            "CAIRN_DATA_DIR: cannot read {}: {e}",
-            path.display()
-        )),
+        Err(e) => Err(failed(format!("cannot read {}", path.display()), Some(e))),
     }
 }
 
@@ -385,7 +423,8 @@ async fn connect_with_backoff(
             Err(e) => {
                 tracing::warn!(
                     retry_in_ms = delay.as_millis() as u64,
-                    "database unavailable, retrying: {e:#}"
+                    "database unavailable, retrying: {}",
+                    error_chain(&e)
                 );
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
@@ -402,19 +441,19 @@ async fn connect(
     transport: &Transport,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
-) -> anyhow::Result<Ready> {
+) -> Result<Ready, StartError> {
     let config = state.config();
     eventstore::ensure_database(&config.database)
         .await
-        .context("cannot reach PostgreSQL (DATABASE_URL)")?;
+        .map_err(|e| StartError::Database("cannot reach PostgreSQL", e))?;
     let pool = eventstore::connect(config.database.clone(), config.db_pool)
         .await
-        .context("cannot open a connection pool (DATABASE_URL)")?;
-    MIGRATOR.run(&pool).await.context("migrations failed")?;
+        .map_err(|e| StartError::Database("cannot open a connection pool", e))?;
+    MIGRATOR.run(&pool).await?;
     let store = Store::new(pool.clone(), StoreOptions::default());
     // Other nodes' commits wake this node's projections, relay and feeds at once.
     store.share_commit_signals(shutdown.clone());
-    let vault = Vault::new(pool.clone(), *state.secret_key());
+    let vault = Vault::new(pool.clone(), state.secret_key().clone());
     let commands = Commands::new(store.clone()).sealing_with(vault.clone());
     let link_ttl =
         time::Duration::try_from(config.link_ttl).unwrap_or(commands::identity::LINK_TTL);

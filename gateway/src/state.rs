@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use commands::identity::Identity;
 use commands::Commands;
+use eventstore::vault::MasterKey;
 use eventstore::{Cursor, Store};
-use projections::mailer::Outbox;
+use projections::consumers::mailer::Outbox;
 use tokio::sync::{watch, OnceCell};
 
 use crate::config::Config;
@@ -13,8 +14,8 @@ use crate::http::error::{ApiError, ErrorCode};
 use crate::http::limits::Limits;
 use crate::http::metrics::Metrics;
 use crate::ws::Hub;
-use projections::access::Access;
-use projections::bus::Bus;
+use projections::consumers::bus::Bus;
+use projections::read_models::access::Access;
 use uuid::Uuid;
 
 use crate::http::principal::Principal;
@@ -43,7 +44,7 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     config: Config,
-    secret_key: [u8; 32],
+    secret_key: MasterKey,
     mail_to_files: bool,
     ready: OnceCell<Ready>,
     metrics: Metrics,
@@ -60,7 +61,7 @@ impl AppState {
     /// The state of a server that has not reached PostgreSQL yet.
     pub fn new(
         config: Config,
-        secret_key: [u8; 32],
+        secret_key: MasterKey,
         mail_to_files: bool,
         bus: Arc<dyn Bus>,
         shutdown: tokio_util::sync::CancellationToken,
@@ -90,7 +91,7 @@ impl AppState {
     }
 
     /// The key that seals tokens and personal data.
-    pub fn secret_key(&self) -> &[u8; 32] {
+    pub fn secret_key(&self) -> &MasterKey {
         &self.inner.secret_key
     }
 
@@ -170,7 +171,7 @@ impl Ready {
     /// Waits until projection `name` includes `cursor`, woken by its progress; 503
     /// `unavailable` if it does not within [`CATCH_UP`] (the request log records it at WARN).
     pub async fn caught_up(&self, name: &str, cursor: Cursor) -> Result<(), ApiError> {
-        let reached = projections::runner::wait_for(
+        let reached = projections::progress::wait_for(
             self.store.pool(),
             name,
             cursor,
@@ -249,7 +250,7 @@ impl Ready {
         let Some(caller) = caller else {
             return Ok(Access::anonymous());
         };
-        self.caught_up_locally(projections::memberships::NAME)
+        self.caught_up_locally(projections::read_models::memberships::NAME)
             .await?;
         let pool = self.store.pool();
         Ok(match org {
@@ -263,7 +264,10 @@ impl Ready {
     /// in time answers 503 (it is committed and takes effect when the read model catches up).
     pub async fn identity_applied(&self, cursor: Option<Cursor>) -> Result<(), ApiError> {
         match cursor {
-            Some(cursor) => self.caught_up(projections::identity::NAME, cursor).await,
+            Some(cursor) => {
+                self.caught_up(projections::read_models::identity::NAME, cursor)
+                    .await
+            }
             None => Ok(()),
         }
     }

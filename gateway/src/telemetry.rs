@@ -1,5 +1,7 @@
 //! The one place tracing is set up.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -20,7 +22,13 @@ pub fn init(format: LogFormat) {
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colour for people at a terminal; plain text for pipes and files, so that
+                    // `grep` finds what it looks for.
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
             .try_init(),
     };
     // A subscriber may already be installed (tests); keep it.

@@ -1,26 +1,27 @@
-//! Cairn's read side: the projection runner, read models, and the consumers with side effects.
+//! Cairn's read side, in two homes kept apart, and the loop both run on.
 //!
-//! - [`runner`]: each projection is a task that tails the event store with the gapless cursor
-//!   and applies each batch *and its checkpoint* in one transaction. It is woken after local
-//!   commits and polls slowly as the correctness path, and one node at a time runs it (an
-//!   advisory lock, plus a row lock on its checkpoint per batch).
-//! - Read models: [`identity`] (accounts, sessions, API keys), [`memberships`] (organizations,
-//!   members, teams, permissions).
-//! - [`mailer`]: the mail outbox worker. It has side effects, so it is not a projection: it
-//!   never runs on replay.
+//! - [`read_models`]: pure folds of events into tables, and their typed queries (the only SQL
+//!   that reads read-model tables), plus the access policy built on them. **A read model never
+//!   has a side effect**: no mail, no HTTP, no bus. It only writes its own tables, idempotently
+//!   (a batch applied twice changes nothing), and its tables are created by `migrations/`.
+//! - [`consumers`]: side effects, each with its own progress: the [`consumers::relay`] to the
+//!   [`consumers::bus`], and the [`consumers::mailer`]. They never run on a rebuild.
+//! - `consumer`: the one loop every runner and consumer uses: supervision with backoff, the
+//!   leader lock, the gapless tail, the compare-and-set [`checkpoint`], wake-ups and the slow
+//!   poll, and stopping between batches.
+//! - [`runner`]: a read model on that loop, each batch applied with its checkpoint in one
+//!   transaction; [`registry`]: which projections exist, spawning, rebuilding
+//!   (`cairn replay`) and their positions (`cairn projections`, `/metrics`); [`progress`]:
+//!   waiting until a projection has passed a cursor (read-your-writes).
 //!
-//! **Projections must not** send mail, call HTTP or publish anything; they only write their own
-//! tables, idempotently (a batch applied twice changes nothing). Their tables are created by
-//! `migrations/`, never in code.
+//! Start reading at `consumer`, then [`runner`].
 
-pub mod access;
-pub mod board;
-pub mod bus;
-pub mod identity;
-pub mod mailer;
-pub mod memberships;
+pub mod checkpoint;
+pub(crate) mod consumer;
+pub mod consumers;
+pub mod progress;
+pub mod read_models;
 pub mod registry;
-pub mod relay;
 pub mod runner;
 
 pub use runner::{decode, Projection, ProjectionError, Runner};

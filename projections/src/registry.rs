@@ -1,26 +1,27 @@
 //! Every projection by name: what the server runs, `cairn replay` rebuilds and
-//! `cairn projections` lists.
+//! `cairn projections` lists; and where every checkpointed reader of the log stands, the one
+//! source for `cairn projections` and `/metrics`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use eventstore::{Cursor, Store};
+use eventstore::{Cursor, Store, StoreError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::board::BoardProjection;
-use crate::identity::IdentityProjection;
-use crate::memberships::MembershipsProjection;
-use crate::runner::{checkpoint, reset, Runner, RunnerOptions};
+use crate::checkpoint;
+use crate::read_models::board::{self, BoardProjection};
+use crate::read_models::identity::{self, IdentityProjection};
+use crate::read_models::memberships::{self, MembershipsProjection};
+use crate::runner::{reset, Runner, RunnerOptions};
 use crate::Projection;
 
 /// The names of every projection.
-pub const NAMES: &[&str] = &[
-    crate::identity::NAME,
-    crate::memberships::NAME,
-    crate::board::NAME,
-];
+pub const NAMES: &[&str] = &[identity::NAME, memberships::NAME, board::NAME];
+
+/// The consumers that keep a checkpoint in the event log (never rebuilt by a replay).
+pub const CONSUMERS: &[&str] = &[crate::consumers::relay::NAME];
 
 /// Starts a runner for every projection on `tasks`, until `shutdown` (a runner finishes the
 /// batch it is applying first); returns each one's progress, by name.
@@ -48,32 +49,65 @@ pub fn spawn_all(
     ])
 }
 
-/// A projection's state, for `cairn projections`.
+/// What kind of reader a [`Status`] describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A read model ([`NAMES`]).
+    Projection,
+    /// A consumer with a side effect ([`CONSUMERS`]).
+    Consumer,
+}
+
+/// Where a checkpointed reader of the log stands.
 #[derive(Debug, Clone)]
 pub struct Status {
     /// Its name.
     pub name: &'static str,
+    /// A projection or a consumer.
+    pub kind: Kind,
     /// Where it has got to.
     pub cursor: Cursor,
-    /// Events committed after it (approximate: by global position).
+    /// Events committed after it (approximate: by global position; exact when nothing is in
+    /// flight).
     pub lag: i64,
 }
 
-/// The state of every projection.
-pub async fn statuses(store: &Store) -> Result<Vec<Status>, sqlx::Error> {
-    let head: i64 = sqlx::query_scalar("SELECT coalesce(max(global_position), 0) FROM events")
-        .fetch_one(store.pool())
-        .await?;
-    let mut out = Vec::with_capacity(NAMES.len());
-    for name in NAMES {
-        let cursor = checkpoint(store.pool(), name).await?;
-        out.push(Status {
+/// Where every projection stands, in [`NAMES`] order (`cairn projections`).
+pub async fn statuses(store: &Store) -> Result<Vec<Status>, StoreError> {
+    read_statuses(store, NAMES, &[]).await
+}
+
+/// Where every projection and every consumer stands: the projections in [`NAMES`] order, then
+/// the [`CONSUMERS`] (`/metrics`).
+pub async fn all_statuses(store: &Store) -> Result<Vec<Status>, StoreError> {
+    read_statuses(store, NAMES, CONSUMERS).await
+}
+
+/// Two indexed reads: the checkpoints' rows (a reader not started yet is at the start) and the
+/// head of the log. Nothing reads the event table whole, and nothing is written.
+async fn read_statuses(
+    store: &Store,
+    projections: &[&'static str],
+    consumers: &[&'static str],
+) -> Result<Vec<Status>, StoreError> {
+    let names: Vec<(&'static str, Kind)> = projections
+        .iter()
+        .map(|&name| (name, Kind::Projection))
+        .chain(consumers.iter().map(|&name| (name, Kind::Consumer)))
+        .collect();
+    let just_names: Vec<&str> = names.iter().map(|(name, _)| *name).collect();
+    let cursors = checkpoint::read_all(store.pool(), &just_names).await?;
+    let head = store.head().await?;
+    Ok(names
+        .into_iter()
+        .zip(cursors)
+        .map(|((name, kind), cursor)| Status {
             name,
+            kind,
             cursor,
-            lag: (head - cursor.position()).max(0),
-        });
-    }
-    Ok(out)
+            lag: (head.position() - cursor.position()).max(0),
+        })
+        .collect())
 }
 
 /// Why a replay could not run.
@@ -104,9 +138,9 @@ pub async fn replay(
     progress: impl FnMut(i64, i64, f64),
 ) -> Result<Duration, ReplayError> {
     match name {
-        crate::identity::NAME => replay_one(store, IdentityProjection, progress).await,
-        crate::memberships::NAME => replay_one(store, MembershipsProjection, progress).await,
-        crate::board::NAME => replay_one(store, BoardProjection, progress).await,
+        identity::NAME => replay_one(store, IdentityProjection, progress).await,
+        memberships::NAME => replay_one(store, MembershipsProjection, progress).await,
+        board::NAME => replay_one(store, BoardProjection, progress).await,
         other => Err(ReplayError::Unknown {
             name: other.to_owned(),
             known: NAMES.join(", "),
@@ -137,7 +171,7 @@ async fn replay_one<P: Projection>(
     let mut applied = runner.progress();
     let running = tokio::spawn(runner.run(stop.clone()));
     let result = loop {
-        let at = match checkpoint(pool, name).await {
+        let at = match checkpoint::load(pool, name).await {
             Ok(at) => at,
             Err(e) => break Err(e.into()),
         };

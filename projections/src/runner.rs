@@ -1,13 +1,20 @@
-//! The projection runner.
+//! The projection runner: a read model on the shared consumer loop (`crate::consumer`).
+//!
+//! Each batch is applied *and its checkpoint moved* in one transaction, after locking the
+//! checkpoint's row and comparing it with where this runner thinks it is. So a batch is
+//! applied once, a crash loses nothing but work to redo, and two runners (on two nodes, one of
+//! which lost its advisory lock without noticing) can never both apply the same events.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use eventstore::{Cursor, RecordedEvent, Store};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{self, Locked};
+use crate::consumer::{Handler, Pace, Tail, TailOptions};
 
 /// Why a batch could not be applied. The runner logs it and retries the batch after a pause.
 #[derive(Debug, thiserror::Error)]
@@ -99,183 +106,82 @@ impl Default for RunnerOptions {
 /// Runs one projection until cancelled.
 #[derive(Debug)]
 pub struct Runner<P> {
-    store: Store,
-    projection: Arc<P>,
-    options: RunnerOptions,
-    progress: watch::Sender<Cursor>,
+    tail: Tail<Apply<P>>,
 }
 
 impl<P: Projection> Runner<P> {
     /// A runner for `projection` on `store`.
     pub fn new(store: Store, projection: P, options: RunnerOptions) -> Self {
+        let options = TailOptions {
+            lock_key: lock_key(projection.name()),
+            batch: options.batch,
+            pace: Pace {
+                poll: options.poll,
+                linger: options.linger,
+            },
+        };
         Self {
-            store,
-            projection: Arc::new(projection),
-            options,
-            progress: watch::channel(Cursor::START).0,
+            tail: Tail::new(store, Apply(projection), options),
         }
     }
 
     /// The projection's name.
     pub fn name(&self) -> &'static str {
-        self.projection.name()
+        self.tail.handler().0.name()
     }
 
-    /// Changes each time this runner commits a batch (a wake-up for [`wait_for`]).
+    /// Changes each time this runner commits a batch (a wake-up for
+    /// [`crate::progress::wait_for`]).
     pub fn progress(&self) -> watch::Receiver<Cursor> {
-        self.progress.subscribe()
+        self.tail.progress()
     }
 
     /// Runs until `shutdown` is cancelled. Failures are logged and retried; this never returns
     /// early otherwise.
     pub async fn run(self, shutdown: CancellationToken) {
-        let name = self.projection.name();
-        supervise(
-            &shutdown,
-            || self.run_while_leader(&shutdown),
-            |e| {
-                tracing::warn!(projection = name, "projection stopped, retrying: {e}");
-            },
-        )
-        .await;
+        self.tail.run(shutdown).await;
+    }
+}
+
+/// A projection as the consumer loop's [`Handler`]: the batch and its checkpoint in one
+/// transaction.
+#[derive(Debug)]
+struct Apply<P>(P);
+
+impl<P: Projection> Handler for Apply<P> {
+    type Error = ProjectionError;
+
+    fn name(&self) -> &'static str {
+        self.0.name()
     }
 
-    /// Takes the projection's advisory lock (waiting while another node holds it), then
-    /// applies batches until cancelled or the lock's connection fails.
-    async fn run_while_leader(&self, shutdown: &CancellationToken) -> Result<(), ProjectionError> {
-        let name = self.projection.name();
-        let pool = self.store.pool();
-        let key = lock_key(name);
-        let Some(mut lock) = lead(pool, &key, self.options.poll, shutdown).await? else {
-            return Ok(());
-        };
-        tracing::info!(projection = name, "running");
-        let result = self.apply_batches(pool, &mut lock, shutdown).await;
-        release(&mut lock, &key).await;
-        result
-    }
-
-    async fn apply_batches(
+    #[tracing::instrument(skip_all, fields(projection = self.0.name(), events = batch.len()))]
+    async fn handle(
         &self,
         pool: &PgPool,
-        lock: &mut PgConnection,
-        shutdown: &CancellationToken,
-    ) -> Result<(), ProjectionError> {
-        let name = self.projection.name();
-        let mut cursor = checkpoint(pool, name).await?;
-        let _ = self.progress.send(cursor);
-        let mut commits = self.store.commits();
-        let mut unseen = Unseen::default();
-        let mut prefetched: Option<Vec<RecordedEvent>> = None;
-        loop {
-            let batch = match prefetched.take() {
-                Some(batch) => batch,
-                None => self.store.tail(cursor, self.options.batch).await?,
-            };
-            if batch.is_empty() {
-                if let Some(pause) = unseen.retry(&commits, cursor) {
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = shutdown.cancelled() => return Ok(()),
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    _ = commits.changed() => {}
-                    () = tokio::time::sleep(self.options.poll) => {
-                        // Still holding the lock? Its connection failing means another node may
-                        // take over; stop here and compete for the lock again.
-                        sqlx::query("SELECT 1").execute(&mut *lock).await?;
-                        // A rebuild (`cairn replay`) may have reset the checkpoint meanwhile.
-                        let stored = checkpoint(pool, name).await?;
-                        if stored != cursor {
-                            tracing::info!(projection = name, "checkpoint moved (a rebuild?); resuming from it");
-                            cursor = stored;
-                        }
-                    }
-                    () = shutdown.cancelled() => return Ok(()),
-                }
-                continue;
-            }
-            unseen = Unseen::default();
-            // A full batch means the runner is behind (a rebuild, or a burst): read the next
-            // batch on another connection while this one is applied.
-            let end = batch.last().map_or(cursor, RecordedEvent::cursor);
-            let full = batch.len() as i64 >= self.options.batch;
-            // Its own task, so decoding the next batch runs in parallel with this one's fold.
-            let next = full.then(|| {
-                let store = self.store.clone();
-                let size = self.options.batch;
-                tokio::spawn(async move { store.tail(end, size).await })
-            });
-            let applied = self.apply_batch(pool, cursor, &batch).await;
-            let next = match next {
-                Some(task) => task.await.ok().and_then(Result::ok),
-                None => None,
-            };
-            cursor = applied?;
-            if cursor == end {
-                prefetched = next;
-            }
-            let _ = self.progress.send(cursor);
-            // A stopping server waits for this task: stop between batches, even when behind.
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            if !full && !self.options.linger.is_zero() {
-                tokio::select! {
-                    () = tokio::time::sleep(self.options.linger) => {}
-                    () = shutdown.cancelled() => return Ok(()),
-                }
-            }
-        }
-    }
-
-    /// Applies a batch and moves the checkpoint in one transaction. The checkpoint row is
-    /// locked first and compared with where this runner thinks it is, so two runners can never
-    /// both apply the same events, even if one lost its advisory lock without noticing.
-    #[tracing::instrument(skip_all, fields(projection = self.projection.name(), events = batch.len()))]
-    async fn apply_batch(
-        &self,
-        pool: &PgPool,
-        cursor: Cursor,
+        from: Cursor,
         batch: &[RecordedEvent],
     ) -> Result<Cursor, ProjectionError> {
-        let name = self.projection.name();
-        let mut tx = pool.begin().await?;
-        // Asynchronous commit: a crash may lose the last few batches, but each batch commits
-        // with its checkpoint, so they are lost together and simply applied again. Read models
-        // are derived data; the events themselves are always committed synchronously.
-        let (xid, position): (i64, i64) = sqlx::query_as(
-            "SELECT last_xid::text::int8, last_position FROM projection_checkpoints,
-                    set_config('synchronous_commit', 'off', true)
-              WHERE name = $1 FOR UPDATE OF projection_checkpoints",
-        )
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        let stored = Cursor::new(xid as u64, position);
-        if stored != cursor {
-            tracing::warn!(
-                projection = name,
-                "checkpoint moved under this runner; resuming from it"
-            );
-            return Ok(stored);
+        let name = self.0.name();
+        let mut tx = match checkpoint::lock(pool, name, from).await? {
+            Locked::Held(tx) => tx,
+            Locked::Moved(stored) => {
+                tracing::warn!(
+                    projection = name,
+                    "checkpoint moved under this runner; resuming from it"
+                );
+                return Ok(stored);
+            }
+        };
+        self.0.apply_batch(&mut tx, batch).await?;
+        let to = batch.last().map_or(from, RecordedEvent::cursor);
+        if !checkpoint::advance(&mut *tx, name, from, to).await? {
+            // Not while the row is locked; but never commit a batch without its checkpoint.
+            drop(tx);
+            return Ok(checkpoint::load(pool, name).await?);
         }
-        self.projection.apply_batch(&mut tx, batch).await?;
-        let last = batch.last().map_or(cursor, RecordedEvent::cursor);
-        sqlx::query(
-            "UPDATE projection_checkpoints
-                SET last_xid = $2::text::xid8, last_position = $3, updated_at = now()
-              WHERE name = $1",
-        )
-        .bind(name)
-        .bind(last.xid().to_string())
-        .bind(last.position())
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(last)
+        Ok(to)
     }
 }
 
@@ -283,205 +189,18 @@ impl<P: Projection> Runner<P> {
 /// transaction, under the checkpoint's row lock. A runner already running (on any node) notices
 /// at its next batch that the checkpoint moved and rebuilds from zero.
 pub async fn reset<P: Projection>(pool: &PgPool, projection: &P) -> Result<(), sqlx::Error> {
-    checkpoint(pool, projection.name()).await?;
+    checkpoint::load(pool, projection.name()).await?;
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT 1 FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
-        .bind(projection.name())
-        .execute(&mut *tx)
-        .await?;
+    checkpoint::hold(&mut tx, projection.name()).await?;
     if !projection.tables().is_empty() {
         sqlx::query(&format!("TRUNCATE {}", projection.tables().join(", ")))
             .execute(&mut *tx)
             .await?;
     }
-    sqlx::query(
-        "UPDATE projection_checkpoints SET last_xid = '0', last_position = 0, updated_at = now()
-          WHERE name = $1",
-    )
-    .bind(projection.name())
-    .execute(&mut *tx)
-    .await?;
+    checkpoint::rewind(&mut tx, projection.name()).await?;
     tx.commit().await
-}
-
-/// Runs `attempt` until it returns `Ok` or `shutdown` is cancelled; after each error, reports it
-/// and waits, backing off from 100 ms to 5 s. Projection runners and the relay run under it.
-pub(crate) async fn supervise<F, Fut>(
-    shutdown: &CancellationToken,
-    mut attempt: F,
-    report: impl Fn(&ProjectionError),
-) where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), ProjectionError>>,
-{
-    let mut pause = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        match attempt().await {
-            Ok(()) => return,
-            Err(e) => {
-                report(&e);
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = shutdown.cancelled() => return,
-                }
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// What a caught-up tailer does about commits it knows of (from [`Store::commits`]) that the
-/// gapless tail does not show yet: they wait behind an older transaction still open somewhere
-/// in the cluster, and no further wake-up may come for them. Rather than sleep until the next
-/// commit or the slow poll, read again soon, backing off from 1 ms to 100 ms.
-#[derive(Debug)]
-pub(crate) struct Unseen {
-    pause: Duration,
-}
-
-impl Default for Unseen {
-    fn default() -> Self {
-        Self {
-            pause: Duration::from_millis(1),
-        }
-    }
-}
-
-impl Unseen {
-    /// After an empty read at `cursor`: how long to pause before reading again, or `None` if
-    /// nothing known is missing (wait for the next commit).
-    pub(crate) fn retry(
-        &mut self,
-        commits: &watch::Receiver<Cursor>,
-        cursor: Cursor,
-    ) -> Option<Duration> {
-        if *commits.borrow() > cursor {
-            let pause = self.pause;
-            self.pause = (self.pause * 2).min(Duration::from_millis(100));
-            Some(pause)
-        } else {
-            *self = Self::default();
-            None
-        }
-    }
-}
-
-/// Takes advisory lock `key`, waiting (polling every `poll`) while another node holds it, on
-/// a connection detached from the pool: if the holder dies, dropping the connection closes it
-/// and PostgreSQL releases the lock, instead of the lock living on in a pooled connection.
-/// `None` if `shutdown` comes first.
-pub(crate) async fn lead(
-    pool: &PgPool,
-    key: &str,
-    poll: Duration,
-    shutdown: &CancellationToken,
-) -> Result<Option<PgConnection>, sqlx::Error> {
-    let mut lock = pool.acquire().await?.detach();
-    loop {
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1)::int8)")
-            .bind(key)
-            .fetch_one(&mut lock)
-            .await?;
-        if held {
-            return Ok(Some(lock));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(poll) => {}
-            () = shutdown.cancelled() => return Ok(None),
-        }
-    }
-}
-
-/// Releases a lock taken by [`lead`], so a successor need not wait for the connection to close.
-pub(crate) async fn release(lock: &mut PgConnection, key: &str) {
-    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1)::int8)")
-        .bind(key)
-        .execute(lock)
-        .await;
 }
 
 fn lock_key(name: &str) -> String {
     format!("cairn.projection.{name}")
-}
-
-/// The stored checkpoint of `name`, creating it at the start if missing.
-pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<Cursor, sqlx::Error> {
-    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(name)
-        .execute(pool)
-        .await?;
-    let (xid, position): (i64, i64) = sqlx::query_as(
-        "SELECT last_xid::text::int8, last_position FROM projection_checkpoints WHERE name = $1",
-    )
-    .bind(name)
-    .fetch_one(pool)
-    .await?;
-    Ok(Cursor::new(xid as u64, position))
-}
-
-/// Every stored checkpoint, by name (for `/metrics`): one row per projection, no event read.
-pub async fn checkpoints(pool: &PgPool) -> Result<Vec<(String, Cursor)>, sqlx::Error> {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT name, last_xid::text::int8, last_position FROM projection_checkpoints
-          ORDER BY name",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, xid, position)| (name, Cursor::new(xid as u64, position)))
-        .collect())
-}
-
-/// Waits until projection `name` has applied everything up to `target`, for read-your-writes.
-/// Returns `false` if `within` passes first. Works whichever node runs the projection: `local`
-/// (this node's runner progress) answers without a query and wakes the wait as soon as a batch
-/// lands; the checkpoint is read at first and then with a backoff (10 ms doubling to 250 ms),
-/// the path when another node runs the projection.
-pub async fn wait_for(
-    pool: &PgPool,
-    name: &str,
-    target: Cursor,
-    within: Duration,
-    mut local: Option<watch::Receiver<Cursor>>,
-) -> Result<bool, sqlx::Error> {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut nap = Duration::from_millis(10);
-    let mut query_at = tokio::time::Instant::now();
-    loop {
-        if local.as_ref().is_some_and(|rx| *rx.borrow() >= target) {
-            return Ok(true);
-        }
-        let now = tokio::time::Instant::now();
-        if now >= query_at {
-            let reached: Option<(i64, i64)> = sqlx::query_as(
-                "SELECT last_xid::text::int8, last_position FROM projection_checkpoints WHERE name = $1",
-            )
-            .bind(name)
-            .fetch_optional(pool)
-            .await?;
-            if reached.is_some_and(|(xid, pos)| Cursor::new(xid as u64, pos) >= target) {
-                return Ok(true);
-            }
-            query_at = now + nap;
-            nap = (nap * 2).min(Duration::from_millis(250));
-        }
-        if now >= deadline {
-            return Ok(false);
-        }
-        let wake = query_at.min(deadline);
-        match local.as_mut() {
-            Some(rx) => {
-                tokio::select! {
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            local = None;
-                        }
-                    }
-                    () = tokio::time::sleep_until(wake) => {}
-                }
-            }
-            None => tokio::time::sleep_until(wake).await,
-        }
-    }
 }

@@ -11,8 +11,9 @@ use domain::{Email, Name, Scope};
 use eventstore::testing::TestDb;
 use eventstore::vault::Vault;
 use eventstore::{Cursor, RecordedEvent, Store, StoreOptions};
-use projections::identity::{IdentityProjection, NAME};
-use projections::runner::{wait_for, ProjectionError, Runner, RunnerOptions};
+use projections::progress::wait_for;
+use projections::read_models::identity::{IdentityProjection, NAME};
+use projections::runner::{ProjectionError, Runner, RunnerOptions};
 use projections::Projection;
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinHandle;
@@ -253,7 +254,7 @@ async fn memberships_replay_equals_the_incremental_read_model() {
     let stop = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
     let progress = projections::registry::spawn_all(&store, &stop, &tasks);
-    assert!(progress.contains_key(projections::memberships::NAME));
+    assert!(progress.contains_key(projections::read_models::memberships::NAME));
 
     let founder = UserId::from_uuid(uuid::Uuid::now_v7());
     let member = UserId::from_uuid(uuid::Uuid::now_v7());
@@ -330,7 +331,7 @@ async fn memberships_replay_equals_the_incremental_read_model() {
             .expect("command");
         last = receipt.cursor.unwrap_or(last);
     }
-    let name = projections::memberships::NAME;
+    let name = projections::read_models::memberships::NAME;
     assert!(wait_for(&pool, name, last, Duration::from_secs(20), None)
         .await
         .expect("wait"));
@@ -362,7 +363,7 @@ async fn memberships_replay_equals_the_incremental_read_model() {
         "administrators and core; doomed is gone"
     );
     assert!(incremental.0[0].contains("Acme Two"));
-    assert!(projections::memberships::allows(
+    assert!(projections::read_models::memberships::allows(
         &pool,
         org.as_uuid(),
         member.as_uuid(),
@@ -370,7 +371,7 @@ async fn memberships_replay_equals_the_incremental_read_model() {
     )
     .await
     .expect("allows"));
-    assert!(!projections::memberships::allows(
+    assert!(!projections::read_models::memberships::allows(
         &pool,
         org.as_uuid(),
         member.as_uuid(),
@@ -378,7 +379,7 @@ async fn memberships_replay_equals_the_incremental_read_model() {
     )
     .await
     .expect("allows"));
-    assert!(projections::memberships::allows(
+    assert!(projections::read_models::memberships::allows(
         &pool,
         org.as_uuid(),
         founder.as_uuid(),
@@ -397,7 +398,7 @@ async fn memberships_replay_equals_the_incremental_read_model() {
 
     // Event by event, all in one folded batch, and that batch applied twice: the same tables.
     stop.cancel();
-    let projection = projections::memberships::MembershipsProjection;
+    let projection = projections::read_models::memberships::MembershipsProjection;
     let events = store.tail(Cursor::START, 1000).await.expect("tail");
     projections::runner::reset(&pool, &projection)
         .await
@@ -429,7 +430,7 @@ async fn the_board_survives_a_killed_runner_and_rebuilds_to_the_same_tables() {
     use domain::label::{Color, Label, TagCommand, TagRequest};
     use domain::task::{NewTask, Priority, Status, Task, TaskCommand, TaskEdit, TaskRequest};
     use domain::{CommentId, Grant, LabelId, OrgId, TaskId, Text};
-    use projections::board::BoardProjection;
+    use projections::read_models::board::BoardProjection;
 
     let db = TestDb::new().await;
     let pool = db.pool(8).await;
@@ -524,7 +525,7 @@ async fn the_board_survives_a_killed_runner_and_rebuilds_to_the_same_tables() {
         }
         out
     };
-    let name = projections::board::NAME;
+    let name = projections::read_models::board::NAME;
     let board_runner = |batch| {
         Runner::new(
             store.clone(),
@@ -580,7 +581,7 @@ async fn the_board_survives_a_killed_runner_and_rebuilds_to_the_same_tables() {
         .expect("the runner reached its third batch");
     killed.abort();
     let _ = killed.await;
-    let part = projections::runner::checkpoint(&pool, name)
+    let part = projections::checkpoint::load(&pool, name)
         .await
         .expect("checkpoint");
     assert!(part > Cursor::START, "two batches were committed");
@@ -632,11 +633,11 @@ struct Stalling {
 
 impl Projection for Stalling {
     fn name(&self) -> &'static str {
-        projections::board::BoardProjection.name()
+        projections::read_models::board::BoardProjection.name()
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        projections::board::BoardProjection.tables()
+        projections::read_models::board::BoardProjection.tables()
     }
 
     async fn apply(
@@ -652,7 +653,7 @@ impl Projection for Stalling {
         conn: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        projections::board::BoardProjection
+        projections::read_models::board::BoardProjection
             .apply_batch(&mut *conn, events)
             .await?;
         if self.batches.fetch_add(1, Ordering::SeqCst) + 1 == self.stall_at {

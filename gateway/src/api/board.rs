@@ -11,11 +11,13 @@ use std::time::Instant;
 use commands::{CommandError, Receipt};
 use cqrs_es::Aggregate;
 use domain::{CategoryId, Grant, LabelId, OrgId, Permission, Text, UserId};
-use projections::access::Class;
+use projections::read_models::access::Class;
 use serde::{Deserialize, Deserializer};
-use time::format_description::well_known::Rfc3339;
 use utoipa::IntoParams;
 use uuid::Uuid;
+
+/// Timestamps on the wire: the one RFC 3339 encoder.
+pub(crate) use eventstore::encode::rfc3339 as at;
 
 use crate::api::doc::CursorSchema;
 use crate::http::error::{ApiError, DomainCode, ErrorCode};
@@ -32,11 +34,15 @@ pub(crate) async fn grant(
     caller: &Principal,
 ) -> Result<Grant, ApiError> {
     ready
-        .caught_up_locally(projections::memberships::NAME)
+        .caught_up_locally(projections::read_models::memberships::NAME)
         .await?;
     let pool = ready.store.pool();
-    let member =
-        projections::memberships::is_member(pool, org.as_uuid(), caller.user_id.as_uuid()).await?;
+    let member = projections::read_models::memberships::is_member(
+        pool,
+        org.as_uuid(),
+        caller.user_id.as_uuid(),
+    )
+    .await?;
     let names: Vec<String> = sqlx::query_scalar(
         "SELECT permission FROM effective_permissions WHERE org_id = $1 AND user_id = $2",
     )
@@ -81,7 +87,11 @@ pub(crate) async fn readable(
         ));
     }
     ready
-        .read_after(after, projection, Some(projections::memberships::NAME))
+        .read_after(
+            after,
+            projection,
+            Some(projections::read_models::memberships::NAME),
+        )
         .await?;
     Ok(org)
 }
@@ -95,7 +105,9 @@ pub(crate) async fn check_labels(
     if labels.is_empty() {
         return Ok(());
     }
-    ready.caught_up_locally(projections::board::NAME).await?;
+    ready
+        .caught_up_locally(projections::read_models::board::NAME)
+        .await?;
     let ids: Vec<Uuid> = labels.iter().map(|l| l.as_uuid()).collect();
     let found: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM labels WHERE org_id = $1 AND label_id = ANY($2) AND deleted_at IS NULL",
@@ -123,7 +135,9 @@ pub(crate) async fn check_category(
     let Some(category) = category else {
         return Ok(());
     };
-    ready.caught_up_locally(projections::board::NAME).await?;
+    ready
+        .caught_up_locally(projections::read_models::board::NAME)
+        .await?;
     let found: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM categories WHERE org_id = $1 AND category_id = $2 AND deleted_at IS NULL)",
     )
@@ -151,8 +165,12 @@ pub(crate) async fn check_assignees(
         return Ok(());
     }
     let ids: Vec<Uuid> = users.iter().map(|u| u.as_uuid()).collect();
-    let members =
-        projections::memberships::members_among(ready.store.pool(), org.as_uuid(), &ids).await?;
+    let members = projections::read_models::memberships::members_among(
+        ready.store.pool(),
+        org.as_uuid(),
+        &ids,
+    )
+    .await?;
     match users.iter().find(|u| !members.contains(&u.as_uuid())) {
         None => Ok(()),
         Some(user) => Err(ApiError::new(
@@ -205,10 +223,6 @@ pub(crate) fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
-}
-
-pub(crate) fn at(t: time::OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 /// `?after=<cursor>` alone.

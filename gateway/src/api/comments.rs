@@ -194,7 +194,7 @@ async fn list_comments(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::board::NAME,
+        projections::read_models::board::NAME,
     )
     .await?;
     let task: TaskId = parse_id(&task, "task")?;

@@ -230,11 +230,11 @@ fn integer(minimum: Option<f64>, maximum: Option<f64>) -> Object {
         .build()
 }
 
-/// The CloudEvents 1.0 envelope of `projections::bus::CloudEvent`, as the feeds send it (a
+/// The CloudEvents 1.0 envelope of `projections::consumers::bus::CloudEvent`, as the feeds send it (a
 /// unit test checks the fields against a serialized event).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = CloudEvent)]
-#[allow(dead_code)] // Documentation only: the feeds serialize `projections::bus::CloudEvent`.
+#[allow(dead_code)] // Documentation only: the feeds serialize `projections::consumers::bus::CloudEvent`.
 pub(crate) struct CloudEventDoc {
     /// Always `1.0`.
     specversion: String,
@@ -281,7 +281,7 @@ mod tests {
     /// The documented envelope has exactly the fields a serialized `CloudEvent` has.
     #[test]
     fn the_cloud_event_schema_matches_the_envelope() {
-        let event = projections::bus::CloudEvent {
+        let event = projections::consumers::bus::CloudEvent {
             specversion: "1.0".to_owned(),
             id: "e".to_owned(),
             source: "/orgs/o/task/t".to_owned(),

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use domain::Scope;
 use eventstore::{Cursor, EventFilter, RecordedEvent};
 use futures::Stream;
-use projections::bus::CloudEvent;
+use projections::consumers::bus::CloudEvent;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -28,7 +28,7 @@ use crate::http::error::{ApiError, ErrorCode};
 use crate::http::extract::ApiQuery;
 use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
-use projections::access::{Access, Change, Reader};
+use projections::read_models::access::{Access, Change, Reader};
 use uuid::Uuid;
 
 const MAX_LIMIT: i64 = 1000;
@@ -426,7 +426,7 @@ impl Feed {
                 // Decide again once the memberships read model includes the change; the
                 // events from the change on are read again under the new answer.
                 if ready
-                    .caught_up(projections::memberships::NAME, at)
+                    .caught_up(projections::read_models::memberships::NAME, at)
                     .await
                     .is_err()
                 {
@@ -489,7 +489,7 @@ impl Feed {
                         // access again once projected.
                         if let (Ok(ready), Some(cursor)) = (self.state.ready(), event.cursor()) {
                             let _ = ready
-                                .caught_up(projections::memberships::NAME, cursor)
+                                .caught_up(projections::read_models::memberships::NAME, cursor)
                                 .await;
                         }
                         self.reload = true;

@@ -45,25 +45,16 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         hub.slow_closed(),
     ));
     if let Some(ready) = ready {
-        // Positions from the checkpoints table (a row per projection); the head from the end
-        // of the tail index (one row). Nothing here reads the event table whole.
-        let lags = match (
-            projections::runner::checkpoints(ready.store.pool()).await,
-            ready.store.head().await,
-        ) {
-            (Ok(checkpoints), Ok(head)) => Some(
-                checkpoints
+        // The same positions as `cairn projections`, and the relay's.
+        let lags = projections::registry::all_statuses(&ready.store)
+            .await
+            .ok()
+            .map(|statuses| {
+                statuses
                     .into_iter()
-                    .map(|(name, at)| {
-                        // Lag in events, approximated by global positions (exact when nothing
-                        // is in flight).
-                        let lag = (head.position() - at.position()).max(0);
-                        (name, at.position(), lag)
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            _ => None,
-        };
+                    .map(|s| (s.name, s.cursor.position(), s.lag))
+                    .collect::<Vec<_>>()
+            });
         if let Some(lags) = lags {
             body.push_str("# HELP cairn_projection_position Global position a projection has applied.\n# TYPE cairn_projection_position gauge\n");
             for (name, position, _) in &lags {

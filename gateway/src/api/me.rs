@@ -8,10 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use domain::{ApiKeyId, Name, Scope, SessionId};
+use eventstore::encode::rfc3339;
 use eventstore::vault::fields;
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -59,10 +58,6 @@ pub fn router() -> Router<AppState> {
         .route("/me/sessions/{id}", delete(revoke_session))
         .route("/me/api-keys", get(api_keys).post(issue_api_key))
         .route("/me/api-keys/{id}", delete(revoke_api_key))
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 /// The signed-in person.
@@ -187,9 +182,10 @@ struct IssuedBody {
 )]
 async fn me(State(state): State<AppState>, Auth(caller): Auth) -> Result<Response, ApiError> {
     let ready = state.ready()?;
-    let account = projections::identity::account(ready.store.pool(), caller.user_id.as_uuid())
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::AccountNotFound, "no such account"))?;
+    let account =
+        projections::read_models::identity::account(ready.store.pool(), caller.user_id.as_uuid())
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::AccountNotFound, "no such account"))?;
     let email = match &account.email_sealed {
         Some(sealed) => ready.identity.vault().opener().open(sealed).await?,
         None => eventstore::vault::ERASED.to_owned(),
@@ -255,7 +251,7 @@ async fn sessions(
         Via::Session { session_id, .. } => Some(session_id.as_uuid()),
         Via::ApiKey { .. } => None,
     };
-    let mut rows = projections::identity::sessions_of(
+    let mut rows = projections::read_models::identity::sessions_of(
         ready.store.pool(),
         caller.user_id.as_uuid(),
         paging.at()?,
@@ -332,9 +328,9 @@ async fn api_keys(
     let after = Ready::parse_after(q.after.as_deref())?;
     let ready = state.ready()?;
     ready
-        .read_after(after, projections::identity::NAME, None)
+        .read_after(after, projections::read_models::identity::NAME, None)
         .await?;
-    let mut rows = projections::identity::api_keys_of(
+    let mut rows = projections::read_models::identity::api_keys_of(
         ready.store.pool(),
         caller.user_id.as_uuid(),
         paging.at()?,

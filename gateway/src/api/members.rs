@@ -111,7 +111,7 @@ async fn members(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::memberships::NAME,
+        projections::read_models::memberships::NAME,
     )
     .await?;
     let mut rows: Vec<(Uuid, time::OffsetDateTime, Vec<String>)> = sqlx::query_as(
@@ -169,7 +169,7 @@ async fn teams(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::memberships::NAME,
+        projections::read_models::memberships::NAME,
     )
     .await?;
     let mut rows: Vec<TeamRow> =

@@ -12,7 +12,7 @@ use axum::{Form, Json, Router};
 use commands::CommandError;
 use domain::account::AccountError;
 use domain::Email;
-use projections::mailer::Mail;
+use projections::consumers::mailer::Mail;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -72,14 +72,18 @@ async fn home(
         ));
     };
     let ready = state.ready()?;
-    let email =
-        match projections::identity::account(ready.store.pool(), caller.user_id.as_uuid()).await? {
-            Some(account) => match account.email_sealed {
-                Some(sealed) => ready.identity.vault().opener().open(&sealed).await?,
-                None => eventstore::vault::ERASED.to_owned(),
-            },
-            None => String::new(),
-        };
+    let email = match projections::read_models::identity::account(
+        ready.store.pool(),
+        caller.user_id.as_uuid(),
+    )
+    .await?
+    {
+        Some(account) => match account.email_sealed {
+            Some(sealed) => ready.identity.vault().opener().open(&sealed).await?,
+            None => eventstore::vault::ERASED.to_owned(),
+        },
+        None => String::new(),
+    };
     Ok(page(
         StatusCode::OK,
         "Cairn",
@@ -145,7 +149,7 @@ async fn send_link(
     let email = Email::parse(&input.email).map_err(ApiError::from)?;
     let ready = state.ready()?;
     let index = ready.identity.vault().email_index(email.as_str());
-    let key: String = index.iter().map(|b| format!("{b:02x}")).collect();
+    let key = eventstore::encode::hex(index);
     state
         .limits()
         .links_per_email

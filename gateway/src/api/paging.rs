@@ -110,7 +110,7 @@ impl Paging {
 fn encode(key: &str, id: Uuid) -> String {
     let mut out = id.simple().to_string();
     out.push('.');
-    out.extend(key.bytes().map(|b| format!("{b:02x}")));
+    out.push_str(&eventstore::encode::hex(key));
     out
 }
 

@@ -1,6 +1,6 @@
 //! A stream's history with metadata: who did what and when, with the hash chain.
 //!
-//! Auditors see a stream only if the access policy lets them (`projections::access`): their
+//! Auditors see a stream only if the access policy lets them (`projections::read_models::access`): their
 //! own account, an organization's stream with an `admin.*` permission there, a task, label or
 //! category stream as a member. Anything else answers 404, so nothing leaks. The fields an
 //! event type declares sealed (and the request details in its metadata) are opened for
@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::http::Method;
 use axum::routing::get;
 use axum::{Json, Router};
+use eventstore::encode::{hex, rfc3339};
 use eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::api::doc::{
@@ -27,7 +27,7 @@ use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
 use crate::state::Ready;
 use domain::Scope;
-use projections::access::Class;
+use projections::read_models::access::Class;
 use uuid::Uuid;
 
 /// The most events one page returns.
@@ -111,7 +111,7 @@ impl EventBody {
         let cursor = e.cursor().to_string();
         Self {
             event_id: e.event_id.to_string(),
-            recorded_at: e.recorded_at.format(&Rfc3339).unwrap_or_default(),
+            recorded_at: rfc3339(e.recorded_at),
             prev_hash: e.prev_hash.as_deref().map(hex),
             hash: hex(&e.hash),
             aggregate_type: e.aggregate_type,
@@ -125,10 +125,6 @@ impl EventBody {
             cursor,
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A page of a stream's history, in sequence order.

@@ -148,7 +148,7 @@ async fn list_tags(
         org,
         caller,
         q.after.as_deref(),
-        projections::board::NAME,
+        projections::read_models::board::NAME,
     )
     .await?;
     let mut rows: Vec<(Uuid, String, String)> = sqlx::query_as(&format!(

@@ -572,7 +572,7 @@ async fn list_tasks(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::board::NAME,
+        projections::read_models::board::NAME,
     )
     .await?;
     let limit = q.limit.unwrap_or(50);
@@ -640,7 +640,7 @@ async fn get_task(
         &org,
         &caller,
         q.after.as_deref(),
-        projections::board::NAME,
+        projections::read_models::board::NAME,
     )
     .await?;
     let task: TaskId = parse_id(&task, "task")?;

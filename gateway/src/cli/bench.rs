@@ -3,7 +3,7 @@
 //! Benchmarks are programs, not timed tests: they print numbers and ratios; nothing asserts on
 //! wall-clock time. Each run uses a fresh database (dropped afterwards unless `--keep`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use commands::{Actor, Commands, Metadata};
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::CqrsFramework;
-use domain::organization::{Organization, OrganizationCommand as C};
-use domain::{Name, OrgId, Request, TeamId, UserId};
+use cqrs_es::{Aggregate, CqrsFramework, DomainEvent};
+use domain::organization::{Organization, OrganizationCommand as C, OrganizationEvent};
+use domain::task::{self, Task, TaskEvent};
+use domain::{CommentId, Name, OrgId, Request, TeamId, Text, UserId};
+use eventstore::append::{AppendRequest, NewEvent};
 use eventstore::{Store, StoreOptions};
 use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
@@ -24,6 +26,7 @@ use uuid::Uuid;
 use gateway::config::Config;
 
 mod fanout;
+mod tasks;
 
 /// Which benchmark to run.
 #[derive(Debug, clap::Subcommand)]
@@ -190,7 +193,9 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
     eventstore::ensure_database(&options)
         .await
         .context("cannot reach PostgreSQL (DATABASE_URL)")?;
-    let pool = eventstore::connect(options, args.clients as u32 + 8).await?;
+    // One connection per client where a phase needs it (the raw INSERT anchors), but within
+    // PostgreSQL's default of 100: with more clients than that, they take turns.
+    let pool = eventstore::connect(options.clone(), (args.clients as u32 + 8).min(80)).await?;
     eventstore::MIGRATOR.run(&pool).await?;
     for table in ["bench_raw_events", "bench_pges_events"] {
         sqlx::query(&format!(
@@ -217,17 +222,41 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
         args.seconds
     );
 
-    eprintln!("phase 1/5: raw single-row INSERT, autocommit (anchor)");
+    let levels: Vec<usize> = [16, 64, 128]
+        .into_iter()
+        .filter(|n| *n < clients)
+        .chain([clients])
+        .collect();
+    let phases = 8 + levels.len();
+    let mut phase = 0;
+    let mut next = |what: &str| {
+        phase += 1;
+        eprintln!("phase {phase}/{phases}: {what}");
+    };
+    next("raw single-row INSERT, autocommit (anchor)");
     let raw = raw_inserts(&pool, clients, duration).await?;
-    eprintln!("phase 2/5: plain postgres-es execute (anchor)");
+    next("100-row INSERT, autocommit (anchor for group commit)");
+    let batched = batched_inserts(&pool, clients.min(16), duration).await?;
+    next("plain postgres-es execute (anchor)");
     let pges = postgres_es_execute(&pool, clients, duration).await?;
-    eprintln!("phase 3/5: cairn commands::execute");
+    next("cairn commands::execute");
     let (cairn, _) = cairn_execute(&pool, clients, duration, args.writers, false).await?;
-    eprintln!("phase 4/5: cairn commands::execute with the memberships projection running");
+    next("cairn commands::execute with the memberships projection running");
     let (projected, lag) = cairn_execute(&pool, clients, duration, args.writers, true).await?;
-    eprintln!("phase 5/5: latency against stream length (aggregate cache off)");
+    next("latency against stream length (aggregate cache off)");
     let short = by_length(&pool, clients, 10, args.samples).await?;
     let long = by_length(&pool, clients, args.long_stream, args.samples).await?;
+    next("task writes through commands::execute");
+    let task_commands =
+        tasks::through_commands(&pool, clients.min(16), duration, args.writers).await?;
+    next("task writes through HTTP (API key, grant, command, receipt)");
+    let task_http = tasks::through_http(config, options, clients.min(16), duration).await?;
+    let mut scaling = Vec::new();
+    for &n in &levels {
+        next(&format!("group commit at {n} clients"));
+        let (outcome, _) = cairn_execute(&pool, n, duration, args.writers, false).await?;
+        scaling.push((n, outcome));
+    }
 
     let check = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!();
@@ -260,6 +289,37 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
         projected.p(0.5),
         projected.p(0.99)
     );
+    println!(
+        "{:<44} {:>10.0} {:>9.2} {:>9.2}",
+        "task writes, commands::execute",
+        task_commands.rate(),
+        task_commands.p(0.5),
+        task_commands.p(0.99)
+    );
+    println!(
+        "{:<44} {:>10.0} {:>9.2} {:>9.2}",
+        "task writes, HTTP",
+        task_http.rate(),
+        task_http.p(0.5),
+        task_http.p(0.99)
+    );
+    println!(
+        "{:<44} {:>10.0} {:>9} {:>9}",
+        "100-row INSERT, rows/s (anchor)",
+        batched.rate(),
+        "-",
+        "-"
+    );
+    for (n, outcome) in &scaling {
+        println!(
+            "{:<44} {:>10.0} {:>9.2} {:>9.2}   {:.2}x the 100-row INSERT (long-term goal >= 0.5x)",
+            format!("cairn group commit, {n} clients"),
+            outcome.rate(),
+            outcome.p(0.5),
+            outcome.p(0.99),
+            outcome.rate() / batched.rate()
+        );
+    }
     println!();
     let vs_raw = cairn.rate() / raw.rate();
     let vs_pges = cairn.rate() / pges.rate();
@@ -290,6 +350,17 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
         long.p(0.5),
         short.p(0.5),
         check(growth <= 1.5)
+    );
+
+    let http_ratio = task_http.rate() / task_commands.rate();
+    println!(
+        "http / commands (tasks)   {http_ratio:>6.2}x   target >= 0.50x   {}",
+        check(http_ratio >= 0.5)
+    );
+    println!(
+        "http p99 (tasks)          {:>6.2} ms  target <= 20 ms    {}",
+        task_http.p(0.99),
+        check(task_http.p(0.99) <= 20.0)
     );
 
     pool.close().await;
@@ -323,6 +394,42 @@ async fn raw_inserts(pool: &PgPool, clients: usize, duration: Duration) -> anyho
         })
     });
     drive("raw INSERT", clients, duration, None, op).await
+}
+
+/// Multi-row INSERTs of 100 events each: the rate a batching writer could reach at best.
+/// `ops` counts rows.
+async fn batched_inserts(
+    pool: &PgPool,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    const ROWS: u64 = 100;
+    let pool = pool.clone();
+    let op: Op = Arc::new(move |client, i| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let org = format!("batch-{client}");
+            let metadata = serde_json::to_value(metadata_map(&org))?;
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO bench_raw_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
+            );
+            query.push_values(0..ROWS, |mut row, n| {
+                let sequence = (i * ROWS + n) as i64 + 1;
+                row.push_bind("organization")
+                    .push_bind(&org)
+                    .push_bind(sequence)
+                    .push_bind("organization.renamed")
+                    .push_bind("1")
+                    .push_bind(serde_json::json!({"type": "organization.renamed", "name": format!("Bench {client} {sequence}")}))
+                    .push_bind(&metadata);
+            });
+            query.build().execute(&pool).await?;
+            Ok(())
+        })
+    });
+    let mut outcome = drive("100-row INSERT", clients, duration, None, op).await?;
+    outcome.ops *= ROWS;
+    Ok(outcome)
 }
 
 async fn postgres_es_execute(
@@ -415,7 +522,7 @@ async fn cairn_execute(
     writers: usize,
     project: bool,
 ) -> anyhow::Result<(Outcome, Histogram<u64>)> {
-    use projections::memberships::MembershipsProjection;
+    use projections::read_models::memberships::MembershipsProjection;
     use projections::runner::{Runner, RunnerOptions};
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -437,9 +544,9 @@ async fn cairn_execute(
     if project {
         // Catch up on the earlier phases' events first, so only lag under load is measured.
         let target = commands.store().head().await?;
-        let name = projections::memberships::NAME;
+        let name = projections::read_models::memberships::NAME;
         let within = Duration::from_secs(120);
-        if !projections::runner::wait_for(pool, name, target, within, None).await? {
+        if !projections::progress::wait_for(pool, name, target, within, None).await? {
             anyhow::bail!("the memberships projection did not catch up within 120 s");
         }
     }
@@ -520,26 +627,25 @@ async fn by_length(
         cache_capacity: 0,
         ..StoreOptions::default()
     };
-    let commands = Commands::new(Store::new(pool.clone(), options));
+    let store = Store::new(pool.clone(), options);
+    let commands = Commands::new(store.clone());
     let mut orgs = Vec::with_capacity(clients);
     eprintln!("  writing {clients} streams of {length} events");
     for _ in 0..clients {
-        let org = fresh_org().to_string();
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'organization', $1, s,
-                    CASE WHEN s = 1 THEN 'organization.created' ELSE 'organization.renamed' END, '1',
-                    CASE WHEN s = 1
-                         THEN jsonb_build_object('type', 'organization.created', 'org_id', $1::text, 'name', 'Bench')
-                         ELSE jsonb_build_object('type', 'organization.renamed', 'name', 'Bench ' || s) END,
-                    jsonb_build_object('actor', 'system', 'org_id', $1::text)
-               FROM generate_series(1, $2::int8) AS s
-              ORDER BY s",
-        )
-        .bind(&org)
-        .bind(length)
-        .execute(pool)
-        .await?;
+        let org = fresh_org();
+        let mut events = vec![OrganizationEvent::Created {
+            org_id: org,
+            name: Name::parse("name", "Bench")?,
+        }];
+        for s in 2..=length {
+            events.push(OrganizationEvent::Renamed {
+                name: Name::parse("name", &format!("Bench {s}"))?,
+            });
+        }
+        let org = org.to_string();
+        store
+            .append_bulk([bulk_request::<Organization>(&org, &org, events)?])
+            .await?;
         orgs.push(org);
     }
     let label = format!("length {length}");
@@ -576,45 +682,99 @@ async fn drop_database(config: &Config, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One stream's events from sequence 1, as a request for [`Store::append_bulk`].
+fn bulk_request<A: Aggregate>(
+    aggregate_id: &str,
+    org: &str,
+    events: Vec<A::Event>,
+) -> anyhow::Result<AppendRequest> {
+    Ok(AppendRequest {
+        command_id: Uuid::new_v4(),
+        fingerprint: None,
+        aggregate_type: A::TYPE.to_owned(),
+        aggregate_id: aggregate_id.to_owned(),
+        prev_hash: None,
+        events: (1..)
+            .zip(events)
+            .map(|(sequence, event)| {
+                Ok(NewEvent {
+                    sequence,
+                    event_type: event.event_type(),
+                    event_version: event.event_version(),
+                    payload: serde_json::to_value(&event)?,
+                })
+            })
+            .collect::<Result<_, serde_json::Error>>()?,
+        metadata: serde_json::to_value(metadata_map(org))?,
+        snapshot: None,
+    })
+}
+
 /// Writes `tasks` tasks of 10 events each (created, status, title, 3 comments, priority, a
-/// comment edited, an assignee, a comment deleted), in statements of 10,000 tasks.
+/// comment edited, an assignee, a comment deleted), through the event store's bulk append in
+/// batches of 10,000 tasks.
 async fn generate_task_events(pool: &PgPool, tasks: i64) -> anyhow::Result<()> {
-    let org = Uuid::now_v7();
+    let store = Store::new(pool.clone(), StoreOptions::default());
+    let org = fresh_org();
+    let text = |raw: &str| Text::parse("text", raw, task::BODY_MAX, true);
     let chunk = 10_000;
     let mut done = 0;
     while done < tasks {
         let n = chunk.min(tasks - done);
-        sqlx::query(
-            "WITH t AS (SELECT gen_random_uuid() AS id FROM generate_series(1, $2::int8)),
-                  c AS (SELECT id, s,
-                               md5(id::text || '/' || s)::uuid AS cid,
-                               md5(id::text || '/' || CASE s WHEN 8 THEN 4 WHEN 10 THEN 5 ELSE s END)::uuid AS ref
-                          FROM t CROSS JOIN generate_series(1, 10) AS s)
-             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'task', id::text, s, 'task.' || kind, '1', jsonb_build_object('type', 'task.' || kind) || data,
-                    jsonb_build_object('actor', 'system', 'org_id', $1::text)
-               FROM c CROSS JOIN LATERAL (VALUES (
-                    CASE s WHEN 1 THEN 'created' WHEN 2 THEN 'status_changed' WHEN 3 THEN 'title_changed'
-                           WHEN 7 THEN 'priority_changed' WHEN 8 THEN 'comment_edited' WHEN 9 THEN 'assigned'
-                           WHEN 10 THEN 'comment_deleted' ELSE 'comment_added' END,
-                    CASE s
-                      WHEN 1 THEN jsonb_build_object('org_id', $1::text, 'title', 'Task ' || id, 'description', '',
-                                  'status', 'todo', 'priority', 'none', 'category_id', null,
-                                  'labels', '[]'::jsonb, 'assignees', '[]'::jsonb)
-                      WHEN 2 THEN jsonb_build_object('status', 'in_progress')
-                      WHEN 3 THEN jsonb_build_object('title', 'Renamed ' || id)
-                      WHEN 7 THEN jsonb_build_object('priority', 'high')
-                      WHEN 8 THEN jsonb_build_object('comment_id', ref, 'body', 'edited')
-                      WHEN 9 THEN jsonb_build_object('user_id', md5(id::text)::uuid)
-                      WHEN 10 THEN jsonb_build_object('comment_id', ref)
-                      ELSE jsonb_build_object('comment_id', cid, 'author', null, 'body', 'comment ' || s)
-                    END)) AS e(kind, data)
-              ORDER BY id, s",
-        )
-        .bind(org.to_string())
-        .bind(n)
-        .execute(pool)
-        .await?;
+        let mut requests = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let id = Uuid::new_v4();
+            let comments: Vec<CommentId> = (0..3)
+                .map(|_| CommentId::from_uuid(Uuid::new_v4()))
+                .collect();
+            let comment = |i: usize, body: &str| -> anyhow::Result<TaskEvent> {
+                Ok(TaskEvent::CommentAdded {
+                    comment_id: comments[i],
+                    author: None,
+                    body: text(body)?,
+                })
+            };
+            let events = vec![
+                TaskEvent::Created {
+                    org_id: org,
+                    title: text(&format!("Task {id}"))?,
+                    description: text("")?,
+                    status: task::Status::Todo,
+                    priority: task::Priority::None,
+                    category_id: None,
+                    labels: BTreeSet::new(),
+                    assignees: BTreeSet::new(),
+                },
+                TaskEvent::StatusChanged {
+                    status: task::Status::InProgress,
+                },
+                TaskEvent::TitleChanged {
+                    title: text(&format!("Renamed {id}"))?,
+                },
+                comment(0, "comment 4")?,
+                comment(1, "comment 5")?,
+                comment(2, "comment 6")?,
+                TaskEvent::PriorityChanged {
+                    priority: task::Priority::High,
+                },
+                TaskEvent::CommentEdited {
+                    comment_id: comments[0],
+                    body: text("edited")?,
+                },
+                TaskEvent::Assigned {
+                    user_id: UserId::from_uuid(Uuid::new_v4()),
+                },
+                TaskEvent::CommentDeleted {
+                    comment_id: comments[1],
+                },
+            ];
+            requests.push(bulk_request::<Task>(
+                &id.to_string(),
+                &org.to_string(),
+                events,
+            )?);
+        }
+        store.append_bulk(requests).await?;
         done += n;
         eprintln!("  generated {} of {} events", done * 10, tasks * 10);
     }
@@ -644,11 +804,14 @@ async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
 
     eprintln!("phase 3/3: rebuilding the board projection");
     let store = Store::new(pool.clone(), StoreOptions::default());
-    let took =
-        projections::registry::replay(&store, projections::board::NAME, |at, target, rate| {
+    let took = projections::registry::replay(
+        &store,
+        projections::read_models::board::NAME,
+        |at, target, rate| {
             eprintln!("  replay: position {at} of {target}, {rate:.0} events/s");
-        })
-        .await?;
+        },
+    )
+    .await?;
     let replay_rate = scanned as f64 / took.as_secs_f64();
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM board_tasks")
         .fetch_one(&pool)

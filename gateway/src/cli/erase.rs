@@ -8,7 +8,7 @@ pub(crate) async fn run(config: Config, user_id: String) -> anyhow::Result<ExitC
     let user = user_id
         .parse::<domain::UserId>()
         .map_err(|_| anyhow::anyhow!("`{user_id}` is not a user id (a UUID)"))?;
-    let key = gateway::secret_key(&config)?;
+    let key = super::existing_secret_key(&config)?;
     let (pool, store) = super::connect(&config, 2).await?;
     let pool_for_wait = pool.clone();
     let identity = commands::identity::Identity::new(
@@ -21,9 +21,9 @@ pub(crate) async fn run(config: Config, user_id: String) -> anyhow::Result<ExitC
             // Sessions end when the identity projection (run by the servers) applies
             // the erasure; wait for that so "erased" means signed out everywhere.
             let applied = match receipt.cursor {
-                Some(cursor) => projections::runner::wait_for(
+                Some(cursor) => projections::progress::wait_for(
                     &pool_for_wait,
-                    projections::identity::NAME,
+                    projections::read_models::identity::NAME,
                     cursor,
                     std::time::Duration::from_secs(10),
                     None,

@@ -3,6 +3,7 @@
 pub(crate) mod bench;
 pub(crate) mod erase;
 pub(crate) mod history;
+pub(crate) mod keys;
 pub(crate) mod migrate;
 pub(crate) mod projections;
 pub(crate) mod replay;
@@ -21,6 +22,21 @@ pub(crate) async fn connect(config: &Config, max: u32) -> anyhow::Result<(PgPool
         .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
     let store = Store::new(pool.clone(), StoreOptions::default());
     Ok((pool, store))
+}
+
+/// The server's key, for the tools: `CAIRN_SECRET_KEY`, or the key file that `cairn serve`
+/// created in `CAIRN_DATA_DIR`. Only `serve` creates a key: a tool run from another folder
+/// must not make a new one, which would open nothing.
+pub(crate) fn existing_secret_key(config: &Config) -> anyhow::Result<eventstore::vault::MasterKey> {
+    let path = config.data_dir.join("secret.key");
+    if config.secret_key.is_none() && !path.exists() {
+        anyhow::bail!(
+            "no secret key: set CAIRN_SECRET_KEY, or CAIRN_DATA_DIR to the server's data folder \
+             (there is no {} here); only `cairn serve` creates a key",
+            path.display()
+        );
+    }
+    Ok(gateway::secret_key(config)?)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -177,9 +177,10 @@ async fn resolve(
             .ok_or_else(invalid)?;
         let parts = parse_api_key(key).ok_or_else(invalid)?;
         let ready = state.ready()?;
-        let found = projections::identity::live_api_key(ready.store.pool(), parts.prefix)
-            .await?
-            .ok_or_else(invalid)?;
+        let found =
+            projections::read_models::identity::live_api_key(ready.store.pool(), parts.prefix)
+                .await?
+                .ok_or_else(invalid)?;
         if !same_digest(&found.key_hash, digest(key).as_bytes()) {
             return Err(invalid());
         }
@@ -202,8 +203,11 @@ async fn resolve(
     let Ok(ready) = state.ready() else {
         return Ok((None, None));
     };
-    let Some(session) =
-        projections::identity::live_session(ready.store.pool(), digest(token).as_bytes()).await?
+    let Some(session) = projections::read_models::identity::live_session(
+        ready.store.pool(),
+        digest(token).as_bytes(),
+    )
+    .await?
     else {
         // A stale or revoked cookie is simply not a sign-in.
         return Ok((None, None));

@@ -343,9 +343,9 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(sqlx::Error::Database(_)) | StoreError::Serde(_) => {
-                Self::Internal(Box::new(e))
-            }
+            StoreError::Database(sqlx::Error::Database(_))
+            | StoreError::Serde(_)
+            | StoreError::OutOfSequence(_) => Self::Internal(Box::new(e)),
             StoreError::Database(_) | StoreError::Unavailable(_) | StoreError::Closed => {
                 Self::Unavailable(Some(Box::new(e)))
             }

@@ -7,7 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use commands::Actor;
 use domain::{ApiKeyId, Scope, SessionId, UserId};
-use projections::access::Reader;
+use projections::read_models::access::Reader;
 use time::OffsetDateTime;
 
 use crate::http::error::{ApiError, ErrorCode};

@@ -22,8 +22,8 @@ use axum::Router;
 use eventstore::{Cursor, EventFilter, Store};
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
-use projections::access::{Access, Class, Reader};
-use projections::bus::CloudEvent;
+use projections::consumers::bus::CloudEvent;
+use projections::read_models::access::{Access, Class, Reader};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -42,7 +42,10 @@ impl Decide for AppState {
     fn still_admin(&self, org: Uuid, readers: Vec<Reader>, at: Cursor) -> BoxFuture<'_, Vec<bool>> {
         Box::pin(async move {
             let ready = match self.ready() {
-                Ok(ready) => match ready.caught_up(projections::memberships::NAME, at).await {
+                Ok(ready) => match ready
+                    .caught_up(projections::read_models::memberships::NAME, at)
+                    .await
+                {
                     Ok(()) => Some(ready),
                     Err(e) => {
                         tracing::warn!(%org, "closing the admin channel to be safe: {e}");
@@ -190,7 +193,7 @@ impl Conn {
         let (Some(principal), Ok(ready)) = (&self.principal, self.state.ready()) else {
             return true;
         };
-        projections::access::is_live(ready.store.pool(), &principal.reader())
+        projections::read_models::access::is_live(ready.store.pool(), &principal.reader())
             .await
             .unwrap_or(true)
     }

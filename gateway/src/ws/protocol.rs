@@ -8,8 +8,8 @@
 //!   `{orgId, channel, ts, cursor, data}`.
 
 use axum::extract::ws::Utf8Bytes;
-use projections::access::Class;
-use projections::bus::CloudEvent;
+use projections::consumers::bus::CloudEvent;
+use projections::read_models::access::Class;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};

@@ -1,8 +1,9 @@
-//! The error catalogue: every code README's error table lists is driven out of a real server,
-//! each with its status and the one shape `{"error":{"code","message","details"}}`, and the
-//! set of codes produced is compared with the table (parsed from README.md at test time), so
-//! the docs and the server cannot drift apart. The table also lists exactly the server's closed
-//! set of codes (`gateway::error_codes()`), each with its status.
+//! The error catalogue: every code the API docs' error table lists is driven out of a real
+//! server, each with its status and the one shape `{"error":{"code","message","details"}}`, and
+//! the set of codes produced is compared with the table (parsed from docs/api.md at test time),
+//! so the docs and the server cannot drift apart.
+//! The table also lists exactly the server's closed set of codes (`gateway::error_codes()`),
+//! each with its status.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,7 +12,7 @@ use uuid::Uuid;
 
 use crate::support::{self, spawn_app, spawn_app_with, with_key, TestApp};
 
-/// Codes README lists that no HTTP request can produce on a consistent server, and why.
+/// Codes docs/api.md lists that no HTTP request can produce on a consistent server, and why.
 const NOT_PRODUCIBLE: &[(&str, &str)] = &[
     (
         "account_not_found",
@@ -40,20 +41,20 @@ const NOT_PRODUCIBLE: &[(&str, &str)] = &[
     ),
 ];
 
-/// One code as the README table documents it.
+/// One code as the docs' table documents it.
 #[derive(Debug)]
 struct Documented {
     status: u16,
 }
 
-/// The codes of README's `### Errors` table, with the status of their row.
-fn readme_codes() -> BTreeMap<String, Documented> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-    let readme = std::fs::read_to_string(path).expect("README.md is readable");
-    let section = readme
+/// The codes of docs/api.md's `### Errors` table, with the status of their row.
+fn documented_codes() -> BTreeMap<String, Documented> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md");
+    let docs = std::fs::read_to_string(path).expect("docs/api.md is readable");
+    let section = docs
         .split("\n### Errors\n")
         .nth(1)
-        .expect("README has an `### Errors` section");
+        .expect("docs/api.md has an `### Errors` section");
     let mut codes = BTreeMap::new();
     for line in section.lines().skip_while(|l| !l.starts_with('|')) {
         if !line.starts_with('|') {
@@ -68,13 +69,13 @@ fn readme_codes() -> BTreeMap<String, Documented> {
         for (i, piece) in listed.split('`').enumerate() {
             if i % 2 == 1 {
                 let previous = codes.insert(piece.to_owned(), Documented { status });
-                assert!(previous.is_none(), "README lists `{piece}` twice");
+                assert!(previous.is_none(), "docs/api.md lists `{piece}` twice");
             }
         }
     }
     assert!(
         codes.len() > 20,
-        "README's error table parsed to too few codes: {codes:?}"
+        "docs/api.md's error table parsed to too few codes: {codes:?}"
     );
     codes
 }
@@ -990,8 +991,8 @@ async fn every_documented_error_code_is_produced_with_its_status_and_shape() {
     .await;
     drop(down);
 
-    // ---- the catalogue equals README's table, and the table equals the closed set ----
-    let documented = readme_codes();
+    // ---- the catalogue equals the docs' table, and the table equals the closed set ----
+    let documented = documented_codes();
     let table: BTreeMap<&str, u16> = documented
         .iter()
         .map(|(code, doc)| (code.as_str(), doc.status))
@@ -999,15 +1000,15 @@ async fn every_documented_error_code_is_produced_with_its_status_and_shape() {
     let closed: BTreeMap<&str, u16> = gateway::error_codes().into_iter().collect();
     assert_eq!(
         table, closed,
-        "README's error table must list exactly the server's error codes, with their statuses"
+        "docs/api.md's error table must list exactly the server's error codes, with their statuses"
     );
     for (code, (status, label)) in &cat.seen {
         let Some(doc) = documented.get(code) else {
-            panic!("`{code}` ({label}) is produced but missing from README's error table");
+            panic!("`{code}` ({label}) is produced but missing from docs/api.md's error table");
         };
         assert_eq!(
             doc.status, *status,
-            "`{code}` ({label}) answers {status}, README's table says {}",
+            "`{code}` ({label}) answers {status}, docs/api.md's table says {}",
             doc.status
         );
     }
@@ -1016,7 +1017,7 @@ async fn every_documented_error_code_is_produced_with_its_status_and_shape() {
     for code in &not_producible {
         assert!(
             documented.contains_key(*code),
-            "`{code}` is excused as not producible but README does not list it"
+            "`{code}` is excused as not producible but docs/api.md does not list it"
         );
         assert!(
             !produced.contains(code),
@@ -1030,12 +1031,12 @@ async fn every_documented_error_code_is_produced_with_its_status_and_shape() {
         .collect();
     assert!(
         missing.is_empty(),
-        "README lists codes no case produced: {missing:?}"
+        "docs/api.md lists codes no case produced: {missing:?}"
     );
 }
 
 /// The confirm step of an invalid sign-in link answers a 400 page (it is opened in a
-/// browser), not a JSON error; README's table says so instead of listing a code for it.
+/// browser), not a JSON error; the docs' table says so instead of listing a code for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_sign_in_link_answers_a_400_page_not_a_json_error() {
     let app = spawn_app().await;

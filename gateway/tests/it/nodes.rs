@@ -321,7 +321,7 @@ async fn projections_run_on_one_node_and_move_to_another_when_it_dies() {
         }
     }
     let board: BTreeSet<&str> = moves
-        .get(projections::board::NAME)
+        .get(projections::read_models::board::NAME)
         .expect("the board's checkpoint moved")
         .iter()
         .map(|m| m.node.as_str())
@@ -336,7 +336,7 @@ async fn projections_run_on_one_node_and_move_to_another_when_it_dies() {
     let live = board_tables(&pool).await;
     assert_eq!(live.iter().filter(|r| r.contains("projected")).count(), 10);
     let store = eventstore::Store::new(pool.clone(), eventstore::StoreOptions::default());
-    projections::registry::replay(&store, projections::board::NAME, |_, _, _| {})
+    projections::registry::replay(&store, projections::read_models::board::NAME, |_, _, _| {})
         .await
         .expect("replay");
     assert_eq!(board_tables(&pool).await, live);
@@ -356,6 +356,8 @@ async fn a_live_client_on_one_node_sees_changes_made_through_another() {
 
     let mut vars = nats.vars();
     vars.push(("DATABASE_URL", format!("{url}?application_name=cairn-a")));
+    // Either node's mailer may send the sign-in mail: one outbox folder for both.
+    vars.push(("CAIRN_DATA_DIR", b.data_dir.display().to_string()));
     vars.push(ws::no_rate_limit());
     vars.extend(ws::no_heartbeat());
     let a = support::start_with(db, &vars).await;
@@ -398,8 +400,8 @@ async fn a_live_client_on_one_node_sees_changes_made_through_another() {
     wait_for_leader(&pool, &keys, "cairn-b").await;
     let moves = checkpoint_moves(&pool).await;
     assert!(
-        moves.contains_key(projections::board::NAME)
-            && moves.contains_key(projections::relay::NAME),
+        moves.contains_key(projections::read_models::board::NAME)
+            && moves.contains_key(projections::consumers::relay::NAME),
         "the board and the relay moved: {:?}",
         moves.keys().collect::<Vec<_>>()
     );

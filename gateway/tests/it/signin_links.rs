@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 struct Node {
     addr: SocketAddr,
     shutdown: CancellationToken,
-    server: JoinHandle<anyhow::Result<()>>,
+    server: JoinHandle<Result<(), gateway::StartError>>,
 }
 
 impl Node {

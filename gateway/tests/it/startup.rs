@@ -126,23 +126,38 @@ async fn projections_are_listed_and_replayed_from_the_cli() {
     })
     .await
     .expect("join");
-    // The listing: a header, then one row per projection, by name, with its position and lag.
+    // The listing: a header, then one row per projection and consumer, by name, with its kind,
+    // position and lag; the mailer has no cursor, and its lag is its queue.
     let mut rows = list.lines();
     let header: Vec<&str> = rows.next().expect("a header").split_whitespace().collect();
     assert_eq!(
         header,
-        ["projection", "cursor", "position", "lag"],
+        ["name", "kind", "cursor", "position", "lag"],
         "{list}"
     );
     let mut names = Vec::new();
     for row in rows {
         let columns: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(columns.len(), 4, "{row}");
-        assert!(columns[2].parse::<i64>().is_ok(), "position in {row}");
-        assert!(columns[3].parse::<i64>().is_ok(), "lag in {row}");
+        assert_eq!(columns.len(), 5, "{row}");
+        if columns[0] != "mailer" {
+            assert!(columns[3].parse::<i64>().is_ok(), "position in {row}");
+        }
+        assert!(columns[4].parse::<i64>().is_ok(), "lag in {row}");
+        let kind = if projections::registry::NAMES.contains(&columns[0]) {
+            "projection"
+        } else {
+            "consumer"
+        };
+        assert_eq!(columns[1], kind, "{row}");
         names.push(columns[0]);
     }
-    assert_eq!(names, projections::registry::NAMES, "{list}");
+    let expected: Vec<&str> = projections::registry::NAMES
+        .iter()
+        .chain(projections::registry::CONSUMERS)
+        .copied()
+        .chain(["mailer"])
+        .collect();
+    assert_eq!(names, expected, "{list}");
     // The replay: exit 0 and its one line.
     assert_eq!(code, Some(0), "{replay}");
     let line = replay.trim_end();

@@ -36,7 +36,7 @@ use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use projections::bus::{Bus, CloudEvent};
+use projections::consumers::bus::{Bus, CloudEvent};
 
 use gateway::config::Config;
 use gateway::App;
@@ -176,7 +176,7 @@ async fn run_phases(
     config.nats_url = None;
     config.smtp_url = None;
     config.data_dir = data_dir;
-    config.secret_key = Some(rand::random());
+    config.secret_key = Some(eventstore::vault::MasterKey::generate());
     config.api_rate = 1_000_000;
     let app = App::build(config).await?;
     let server = format!("http://{}", app.local_addr());

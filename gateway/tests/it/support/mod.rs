@@ -80,7 +80,11 @@ pub async fn start(db: TestDb, database_url: String) -> TestApp {
 /// turns on one thread, so a test cannot pass only because of that scheduling.
 pub async fn start_with(db: TestDb, vars: &[(&str, String)]) -> TestApp {
     init_logs();
-    let data_dir = temp_data_dir();
+    // Another node's data dir when given (either node's mailer may write the outbox file).
+    let data_dir = vars
+        .iter()
+        .find(|(k, _)| *k == "CAIRN_DATA_DIR")
+        .map_or_else(temp_data_dir, |(_, dir)| PathBuf::from(dir));
     let mut vars = vars.to_vec();
     if !vars.iter().any(|(k, _)| *k == "DATABASE_URL") {
         vars.push(("DATABASE_URL", db.url()));
@@ -103,7 +107,7 @@ pub async fn start_with(db: TestDb, vars: &[(&str, String)]) -> TestApp {
                     }
                 };
                 let _ = started.send(Ok((app.local_addr(), app.shutdown_token())));
-                app.run().await
+                Ok(app.run().await?)
             })
         })
         .expect("spawn the server thread");

@@ -30,6 +30,11 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 use uuid::Uuid;
 
+use crate::consumer::{drive, supervise, Pace, Step, Work};
+
+/// The sender's name, in logs.
+const NAME: &str = "mailer";
+
 /// A message to send.
 #[derive(Debug, Clone)]
 pub struct Mail {
@@ -294,29 +299,29 @@ impl Outbox {
         Ok(())
     }
 
-    /// Sends queued mail from `from` until `shutdown` is cancelled.
+    /// Sends queued mail from `from` until `shutdown` is cancelled, on the shared consumer
+    /// loop (`crate::consumer`): woken when a message is queued on this node, polling every
+    /// second (messages queued on other nodes, retries coming due), retrying with backoff while
+    /// the database is unavailable.
+    ///
+    /// Unlike the relay it takes no lock and keeps no event checkpoint: its work is not the
+    /// event log but the rows of its own outbox, queued by requests. Each row is its own
+    /// progress (deleted once sent, or moved to its next attempt), and rows are leased with
+    /// `SKIP LOCKED`, so every node can send at once and none sends a message another holds.
     pub async fn run(self, from: Mailbox, shutdown: CancellationToken) {
-        loop {
-            match self.send_due(&from).await {
-                Ok(0) => {
-                    tokio::select! {
-                        () = self.wake.notified() => {}
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-                // More may be due; a leased message not tried is retried after its lease.
-                Ok(_) if shutdown.is_cancelled() => return,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!("mail outbox unavailable, retrying: {e}");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            }
-        }
+        supervise(NAME, &shutdown, || self.send_until(&from, &shutdown)).await;
+    }
+
+    async fn send_until(
+        &self,
+        from: &Mailbox,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let pace = Pace {
+            poll: Duration::from_secs(1),
+            linger: Duration::ZERO,
+        };
+        drive(NAME, &mut Sending { outbox: self, from }, &pace, shutdown).await
     }
 
     /// Deletes outbox files past their deadline, or whose person was erased (also by another
@@ -483,6 +488,32 @@ impl Outbox {
     }
 }
 
+/// The outbox as the consumer loop's [`Work`]: lease due messages and try each once.
+struct Sending<'a> {
+    outbox: &'a Outbox,
+    from: &'a Mailbox,
+}
+
+impl Work for Sending<'_> {
+    type Error = StoreError;
+
+    async fn step(&mut self) -> Result<Step, StoreError> {
+        Ok(match self.outbox.send_due(self.from).await? {
+            0 => Step::Idle,
+            // More may be due; a leased message not tried is retried after its lease.
+            _ => Step::Worked { more: true },
+        })
+    }
+
+    async fn woken(&mut self) {
+        self.outbox.wake.notified().await;
+    }
+
+    async fn check(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 /// 2 s, 4 s, 8 s, ... up to 10 minutes.
 fn retry_delay(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << attempts.clamp(1, 9) as u32).min(Duration::from_secs(600))
@@ -508,6 +539,14 @@ fn build(
             html.to_owned(),
         ))
         .map_err(|e| e.to_string())
+}
+
+/// The mailer's backlog: messages queued and not yet sent (`cairn projections`). The mailer
+/// keeps no event checkpoint: its outbox rows are its progress.
+pub async fn queued(pool: &sqlx::PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM mail_outbox")
+        .fetch_one(pool)
+        .await
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The bus: how committed events leave the database.
 //!
-//! The [`relay`](crate::relay) reads the event store in commit order and publishes every event
+//! The [`relay`](crate::consumers::relay) reads the event store in commit order and publishes every event
 //! to a [`Bus`]; each node's live consumers (WebSocket rooms) read [`Bus::subscribe`]. Two
 //! implementations:
 //! - [`LocalBus`], a `tokio::sync::broadcast` inside one process: the embedded default;
@@ -22,7 +22,6 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -73,7 +72,7 @@ impl CloudEvent {
             source,
             event_type: format!("cairn.{}.{verb}.v{}", e.aggregate_type, e.event_version),
             subject: format!("{}/{}", e.aggregate_type, e.aggregate_id),
-            time: e.recorded_at.format(&Rfc3339).unwrap_or_default(),
+            time: eventstore::encode::rfc3339(e.recorded_at),
             datacontenttype: "application/json".to_owned(),
             data: e.payload.clone(),
             cairncursor: e.cursor().to_string(),

@@ -16,13 +16,6 @@ pub const NAME: &str = "board";
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BoardProjection;
 
-fn wire<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 impl Projection for BoardProjection {
     fn name(&self) -> &'static str {
         NAME
@@ -247,8 +240,8 @@ impl BoardProjection {
                         org_id: org_id.as_uuid(),
                         title: title.as_str().to_owned(),
                         description: description.as_str().to_owned(),
-                        status: wire(status),
-                        priority: wire(priority),
+                        status: status.as_str().to_owned(),
+                        priority: priority.as_str().to_owned(),
                         category_id: category_id.map(|c| c.as_uuid()),
                         labels: labels.iter().map(|l| l.as_uuid()).collect(),
                         assignees: assignees.iter().map(|u| u.as_uuid()).collect(),
@@ -273,8 +266,8 @@ impl BoardProjection {
                 V::DescriptionChanged { description } => {
                     row.description = description.as_str().to_owned()
                 }
-                V::StatusChanged { status } => row.status = wire(status),
-                V::PriorityChanged { priority } => row.priority = wire(priority),
+                V::StatusChanged { status } => row.status = status.as_str().to_owned(),
+                V::PriorityChanged { priority } => row.priority = priority.as_str().to_owned(),
                 V::CategoryChanged { category_id } => {
                     row.category_id = category_id.map(|c| c.as_uuid())
                 }

@@ -1,0 +1,280 @@
+//! `bench write`'s task phases: the same task writes (create a task, then edit its title, in
+//! turn) through `commands` alone, and through the real HTTP path: an API key resolved by the
+//! authentication middleware, the grant looked up in the memberships read model, the command,
+//! and the receipt serialized back, over keep-alive connections to a server in this process.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use commands::identity::Identity;
+use commands::{Actor, Commands, Metadata};
+use domain::organization::{Organization, OrganizationCommand as C};
+use domain::task::{NewTask, Priority, Status, Task, TaskCommand, TaskEdit, TaskRequest};
+use domain::{Email, Grant, Name, OrgId, Permission, Request, Scope, TaskId, TeamId, Text, UserId};
+use eventstore::vault::{MasterKey, Vault};
+use eventstore::{Store, StoreOptions};
+use gateway::config::Config;
+use gateway::App;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{drive, fresh_org, Op, Outcome};
+
+/// The last task each client created (an edit goes to it).
+type LastTasks = Arc<Vec<Mutex<Option<String>>>>;
+
+fn last_tasks(clients: usize) -> LastTasks {
+    Arc::new((0..clients).map(|_| Mutex::new(None)).collect())
+}
+
+fn title(client: usize, i: u64) -> anyhow::Result<Text> {
+    Ok(Text::parse(
+        "title",
+        &format!("Task {client} {i}"),
+        200,
+        false,
+    )?)
+}
+
+/// Task writes through `commands::Commands`, with the grant made in process.
+pub(super) async fn through_commands(
+    pool: &PgPool,
+    clients: usize,
+    duration: Duration,
+    writers: usize,
+) -> anyhow::Result<Outcome> {
+    let options = StoreOptions {
+        writers,
+        ..StoreOptions::default()
+    };
+    let commands = Commands::new(Store::new(pool.clone(), options));
+    let org = fresh_org();
+    commands
+        .execute::<Organization>(
+            &org.to_string(),
+            Request::system(C::Create {
+                org_id: org,
+                admin_team: TeamId::from_uuid(Uuid::now_v7()),
+                name: Name::parse("name", "Bench tasks")?,
+            }),
+            &Metadata::new(Actor::System).in_org(org),
+        )
+        .await?;
+    let user = UserId::from_uuid(Uuid::now_v7());
+    let grant = Grant {
+        org_id: org,
+        user: Some(user),
+        member: true,
+        permissions: [
+            Permission::CreateTasks,
+            Permission::EditTasks,
+            Permission::AssignTasks,
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let last = last_tasks(clients);
+    let op: Op = Arc::new(move |client, i| {
+        let (commands, grant, last) = (commands.clone(), grant.clone(), last.clone());
+        Box::pin(async move {
+            let meta = Metadata::new(Actor::User(user)).in_org(org);
+            let previous = last[client]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let (task, command) = match previous.filter(|_| i % 2 == 1) {
+                Some(task) => (
+                    task,
+                    TaskCommand::Edit(TaskEdit {
+                        title: Some(title(client, i)?),
+                        ..TaskEdit::default()
+                    }),
+                ),
+                None => {
+                    let task = TaskId::from_uuid(Uuid::now_v7()).to_string();
+                    *last[client].lock().unwrap_or_else(|p| p.into_inner()) = Some(task.clone());
+                    (
+                        task,
+                        TaskCommand::Create(Box::new(new_task(org, client, i)?)),
+                    )
+                }
+            };
+            commands
+                .execute::<Task>(&task, TaskRequest { grant, command }, &meta)
+                .await?;
+            Ok(())
+        })
+    });
+    drive("commands (tasks)", clients, duration, None, op).await
+}
+
+fn new_task(org: OrgId, client: usize, i: u64) -> anyhow::Result<NewTask> {
+    Ok(NewTask {
+        org_id: org,
+        title: title(client, i)?,
+        description: Text::parse("description", "", 10_000, true)?,
+        status: Status::Todo,
+        priority: Priority::None,
+        category_id: None,
+        labels: BTreeSet::new(),
+        assignees: BTreeSet::new(),
+    })
+}
+
+/// Task writes through HTTP: a Cairn server on `database`, in this process, on a free port.
+pub(super) async fn through_http(
+    config: &Config,
+    database: sqlx::postgres::PgConnectOptions,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let data_dir = std::env::temp_dir().join(format!("cairn-bench-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&data_dir).context("create the bench server's data dir")?;
+    let mut config = config.clone();
+    config.database = database;
+    config.bind = "127.0.0.1:0".parse()?;
+    config.data_dir = data_dir.clone();
+    config.nats_url = None;
+    config.smtp_url = None;
+    config.api_rate = u32::MAX / 2;
+    config.db_pool = config.db_pool.max(clients as u32 + 4);
+    let key = gateway::secret_key(&config)?;
+    config.secret_key = Some(key.clone());
+    let app = App::build(config.clone()).await?;
+    let base = format!("http://{}", app.local_addr());
+    let shutdown = app.shutdown_token();
+    let server = tokio::spawn(app.run());
+    let result = async {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(clients)
+            .build()?;
+        wait_ready(&http, &base).await?;
+        let api_key = api_key(&config, key).await?;
+        let auth = format!("Bearer {api_key}");
+        // The key works once the identity read model has it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while http
+            .get(format!("{base}/api/v1/me"))
+            .header("authorization", &auth)
+            .send()
+            .await?
+            .status()
+            != 200
+        {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the bench key never worked"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let created: Value = http
+            .post(format!("{base}/api/v1/orgs"))
+            .header("authorization", &auth)
+            .json(&json!({"name": "Bench HTTP"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let org = created["id"]
+            .as_str()
+            .context("organization id in the answer")?
+            .to_owned();
+        let last = last_tasks(clients);
+        let op: Op = Arc::new(move |client, i| {
+            let (http, auth, base, org, last) = (
+                http.clone(),
+                auth.clone(),
+                base.clone(),
+                org.clone(),
+                last.clone(),
+            );
+            Box::pin(async move {
+                let previous = last[client]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                match previous.filter(|_| i % 2 == 1) {
+                    Some(task) => {
+                        http.patch(format!("{base}/api/v1/orgs/{org}/tasks/{task}"))
+                            .header("authorization", &auth)
+                            .json(&json!({"title": format!("Task {client} {i}")}))
+                            .send()
+                            .await?
+                            .error_for_status()?;
+                    }
+                    None => {
+                        let body: Value = http
+                            .post(format!("{base}/api/v1/orgs/{org}/tasks"))
+                            .header("authorization", &auth)
+                            .json(&json!({"title": format!("Task {client} {i}")}))
+                            .send()
+                            .await?
+                            .error_for_status()?
+                            .json()
+                            .await?;
+                        let task = body["id"].as_str().context("task id")?.to_owned();
+                        *last[client].lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+                    }
+                }
+                Ok(())
+            })
+        });
+        drive("http (tasks)", clients, duration, None, op).await
+    }
+    .await;
+    shutdown.cancel();
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status() == 200 {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the bench server never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Registers a bench user (through a sign-in link, as anyone registers) and issues an API key
+/// with the scopes the phase needs, recorded as events like any other.
+async fn api_key(config: &Config, key: MasterKey) -> anyhow::Result<String> {
+    let pool = eventstore::connect(config.database.clone(), 2).await?;
+    let store = Store::new(pool.clone(), StoreOptions::default());
+    let identity = Identity::new(Commands::new(store), Vault::new(pool, key));
+    let meta = Metadata::new(Actor::System);
+    let email = Email::parse(&format!("bench-{}@example.com", Uuid::now_v7().simple()))?;
+    let link = identity
+        .request_magic_link(&email, &meta)
+        .await
+        .map_err(|e| anyhow::anyhow!("sign-in link: {e}"))?;
+    let signed_in = identity
+        .consume_magic_link(&link.token, &meta)
+        .await
+        .map_err(|e| anyhow::anyhow!("sign in: {e}"))?;
+    let scopes: BTreeSet<Scope> = [Scope::Admin, Scope::TasksRead, Scope::TasksWrite]
+        .into_iter()
+        .collect();
+    let issued = identity
+        .issue_api_key(
+            signed_in.user_id,
+            Name::parse("name", "bench")?,
+            scopes,
+            &meta,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("API key: {e}"))?;
+    Ok(issued.key)
+}
