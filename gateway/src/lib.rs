@@ -8,8 +8,10 @@
 //!   tests bind port 0 and shut down gracefully through [`App::shutdown_token`].
 //! - [`config::Config`]: every setting, from the environment, with working defaults.
 //! - `http`: the router and its layers, the one error shape (`http::error::ApiError`,
-//!   `{"error":{"code","message","details"}}`), extractors, and who is calling.
-//! - `api`: one module per resource, each with its `router()`.
+//!   `{"error":{"code","message","details"}}`, its `code` from the closed set
+//!   `http::error::ErrorCode`), extractors, and who is calling.
+//! - `api`: one module per resource, each with its `router()` and its OpenAPI `Doc`
+//!   (`api::openapi` serves the document generated from them).
 //! - `ws`: the `/ws` board protocol: its messages, the hub, one connection.
 //! - `state`: the handles every handler shares (it imports no feature).
 //!

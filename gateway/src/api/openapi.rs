@@ -68,7 +68,7 @@ async fn openapi() -> impl IntoResponse {
             (browser sign-in by magic link, see `/auth/send-link`) or `Authorization: Bearer \
             cairn_<prefix>_<secret>` (an API key with scopes). Cookie-authenticated mutations \
             must be same-origin. Live boards use the WebSocket endpoint `/ws` (outside this \
-            API's base path; its message protocol is in the README)."
+            API's base path; its message protocol is in docs/streaming.md)."
     ),
     servers((url = "/api/v1")),
     paths(openapi),
