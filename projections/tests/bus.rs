@@ -30,7 +30,9 @@ async fn activity(identity: &Identity, n: usize) {
 /// Waits until the bus's reader has its consumer on `stream`: from then on, it gets every
 /// message published.
 async fn reader_ready(stream: &str) {
-    let client = async_nats::connect(NATS_URL).await.expect("connect to NATS");
+    let client = async_nats::connect(NATS_URL)
+        .await
+        .expect("connect to NATS");
     let jetstream = async_nats::jetstream::new(client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -113,7 +115,9 @@ async fn a_reader_refills_what_the_bus_lost_from_the_store_once_and_in_order() {
     assert!(live.try_recv().is_err(), "nothing delivered twice");
 
     shutdown.cancel();
-    let client = async_nats::connect(NATS_URL).await.expect("connect to NATS");
+    let client = async_nats::connect(NATS_URL)
+        .await
+        .expect("connect to NATS");
     let _ = async_nats::jetstream::new(client)
         .delete_stream(&options.stream)
         .await;

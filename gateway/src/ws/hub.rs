@@ -87,6 +87,7 @@ pub(crate) struct RoomState {
     members: Mutex<Members>,
 }
 
+/// The members of one room, by connection id.
 #[derive(Debug, Default)]
 pub(crate) struct Members {
     by_id: HashMap<u64, Member>,
@@ -95,6 +96,7 @@ pub(crate) struct Members {
 }
 
 impl RoomState {
+    /// The room's members, for as long as the guard lives: what a fan-out holds.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Members> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
     }

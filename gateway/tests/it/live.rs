@@ -277,10 +277,13 @@ async fn feed_until(mut sse: Sse, last: String) -> Vec<String> {
 
 /// Waits until the writer has written `n` tasks.
 async fn written_at_least(written: &mut tokio::sync::watch::Receiver<usize>, n: usize) {
-    tokio::time::timeout(Duration::from_secs(60), written.wait_for(|&so_far| so_far >= n))
-        .await
-        .unwrap_or_else(|_| panic!("{n} tasks written in time"))
-        .expect("the writer runs");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        written.wait_for(|&so_far| so_far >= n),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{n} tasks written in time"))
+    .expect("the writer runs");
 }
 
 /// NATS loses its store (a lost volume) and comes back empty while tasks are being written:
@@ -306,7 +309,12 @@ async fn nats_losing_its_store_under_load_loses_no_event() {
         subscribe(&mut ws, &org, "tasks").await;
         readers.push(tokio::spawn(board_until(ws, last.clone())));
     }
-    let sse = Sse::open(&ada, &app.url("/api/v1/events/stream?types=task.created"), None).await;
+    let sse = Sse::open(
+        &ada,
+        &app.url("/api/v1/events/stream?types=task.created"),
+        None,
+    )
+    .await;
     let feed = tokio::spawn(feed_until(sse, last.clone()));
 
     // One writer, without pause, from before the loss until well after it.

@@ -335,9 +335,11 @@ impl NatsBus {
     /// Reads the stream until `shutdown`, starting again after any failure from where it
     /// was, so this node misses nothing while NATS comes and goes.
     async fn read(self: Arc<Self>, shutdown: CancellationToken) {
+        const FIRST_PAUSE: Duration = Duration::from_millis(100);
         let mut position = Position::default();
-        let mut pause = Duration::from_millis(100);
+        let mut pause = FIRST_PAUSE;
         while !shutdown.is_cancelled() {
+            let started = tokio::time::Instant::now();
             tokio::select! {
                 result = self.read_stream(&mut position) => {
                     if let Err(e) = result {
@@ -345,6 +347,10 @@ impl NatsBus {
                     }
                 }
                 () = shutdown.cancelled() => return,
+            }
+            // A reader that ran a while failed afresh: back off from the start again.
+            if started.elapsed() > Duration::from_secs(10) {
+                pause = FIRST_PAUSE;
             }
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
@@ -496,7 +502,10 @@ impl NatsBus {
                 refilled += 1;
             }
         }
-        tracing::info!(events = refilled, "refilled the event bus from the database");
+        tracing::info!(
+            events = refilled,
+            "refilled the event bus from the database"
+        );
         Ok(())
     }
 }
