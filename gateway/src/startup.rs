@@ -460,6 +460,8 @@ async fn connect(
     let identity = Identity::new(commands.clone(), vault.clone()).with_link_ttl(link_ttl);
     let progress = projections::registry::spawn_all(&store, shutdown, tasks);
     tasks.spawn(Relay::new(store.clone(), state.bus().clone()).run(shutdown.clone()));
+    // What this node's bus reader refills from when NATS lost messages.
+    state.bus().refill_from(store.clone());
     let outbox = Outbox::new(pool, vault, transport.clone());
     tasks.spawn(
         outbox
