@@ -9,7 +9,6 @@ use domain::task::{TaskCommand, BODY_MAX};
 use domain::{CommentId, OrgId, TaskId};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::api::paging::ListQuery;
 use crate::api::receipt::written;
@@ -45,14 +44,6 @@ pub fn router() -> Router<AppState> {
             patch(edit_comment).delete(delete_comment),
         )
 }
-
-type CommentRow = (
-    Uuid,
-    Option<Uuid>,
-    String,
-    time::OffsetDateTime,
-    Option<time::OffsetDateTime>,
-);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,24 +116,20 @@ async fn list_comments(
     )
     .await?;
     let task: TaskId = parse_id(&task, "task")?;
-    let mut rows: Vec<CommentRow> = sqlx::query_as(
-        "SELECT comment_id, author, body, created_at, edited_at FROM task_comments
-          WHERE org_id = $1 AND task_id = $2 AND deleted_at IS NULL
-            AND ($3::timestamptz IS NULL OR (created_at, comment_id) > ($3::timestamptz, $4::uuid))
-          ORDER BY created_at, comment_id LIMIT $5",
+    let mut rows = projections::read_models::board::comments(
+        ready.store.pool(),
+        org,
+        task,
+        paging.at()?,
+        paging.fetch(),
     )
-    .bind(org.as_uuid())
-    .bind(task.as_uuid())
-    .bind(paging.key())
-    .bind(paging.id())
-    .bind(paging.fetch())
-    .fetch_all(ready.store.pool())
     .await?;
-    let next = paging.finish(&mut rows, |r| (at(r.3), r.0));
+    let next = paging.finish(&mut rows, |c| (at(c.created_at), c.comment_id));
     let comments: Vec<Value> = rows
         .into_iter()
-        .map(|(id, author, body, created, edited)| {
-            json!({"id": id, "author": author, "body": body, "created_at": at(created), "edited_at": edited.map(at)})
+        .map(|c| {
+            json!({"id": c.comment_id, "author": c.author, "body": c.body,
+                   "created_at": at(c.created_at), "edited_at": c.edited_at.map(at)})
         })
         .collect();
     Ok(Json(json!({ "comments": comments, "next": next })))

@@ -5,7 +5,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
-use cqrs_es::Aggregate;
+use commands::OnBoard;
 use domain::label::{Category, Color, Label, TagCommand, TagError, TagRequest};
 use domain::{Name, OrgId, Scope};
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use crate::http::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
 use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
 
-use crate::api::board::{grant, readable, run, unprocessable};
+use crate::api::board::{readable, run, unprocessable};
 
 /// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
 /// ([`super::api_routes`]): keep it in step with `router` below.
@@ -76,13 +76,28 @@ fn tag_color(raw: &str) -> Result<Color, ApiError> {
     Color::parse(raw).map_err(|e| unprocessable("validation_failed", e.to_string()))
 }
 
+/// Which tags a list shows: `labels` or `categories` (also the list's field in the JSON).
+#[derive(Debug, Clone, Copy)]
+enum Tags {
+    Labels,
+    Categories,
+}
+
+impl Tags {
+    fn field(self) -> &'static str {
+        match self {
+            Self::Labels => "labels",
+            Self::Categories => "categories",
+        }
+    }
+}
+
 async fn list_tags(
     state: &AppState,
     caller: &Principal,
     org: &str,
     q: &ListQuery,
-    table: &str,
-    key: &str,
+    tags: Tags,
 ) -> Result<Json<Value>, ApiError> {
     let paging = q.paging()?;
     let ready = state.ready()?;
@@ -94,24 +109,22 @@ async fn list_tags(
         projections::read_models::board::NAME,
     )
     .await?;
-    let mut rows: Vec<(Uuid, String, String)> = sqlx::query_as(&format!(
-        "SELECT {key}, name, color FROM {table}
-          WHERE org_id = $1 AND deleted_at IS NULL
-            AND ($2::text IS NULL OR (name, {key}) > ($2, $3::uuid))
-          ORDER BY name, {key} LIMIT $4"
-    ))
-    .bind(org.as_uuid())
-    .bind(paging.key())
-    .bind(paging.id())
-    .bind(paging.fetch())
-    .fetch_all(ready.store.pool())
-    .await?;
-    let next = paging.finish(&mut rows, |(id, name, _)| (name.clone(), *id));
+    let after = paging.after();
+    let pool = ready.store.pool();
+    let mut rows = match tags {
+        Tags::Labels => {
+            projections::read_models::board::labels(pool, org, after, paging.fetch()).await?
+        }
+        Tags::Categories => {
+            projections::read_models::board::categories(pool, org, after, paging.fetch()).await?
+        }
+    };
+    let next = paging.finish(&mut rows, |t| (t.name.clone(), t.id));
     let items: Vec<Value> = rows
         .into_iter()
-        .map(|(id, name, color)| json!({"id": id, "name": name, "color": color}))
+        .map(|t| json!({"id": t.id, "name": t.name, "color": t.color}))
         .collect();
-    Ok(Json(json!({ table: items, "next": next })))
+    Ok(Json(json!({ tags.field(): items, "next": next })))
 }
 
 async fn tag_command<A>(
@@ -125,16 +138,11 @@ async fn tag_command<A>(
 ) -> Result<Response, ApiError>
 where
     commands::Commands: commands::Dispatch<A>,
-    A: Aggregate<Command = TagRequest, Error = TagError> + Clone,
+    A: OnBoard<Asked = TagCommand, Command = TagRequest, Error = TagError> + Clone,
 {
     caller.require(Scope::TasksWrite)?;
     let org: OrgId = parse_id(org, "organization")?;
-    let ready = state.ready()?;
-    let request = TagRequest {
-        grant: grant(ready, org, caller).await?,
-        command,
-    };
-    let receipt = run::<A>(state, &id.to_string(), request, meta, org).await?;
+    let receipt = run::<A>(state, &id.to_string(), command, meta, org).await?;
     Ok(if created {
         written(StatusCode::CREATED, &receipt, json!({ "id": id }))
     } else {
@@ -143,14 +151,14 @@ where
 }
 
 macro_rules! tag_routes {
-    ($list:ident, $create:ident, $update:ident, $delete:ident, $agg:ty, $table:literal, $key:literal, $purpose:literal) => {
+    ($list:ident, $create:ident, $update:ident, $delete:ident, $agg:ty, $tags:expr, $purpose:literal) => {
         async fn $list(
             State(state): State<AppState>,
             Auth(caller): Auth,
             ApiPath(org): ApiPath<String>,
             ApiQuery(q): ApiQuery<ListQuery>,
         ) -> Result<Json<Value>, ApiError> {
-            list_tags(&state, &caller, &org, &q, $table, $key).await
+            list_tags(&state, &caller, &org, &q, $tags).await
         }
 
         async fn $create(
@@ -203,8 +211,7 @@ tag_routes!(
     update_label,
     delete_label,
     Label,
-    "labels",
-    "label_id",
+    Tags::Labels,
     "label"
 );
 tag_routes!(
@@ -213,7 +220,6 @@ tag_routes!(
     update_category,
     delete_category,
     Category,
-    "categories",
-    "category_id",
+    Tags::Categories,
     "category"
 );

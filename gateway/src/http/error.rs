@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use commands::CommandError;
+use commands::{CommandError, LookupError};
 use domain::account::AccountError;
 use domain::organization::OrganizationError;
 use eventstore::StoreError;
@@ -275,6 +275,10 @@ impl<E: DomainStatus + Send + Sync + 'static> From<CommandError<E>> for ApiError
                 message: e.to_string(),
             },
             CommandError::Store(e) => e.into(),
+            CommandError::Lookup(LookupError::Database(e)) => e.into(),
+            CommandError::Lookup(e @ LookupError::Behind(_)) => {
+                Self::Unavailable(Some(Box::new(e)))
+            }
         }
     }
 }
