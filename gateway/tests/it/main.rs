@@ -28,4 +28,5 @@ mod sealed;
 mod signin_links;
 mod smtp;
 mod startup;
+mod writes;
 mod ws_protocol;
