@@ -325,8 +325,12 @@ async fn a_retry_after_the_callers_permissions_changed_gets_the_first_receipt() 
     let bob = app.sign_in("bob@example.com").await;
     let bob_id = support::user_id_of(&app, &bob).await;
     let base = format!("/api/v1/orgs/{org}");
-    app.post_as(&alice, &format!("{base}/members"), json!({ "user_id": bob_id }))
-        .await;
+    app.post_as(
+        &alice,
+        &format!("{base}/members"),
+        json!({ "user_id": bob_id }),
+    )
+    .await;
     let team = app
         .post_as(&alice, &format!("{base}/teams"), json!({"name": "Writers"}))
         .await;
@@ -339,7 +343,9 @@ async fn a_retry_after_the_callers_permissions_changed_gets_the_first_receipt() 
     };
     json_of(
         "permissions",
-        permissions(&["tasks.create", "tasks.edit"]).await.expect("send"),
+        permissions(&["tasks.create", "tasks.edit"])
+            .await
+            .expect("send"),
         200,
     )
     .await;
@@ -393,7 +399,10 @@ async fn a_retry_after_the_callers_permissions_changed_gets_the_first_receipt() 
             "{label}: a replay"
         );
         let again = json_of(label, again, status).await;
-        assert_eq!(again["receipt"], first["receipt"], "{label}: the first receipt");
+        assert_eq!(
+            again["receipt"], first["receipt"],
+            "{label}: the first receipt"
+        );
     }
     // The same key with another body is still another request.
     let other = create("Ship something else").await.expect("send");

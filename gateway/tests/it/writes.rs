@@ -26,14 +26,28 @@ async fn hold_back(app: &TestApp) -> (PgPool, Transaction<'static, Postgres>) {
 }
 
 /// Makes `user` a member of `org`, in a new team holding `permissions`, as `founder`.
-async fn join(app: &TestApp, org: &str, founder: &reqwest::Client, user: &str, permissions: &[&str]) {
+async fn join(
+    app: &TestApp,
+    org: &str,
+    founder: &reqwest::Client,
+    user: &str,
+    permissions: &[&str],
+) {
     let base = format!("/api/v1/orgs/{org}");
     let added = app
-        .post_as(founder, &format!("{base}/members"), json!({ "user_id": user }))
+        .post_as(
+            founder,
+            &format!("{base}/members"),
+            json!({ "user_id": user }),
+        )
         .await;
     json_with(added, 200).await;
     let team = app
-        .post_as(founder, &format!("{base}/teams"), json!({ "name": "Writers" }))
+        .post_as(
+            founder,
+            &format!("{base}/teams"),
+            json!({ "name": "Writers" }),
+        )
         .await;
     let team = str_of(&json_with(team, 201).await, "id");
     let set = founder
@@ -73,9 +87,12 @@ async fn writes_go_through_while_every_read_model_is_held_back() {
     )
     .await;
     let (_, carol) = member_with(&app, &org, &alice, &[]).await;
-    let task = json!({"title": "T", "labels": [label], "category_id": category, "assignees": [carol]});
+    let task =
+        json!({"title": "T", "labels": [label], "category_id": category, "assignees": [carol]});
     // The read models have all of the above once they have the first task.
-    let first = app.post_as(&bob, &format!("{base}/tasks"), task.clone()).await;
+    let first = app
+        .post_as(&bob, &format!("{base}/tasks"), task.clone())
+        .await;
     let cursor = cursor_of(&first);
     let first = str_of(&json_with(first, 201).await, "id");
     let seen = bob
@@ -89,7 +106,9 @@ async fn writes_go_through_while_every_read_model_is_held_back() {
     // Each of these commits puts the read models further behind this node's commits, which
     // writes used to wait for (503 after 5 s).
     for i in 0..3 {
-        let created = app.post_as(&bob, &format!("{base}/tasks"), task.clone()).await;
+        let created = app
+            .post_as(&bob, &format!("{base}/tasks"), task.clone())
+            .await;
         json_with(created, 201).await;
         let edited = bob
             .patch(app.url(&format!("{base}/tasks/{first}")))
