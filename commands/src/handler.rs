@@ -7,6 +7,8 @@ use rand::Rng;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::fingerprint::{fingerprint, Asked};
+use crate::lookups::LookupError;
 use crate::Metadata;
 
 /// How many times a command is handled before a conflict is reported.
@@ -27,6 +29,10 @@ pub enum CommandError<E: std::error::Error> {
     /// The event store failed (HTTP 503 or 500).
     #[error("event store failure")]
     Store(#[source] StoreError),
+    /// A lookup the decision needed failed, or its read model did not catch up in time
+    /// (HTTP 503).
+    #[error(transparent)]
+    Lookup(LookupError),
 }
 
 /// Runs commands for one aggregate type.
@@ -46,7 +52,7 @@ impl<A: Aggregate> std::fmt::Debug for Handler<A> {
 impl<A> Handler<A>
 where
     A: Aggregate + Clone,
-    A::Command: Clone + std::fmt::Debug,
+    A::Command: Clone + Asked,
 {
     /// A handler over `store`, passing `services` to the aggregate.
     pub fn new(store: AggregateStore<A>, services: A::Services) -> Self {
@@ -93,7 +99,10 @@ where
         let command_id = metadata.command_id.id();
         // Stored with the receipt, so a command id reused for a different command (a client's
         // key, or a caller's bug) is refused rather than answered with another command's receipt.
-        let fingerprint = Some(fingerprint::<A>(aggregate_id, &command));
+        let fingerprint = Some(
+            fingerprint::<A>(aggregate_id, &command)
+                .map_err(|e| CommandError::Store(StoreError::Serde(e)))?,
+        );
         if metadata.command_id.from_client() {
             let stored = self
                 .store
@@ -171,7 +180,7 @@ where
 impl<A> Handler<A>
 where
     A: Aggregate + Clone,
-    A::Command: Clone + std::fmt::Debug,
+    A::Command: Clone + Asked,
 {
     /// The first receipt of a client-keyed command whose repeat ran concurrently with it.
     ///
@@ -200,18 +209,6 @@ where
             None => Ok(None),
         }
     }
-}
-
-/// Namespace for command digests.
-const FINGERPRINT_NAMESPACE: Uuid = Uuid::from_u128(0x6361_6972_6e2d_6669_6e67_6572_7072_696e);
-
-/// A digest of what the command asks, to tell a repeat from a key reused for something else.
-fn fingerprint<A: Aggregate>(aggregate_id: &str, command: &A::Command) -> Uuid
-where
-    A::Command: std::fmt::Debug,
-{
-    let text = format!("{}\u{0}{aggregate_id}\u{0}{command:?}", A::TYPE);
-    Uuid::new_v5(&FINGERPRINT_NAMESPACE, text.as_bytes())
 }
 
 /// The stored receipt if it answers this very request; a conflict if the key was reused.

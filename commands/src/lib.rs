@@ -6,17 +6,24 @@
 //! - idempotency: a client's `Idempotency-Key` becomes the command id, and a repeat returns the
 //!   first receipt without appending;
 //! - optimistic concurrency: a conflict (another node appended first) reloads the aggregate and
-//!   handles the command again, up to a bound, then answers [`CommandError::Conflict`].
+//!   handles the command again, up to a bound, then answers [`CommandError::Conflict`];
+//! - the lookups a decision needs ([`Lookups`]: a caller's grant, whether what a command names
+//!   exists), put into the command before the aggregate decides, and re-checked once when a
+//!   lagging read model may explain a refusal ([`Commands::execute_board`]).
 //!
-//! **It must not** know HTTP or JSON wire shapes (that is `gateway`) or make decisions (that is
-//! `domain`). Start at [`Commands::execute`].
+//! **It must not** know HTTP or JSON wire shapes (that is `gateway`), read read-model tables
+//! (that is `projections`, behind [`Lookups`]) or make decisions (that is `domain`). Start at
+//! [`Commands::execute`].
 //!
 //! Each aggregate runs through cqrs-es's `Aggregate::handle` and `EventStore`, driven by
 //! [`Handler`] rather than `CqrsFramework`: the framework discards the commit result (so no
 //! receipt) and cannot tell a refusal made on cached state from one made on fresh state.
 
+pub mod board;
+mod fingerprint;
 mod handler;
 pub mod identity;
+pub mod lookups;
 mod metadata;
 pub mod secrets;
 
@@ -28,8 +35,11 @@ use domain::organization::Organization;
 use domain::task::Task;
 use eventstore::Store;
 
+pub use board::OnBoard;
 pub use eventstore::{Cursor, Receipt};
+pub use fingerprint::Asked;
 pub use handler::{CommandError, Handler};
+pub use lookups::{LookupError, Lookups, ReadModel};
 pub use metadata::{Actor, CommandId, Metadata};
 
 /// Routes a command type to its aggregate's handler.
@@ -44,6 +54,8 @@ pub struct Commands {
     inner: Arc<Inner>,
     /// Seals each command's request details with its actor's key (see [`Metadata::to_map`]).
     vault: Option<eventstore::vault::Vault>,
+    /// What decisions look up in the read models.
+    lookups: Arc<dyn Lookups>,
 }
 
 #[derive(Debug)]
@@ -57,7 +69,8 @@ struct Inner {
 }
 
 impl Commands {
-    /// Handlers for every aggregate on `store`.
+    /// Handlers for every aggregate on `store`, with no read models to look anything up in
+    /// ([`lookups::NoReadModels`]) until [`Self::with_lookups`] wires some.
     pub fn new(store: Store) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -69,7 +82,19 @@ impl Commands {
                 store,
             }),
             vault: None,
+            lookups: Arc::new(lookups::NoReadModels),
         }
+    }
+
+    /// Looks up what board decisions need (grants, references) with `lookups`.
+    pub fn with_lookups(mut self, lookups: Arc<dyn Lookups>) -> Self {
+        self.lookups = lookups;
+        self
+    }
+
+    /// What decisions look up in the read models.
+    pub fn lookups(&self) -> &dyn Lookups {
+        self.lookups.as_ref()
     }
 
     /// Seals the IP and user agent of signed-in actors' commands with their keys. Without a
@@ -97,7 +122,7 @@ impl Commands {
     where
         Self: Dispatch<A>,
         A: cqrs_es::Aggregate + Clone,
-        A::Command: Clone + std::fmt::Debug,
+        A::Command: Clone + Asked,
     {
         // One indexed lookup, only for requests that carry details and have a person behind.
         if let (Some(user), Some(vault)) = (metadata.wants_personal_key(), &self.vault) {
@@ -123,7 +148,7 @@ impl Commands {
     where
         Self: Dispatch<A>,
         A: cqrs_es::Aggregate + Clone,
-        A::Command: Clone + std::fmt::Debug,
+        A::Command: Clone + Asked,
     {
         self.handler().current(aggregate_id).await
     }

@@ -28,24 +28,27 @@ pub const MAX_LINKS_PER_DAY: usize = 50;
 pub const LINK_WINDOW: Duration = Duration::DAY;
 
 /// A session about to start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NewSession {
     /// Its id.
     pub session_id: SessionId,
     /// The digest of its cookie token.
     pub token_hash: Digest,
     /// When it ends unless renewed.
+    #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
 
-/// What can be asked of an account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What can be asked of an account. It serializes (for the command side's idempotency
+/// fingerprint, never stored) but does not deserialize.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum AccountCommand {
     /// Record that a sign-in link is to be sent (the account may not be registered yet).
     /// Refused with [`AccountError::TooManyLinks`] while [`MAX_LIVE_LINKS`] links are live or
     /// [`MAX_LINKS_PER_DAY`] were sent in the window: then nothing is recorded or sent.
     RequestMagicLink {
         /// The current time.
+        #[serde(with = "time::serde::rfc3339")]
         now: OffsetDateTime,
         /// The account's id.
         user_id: UserId,
@@ -54,6 +57,7 @@ pub enum AccountCommand {
         /// The digest of the link's token.
         token_hash: Digest,
         /// When the link stops working.
+        #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
     },
     /// Use a link: registers the account on first use and starts a session.
@@ -61,6 +65,7 @@ pub enum AccountCommand {
         /// The digest of the presented token.
         token_hash: Digest,
         /// The current time.
+        #[serde(with = "time::serde::rfc3339")]
         now: OffsetDateTime,
         /// The session to start.
         session: NewSession,
@@ -70,6 +75,7 @@ pub enum AccountCommand {
         /// The session.
         session_id: SessionId,
         /// The new expiry.
+        #[serde(with = "time::serde::rfc3339")]
         expires_at: OffsetDateTime,
     },
     /// End a session.

@@ -29,8 +29,9 @@ impl Color {
     }
 }
 
-/// What can be asked of a label or category.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What can be asked of a label or category. It serializes (for the command side's
+/// idempotency fingerprint, never stored) but does not deserialize.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum TagCommand {
     /// Create it.
     Create {

@@ -2,8 +2,9 @@
 //! comments. Each action needs a permission (see [`Task::decide`]); the caller's permissions
 //! arrive in the request as a [`Grant`] looked up from the memberships read model.
 //!
-//! References to other aggregates (labels, categories, assignees) are checked against read
-//! models by the command side before a command is built; the task records ids only.
+//! References to other aggregates (labels, categories, assignees) are looked up in the read
+//! models by the command side, which puts what it found into the request ([`References`]); the
+//! task refuses a command that names what was not found, and records ids only.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,7 +78,7 @@ impl Priority {
 }
 
 /// The fields of a new task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NewTask {
     /// Its organization.
     pub org_id: OrgId,
@@ -98,7 +99,7 @@ pub struct NewTask {
 }
 
 /// Changes to a task's fields; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TaskEdit {
     /// A new title.
     pub title: Option<Text>,
@@ -108,12 +109,15 @@ pub struct TaskEdit {
     pub status: Option<Status>,
     /// A new priority.
     pub priority: Option<Priority>,
-    /// A new category (`Some(None)` clears it).
+    /// A new category (`Some(None)` clears it). Left out of the serialized form when `None`,
+    /// so that it differs from `Some(None)` (`null`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub category_id: Option<Option<CategoryId>>,
 }
 
-/// What can be asked of a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What can be asked of a task. It serializes (for the command side's idempotency
+/// fingerprint, never stored) but does not deserialize: requests are not read from JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum TaskCommand {
     /// Create it (`tasks.create`; `tasks.assign` too when it has assignees).
     Create(Box<NewTask>),
@@ -162,11 +166,74 @@ pub enum TaskCommand {
     Delete,
 }
 
-/// A request to a task, with the caller's grant in the task's organization.
+impl TaskCommand {
+    /// What the command names that must exist in the task's organization: the labels and the
+    /// category it sets, and the users it assigns. Removing a label or an assignee names
+    /// nothing (what is gone can still be taken off).
+    pub fn references(&self) -> References {
+        let mut named = References::default();
+        match self {
+            Self::Create(new) => {
+                named.labels.clone_from(&new.labels);
+                named.categories.extend(new.category_id);
+                named.users.clone_from(&new.assignees);
+            }
+            Self::Edit(edit) => named.categories.extend(edit.category_id.flatten()),
+            Self::Assign { user_id } => {
+                named.users.insert(*user_id);
+            }
+            Self::AddLabel { label_id } => {
+                named.labels.insert(*label_id);
+            }
+            Self::Unassign { .. }
+            | Self::RemoveLabel { .. }
+            | Self::AddComment { .. }
+            | Self::EditComment { .. }
+            | Self::DeleteComment { .. }
+            | Self::Delete => {}
+        }
+        named
+    }
+}
+
+/// Labels, categories and users of an organization: those a command names
+/// ([`TaskCommand::references`]), or those of them the read models know (live labels and
+/// categories of the organization, and its members), as looked up for a [`TaskRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct References {
+    /// Labels.
+    pub labels: BTreeSet<LabelId>,
+    /// Categories.
+    pub categories: BTreeSet<CategoryId>,
+    /// Users.
+    pub users: BTreeSet<UserId>,
+}
+
+impl References {
+    /// Refuses what `named` holds and `self` (what is known) does not: labels first, then the
+    /// category, then assignees.
+    fn cover(&self, named: &References) -> Result<(), TaskError> {
+        if let Some(label) = named.labels.difference(&self.labels).next() {
+            return Err(TaskError::UnknownLabel(*label));
+        }
+        if let Some(category) = named.categories.difference(&self.categories).next() {
+            return Err(TaskError::UnknownCategory(*category));
+        }
+        if let Some(user) = named.users.difference(&self.users).next() {
+            return Err(TaskError::AssigneeNotMember(*user));
+        }
+        Ok(())
+    }
+}
+
+/// A request to a task, with the caller's grant in the task's organization and what the read
+/// models know of the references the command names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRequest {
     /// What the caller may do.
     pub grant: Grant,
+    /// Which of the labels, categories and users the command names exist in the organization.
+    pub known: References,
     /// What is asked.
     pub command: TaskCommand,
 }
@@ -321,6 +388,15 @@ pub enum TaskError {
     /// Only a comment's author (or an administrator) may change it (HTTP 403).
     #[error("only the comment's author may change it")]
     NotCommentAuthor,
+    /// A label is not a live label of the organization (HTTP 422).
+    #[error("a label does not exist in this organization")]
+    UnknownLabel(LabelId),
+    /// The category is not a live category of the organization (HTTP 422).
+    #[error("the category does not exist in this organization")]
+    UnknownCategory(CategoryId),
+    /// An assignee is not a member of the organization (HTTP 422).
+    #[error("user {0} is not a member")]
+    AssigneeNotMember(UserId),
 }
 
 /// The task aggregate.
@@ -364,7 +440,12 @@ impl Task {
         use TaskError as E;
         use TaskEvent as V;
 
-        let TaskRequest { grant, command } = request;
+        let TaskRequest {
+            grant,
+            known,
+            command,
+        } = request;
+        let named = command.references();
         if !grant.member || self.org_id.is_some_and(|o| o != grant.org_id) {
             return Err(E::NotMember);
         }
@@ -379,6 +460,7 @@ impl Task {
             if new.org_id != grant.org_id {
                 return Err(E::NotMember);
             }
+            known.cover(&named)?;
             let NewTask {
                 org_id,
                 title,
@@ -407,6 +489,7 @@ impl Task {
             C::Create(_) => unreachable!("handled above"),
             C::Edit(edit) => {
                 Self::need(&grant, Permission::EditTasks)?;
+                known.cover(&named)?;
                 let mut events = Vec::new();
                 if let Some(title) = edit.title.filter(|t| Some(t) != self.title.as_ref()) {
                     events.push(V::TitleChanged { title });
@@ -430,6 +513,7 @@ impl Task {
             }
             C::Assign { user_id } => {
                 Self::need(&grant, Permission::AssignTasks)?;
+                known.cover(&named)?;
                 if self.assignees.contains(&user_id) {
                     return Err(E::AlreadyAssigned(user_id));
                 }
@@ -444,6 +528,7 @@ impl Task {
             }
             C::AddLabel { label_id } => {
                 Self::need(&grant, Permission::EditTasks)?;
+                known.cover(&named)?;
                 if self.labels.contains(&label_id) {
                     return Err(E::AlreadyLabeled(label_id));
                 }
@@ -590,9 +675,11 @@ mod tests {
     fn text(s: &str) -> Text {
         Text::parse("text", s, BODY_MAX, true).expect("text")
     }
+    /// A request by `user` holding `perms`, for which every reference is known.
     fn by(user: UserId, perms: &[Permission], command: C) -> TaskRequest {
         TaskRequest {
             grant: Grant::member(org(), user, perms.iter().copied()),
+            known: command.references(),
             command,
         }
     }
@@ -662,6 +749,7 @@ mod tests {
                     member: false,
                     permissions: [Permission::Administrator].into(),
                 },
+                known: References::default(),
                 command: C::Delete,
             })
             .await
@@ -851,6 +939,7 @@ mod tests {
             .given(vec![created()])
             .when_async(TaskRequest {
                 grant: Grant::member(other, alice(), [Permission::Administrator]),
+                known: References::default(),
                 command: C::Delete,
             })
             .await
@@ -869,6 +958,132 @@ mod tests {
             .when_async(by(alice(), &[Permission::DeleteTasks], C::Delete))
             .await
             .then_expect_events(vec![V::Deleted {}]);
+    }
+
+    #[tokio::test]
+    async fn what_a_command_names_must_be_known_in_the_organization() {
+        let category = CategoryId::from_uuid(Uuid::from_u128(5));
+        let admin = Grant::member(org(), alice(), [Permission::Administrator]);
+        let knowing = |known: References, command: C| TaskRequest {
+            grant: admin.clone(),
+            known,
+            command,
+        };
+        let nothing = References::default;
+        let mut new = NewTask {
+            org_id: org(),
+            title: text("Ship it"),
+            description: text(""),
+            status: Status::Todo,
+            priority: Priority::None,
+            category_id: Some(category),
+            labels: [label()].into(),
+            assignees: [bob()].into(),
+        };
+        let create = |new: &NewTask| C::Create(Box::new(new.clone()));
+        Given::with(())
+            .given_no_previous_events()
+            .when_async(knowing(nothing(), create(&new)))
+            .await
+            .then_expect_error(E::UnknownLabel(label()));
+        let labels_known = References {
+            labels: [label()].into(),
+            ..nothing()
+        };
+        Given::with(())
+            .given_no_previous_events()
+            .when_async(knowing(labels_known.clone(), create(&new)))
+            .await
+            .then_expect_error(E::UnknownCategory(category));
+        Given::with(())
+            .given_no_previous_events()
+            .when_async(knowing(
+                References {
+                    categories: [category].into(),
+                    ..labels_known
+                },
+                create(&new),
+            ))
+            .await
+            .then_expect_error(E::AssigneeNotMember(bob()));
+        new.assignees.clear();
+        Given::with(())
+            .given_no_previous_events()
+            .when_async(knowing(
+                References {
+                    labels: [label()].into(),
+                    categories: [category].into(),
+                    users: BTreeSet::new(),
+                },
+                create(&new),
+            ))
+            .await
+            .then_expect_events(vec![V::Created {
+                org_id: org(),
+                title: text("Ship it"),
+                description: text(""),
+                status: Status::Todo,
+                priority: Priority::None,
+                category_id: Some(category),
+                labels: [label()].into(),
+                assignees: BTreeSet::new(),
+            }]);
+        for (command, refusal) in [
+            (
+                C::Edit(TaskEdit {
+                    category_id: Some(Some(category)),
+                    ..TaskEdit::default()
+                }),
+                E::UnknownCategory(category),
+            ),
+            (C::Assign { user_id: bob() }, E::AssigneeNotMember(bob())),
+            (C::AddLabel { label_id: label() }, E::UnknownLabel(label())),
+        ] {
+            Given::with(())
+                .given(vec![created()])
+                .when_async(knowing(nothing(), command))
+                .await
+                .then_expect_error(refusal);
+        }
+        // What is taken off or cleared names nothing, so nothing needs to be known.
+        for (given, command, event) in [
+            (
+                V::Labeled { label_id: label() },
+                C::RemoveLabel { label_id: label() },
+                V::Unlabeled { label_id: label() },
+            ),
+            (
+                V::Assigned { user_id: bob() },
+                C::Unassign { user_id: bob() },
+                V::Unassigned { user_id: bob() },
+            ),
+            (
+                V::CategoryChanged {
+                    category_id: Some(category),
+                },
+                C::Edit(TaskEdit {
+                    category_id: Some(None),
+                    ..TaskEdit::default()
+                }),
+                V::CategoryChanged { category_id: None },
+            ),
+        ] {
+            Given::with(())
+                .given(vec![created(), given])
+                .when_async(knowing(nothing(), command))
+                .await
+                .then_expect_events(vec![event]);
+        }
+        // The caller's standing is decided first: a stranger learns nothing of the references.
+        Given::with(())
+            .given(vec![created()])
+            .when_async(TaskRequest {
+                grant: Grant::member(org(), bob(), []),
+                known: nothing(),
+                command: C::AddLabel { label_id: label() },
+            })
+            .await
+            .then_expect_error(E::Forbidden(Permission::EditTasks));
     }
 
     /// Events are a stored contract: this pins the JSON of every variant, both ways. If it

@@ -20,6 +20,7 @@
 mod api;
 pub mod config;
 mod http;
+mod lookups;
 mod startup;
 mod state;
 pub mod telemetry;

@@ -25,7 +25,8 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::http::error::error_chain;
-use crate::state::{AppState, Ready};
+use crate::lookups::ReadModelLookups;
+use crate::state::{AppState, Ready, CATCH_UP};
 
 /// The longest wait between attempts to reach PostgreSQL at start.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -454,12 +455,17 @@ async fn connect(
     // Other nodes' commits wake this node's projections, relay and feeds at once.
     store.share_commit_signals(shutdown.clone());
     let vault = Vault::new(pool.clone(), state.secret_key().clone());
-    let commands = Commands::new(store.clone()).sealing_with(vault.clone());
+    let progress = projections::registry::spawn_all(&store, shutdown, tasks);
+    let lookups = ReadModelLookups::new(pool.clone(), progress.clone(), CATCH_UP);
+    let commands = Commands::new(store.clone())
+        .sealing_with(vault.clone())
+        .with_lookups(Arc::new(lookups));
     let link_ttl =
         time::Duration::try_from(config.link_ttl).unwrap_or(commands::identity::LINK_TTL);
     let identity = Identity::new(commands.clone(), vault.clone()).with_link_ttl(link_ttl);
-    let progress = projections::registry::spawn_all(&store, shutdown, tasks);
     tasks.spawn(Relay::new(store.clone(), state.bus().clone()).run(shutdown.clone()));
+    // What this node's bus reader refills from when NATS lost messages.
+    state.bus().refill_from(store.clone());
     let outbox = Outbox::new(pool, vault, transport.clone());
     tasks.spawn(
         outbox

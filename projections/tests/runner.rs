@@ -460,11 +460,13 @@ async fn the_board_survives_a_killed_runner_and_rebuilds_to_the_same_tables() {
     for n in 0..30 {
         let task = TaskId::from_uuid(uuid::Uuid::now_v7());
         let id = task.to_string();
-        let run = |command| {
+        let run = |command: TaskCommand| {
             let commands = commands.clone();
             let id = id.clone();
+            // Everything the commands name exists (the label was created above).
             let request = TaskRequest {
                 grant: grant.clone(),
+                known: command.references(),
                 command,
             };
             async move {

@@ -55,14 +55,6 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-type CommentRow = (
-    Uuid,
-    Option<Uuid>,
-    String,
-    time::OffsetDateTime,
-    Option<time::OffsetDateTime>,
-);
-
 /// A comment's text.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -198,28 +190,23 @@ async fn list_comments(
     )
     .await?;
     let task: TaskId = parse_id(&task, "task")?;
-    let mut rows: Vec<CommentRow> = sqlx::query_as(
-        "SELECT comment_id, author, body, created_at, edited_at FROM task_comments
-          WHERE org_id = $1 AND task_id = $2 AND deleted_at IS NULL
-            AND ($3::timestamptz IS NULL OR (created_at, comment_id) > ($3::timestamptz, $4::uuid))
-          ORDER BY created_at, comment_id LIMIT $5",
+    let mut rows = projections::read_models::board::comments(
+        ready.store.pool(),
+        org,
+        task,
+        paging.at()?,
+        paging.fetch(),
     )
-    .bind(org.as_uuid())
-    .bind(task.as_uuid())
-    .bind(paging.key())
-    .bind(paging.id())
-    .bind(paging.fetch())
-    .fetch_all(ready.store.pool())
     .await?;
-    let next = paging.finish(&mut rows, |r| (at(r.3), r.0));
+    let next = paging.finish(&mut rows, |c| (at(c.created_at), c.comment_id));
     let comments = rows
         .into_iter()
-        .map(|(id, author, body, created, edited)| CommentView {
-            id,
-            author,
-            body,
-            created_at: at(created),
-            edited_at: edited.map(at),
+        .map(|c| CommentView {
+            id: c.comment_id,
+            author: c.author,
+            body: c.body,
+            created_at: at(c.created_at),
+            edited_at: c.edited_at.map(at),
         })
         .collect();
     Ok(Json(CommentsPage { comments, next }))

@@ -293,6 +293,8 @@ mod tests {
             cairncursor: "0".repeat(32),
             cairnsequence: 1,
             cairnorg: Some("o".to_owned()),
+            // Bus only: the feeds build their envelopes without it.
+            cairnprev: None,
         };
         let serialized = serde_json::to_value(&event).expect("json");
         let mut fields: Vec<String> = serialized

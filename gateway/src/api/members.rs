@@ -114,35 +114,24 @@ async fn members(
         projections::read_models::memberships::NAME,
     )
     .await?;
-    let mut rows: Vec<(Uuid, time::OffsetDateTime, Vec<String>)> = sqlx::query_as(
-        "SELECT m.user_id, m.added_at,
-                coalesce(array_agg(DISTINCT p.permission) FILTER (WHERE p.permission IS NOT NULL), '{}')
-           FROM org_members m
-           LEFT JOIN effective_permissions p ON p.org_id = m.org_id AND p.user_id = m.user_id
-          WHERE m.org_id = $1
-            AND ($2::timestamptz IS NULL OR (m.added_at, m.user_id) > ($2::timestamptz, $3::uuid))
-          GROUP BY m.user_id, m.added_at ORDER BY m.added_at, m.user_id LIMIT $4",
+    let mut rows = projections::read_models::memberships::members(
+        ready.store.pool(),
+        org,
+        paging.at()?,
+        paging.fetch(),
     )
-    .bind(org.as_uuid())
-    .bind(paging.key())
-    .bind(paging.id())
-    .bind(paging.fetch())
-    .fetch_all(ready.store.pool())
     .await?;
-    let next = paging.finish(&mut rows, |(user, added, _)| (at(*added), *user));
+    let next = paging.finish(&mut rows, |m| (at(m.added_at), m.user_id));
     let members = rows
         .into_iter()
-        .map(|(user_id, added, permissions)| Member {
-            user_id,
-            added_at: at(added),
-            permissions,
+        .map(|m| Member {
+            user_id: m.user_id,
+            added_at: at(m.added_at),
+            permissions: m.permissions,
         })
         .collect();
     Ok(Json(MembersPage { members, next }))
 }
-
-/// A team: id, name, permissions, members, created.
-type TeamRow = (Uuid, String, Vec<String>, Vec<Uuid>, time::OffsetDateTime);
 
 #[utoipa::path(
     get,
@@ -172,30 +161,21 @@ async fn teams(
         projections::read_models::memberships::NAME,
     )
     .await?;
-    let mut rows: Vec<TeamRow> =
-        sqlx::query_as(
-            "SELECT t.team_id, t.name, t.permissions,
-                    coalesce(array_agg(tm.user_id) FILTER (WHERE tm.user_id IS NOT NULL), '{}'),
-                    t.created_at
-               FROM org_teams t LEFT JOIN org_team_members tm ON tm.team_id = t.team_id
-              WHERE t.org_id = $1
-                AND ($2::timestamptz IS NULL OR (t.created_at, t.team_id) > ($2::timestamptz, $3::uuid))
-              GROUP BY t.team_id ORDER BY t.created_at, t.team_id LIMIT $4",
-        )
-        .bind(org.as_uuid())
-        .bind(paging.key())
-        .bind(paging.id())
-        .bind(paging.fetch())
-        .fetch_all(ready.store.pool())
-        .await?;
-    let next = paging.finish(&mut rows, |r| (at(r.4), r.0));
+    let mut rows = projections::read_models::memberships::teams(
+        ready.store.pool(),
+        org,
+        paging.at()?,
+        paging.fetch(),
+    )
+    .await?;
+    let next = paging.finish(&mut rows, |t| (at(t.created_at), t.team_id));
     let teams = rows
         .into_iter()
-        .map(|(id, name, permissions, members, _)| Team {
-            id,
-            name,
-            permissions,
-            members,
+        .map(|t| Team {
+            id: t.team_id,
+            name: t.name,
+            permissions: t.permissions,
+            members: t.members,
         })
         .collect();
     Ok(Json(TeamsPage { teams, next }))

@@ -135,7 +135,7 @@ async fn execute(
         Ok(_) => "ok",
         Err(CommandError::Domain(_)) => "refused",
         Err(CommandError::Conflict | CommandError::IdempotencyKeyReused) => "conflict",
-        Err(CommandError::Store(_)) => "error",
+        Err(CommandError::Store(_) | CommandError::Lookup(_)) => "error",
     };
     state.metrics().command(
         <Organization as Aggregate>::TYPE,

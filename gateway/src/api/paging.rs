@@ -62,14 +62,9 @@ impl ListQuery {
 }
 
 impl Paging {
-    /// The sort key to start after (`None` binds as SQL NULL: from the start).
-    pub fn key(&self) -> Option<&str> {
-        self.after.as_ref().map(|(k, _)| k.as_str())
-    }
-
-    /// The id to start after.
-    pub fn id(&self) -> Option<Uuid> {
-        self.after.as_ref().map(|(_, id)| *id)
+    /// The previous page's last row as its sort key (text) and id (`None`: from the start).
+    pub fn after(&self) -> Option<(&str, Uuid)> {
+        self.after.as_ref().map(|(key, id)| (key.as_str(), *id))
     }
 
     /// The previous page's last row as a time and an id (for lists sorted by a time).

@@ -5,7 +5,7 @@ use axum::http::Method;
 use axum::response::Response;
 use axum::routing::{get, patch};
 use axum::{Json, Router};
-use cqrs_es::Aggregate;
+use commands::OnBoard;
 use domain::label::{Category, Color, Label, TagCommand, TagError, TagRequest};
 use domain::{Name, OrgId, Scope};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use crate::http::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
 use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
 
-use crate::api::board::{grant, readable, run};
+use crate::api::board::{readable, run};
 
 /// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
 /// ([`super::api_routes`]): keep it in step with `router` below.
@@ -133,13 +133,19 @@ fn tag_color(raw: &str) -> Result<Color, ApiError> {
     Color::parse(raw).map_err(ApiError::from)
 }
 
+/// Which tags a list shows: `labels` or `categories`.
+#[derive(Debug, Clone, Copy)]
+enum Tags {
+    Labels,
+    Categories,
+}
+
 async fn list_tags(
     state: &AppState,
     caller: &Principal,
     org: &str,
     q: &ListQuery,
-    table: &str,
-    key: &str,
+    tags: Tags,
 ) -> Result<(Vec<Tag>, Option<String>), ApiError> {
     let paging = q.paging()?;
     let ready = state.ready()?;
@@ -151,22 +157,24 @@ async fn list_tags(
         projections::read_models::board::NAME,
     )
     .await?;
-    let mut rows: Vec<(Uuid, String, String)> = sqlx::query_as(&format!(
-        "SELECT {key}, name, color FROM {table}
-          WHERE org_id = $1 AND deleted_at IS NULL
-            AND ($2::text IS NULL OR (name, {key}) > ($2, $3::uuid))
-          ORDER BY name, {key} LIMIT $4"
-    ))
-    .bind(org.as_uuid())
-    .bind(paging.key())
-    .bind(paging.id())
-    .bind(paging.fetch())
-    .fetch_all(ready.store.pool())
-    .await?;
-    let next = paging.finish(&mut rows, |(id, name, _)| (name.clone(), *id));
+    let after = paging.after();
+    let pool = ready.store.pool();
+    let mut rows = match tags {
+        Tags::Labels => {
+            projections::read_models::board::labels(pool, org, after, paging.fetch()).await?
+        }
+        Tags::Categories => {
+            projections::read_models::board::categories(pool, org, after, paging.fetch()).await?
+        }
+    };
+    let next = paging.finish(&mut rows, |t| (t.name.clone(), t.id));
     let items = rows
         .into_iter()
-        .map(|(id, name, color)| Tag { id, name, color })
+        .map(|t| Tag {
+            id: t.id,
+            name: t.name,
+            color: t.color,
+        })
         .collect();
     Ok((items, next))
 }
@@ -182,16 +190,11 @@ async fn tag_command<A>(
 ) -> Result<Response, ApiError>
 where
     commands::Commands: commands::Dispatch<A>,
-    A: Aggregate<Command = TagRequest, Error = TagError> + Clone,
+    A: OnBoard<Asked = TagCommand, Command = TagRequest, Error = TagError> + Clone,
 {
     caller.require(Scope::TasksWrite)?;
     let org: OrgId = parse_id(org, "organization")?;
-    let ready = state.ready()?;
-    let request = TagRequest {
-        grant: grant(ready, org, caller).await?,
-        command,
-    };
-    let receipt = run::<A>(state, &id.to_string(), request, meta, org).await?;
+    let receipt = run::<A>(state, &id.to_string(), command, meta, org).await?;
     Ok(if is_new {
         created(&receipt, id)
     } else {
@@ -200,7 +203,7 @@ where
 }
 
 macro_rules! tag_routes {
-    ($list:ident, $create:ident, $update:ident, $delete:ident, $agg:ty, $table:literal, $key:literal, $purpose:literal, $page:ident, $items:ident, $path:literal, $item_path:literal, $names:literal, $name:literal, $op:literal, $ops:literal) => {
+    ($list:ident, $create:ident, $update:ident, $delete:ident, $agg:ty, $tags:expr, $purpose:literal, $page:ident, $items:ident, $path:literal, $item_path:literal, $names:literal, $name:literal, $op:literal, $ops:literal) => {
         #[utoipa::path(
             get,
             path = $path,
@@ -219,7 +222,7 @@ macro_rules! tag_routes {
             ApiPath(org): ApiPath<String>,
             ApiQuery(q): ApiQuery<ListQuery>,
         ) -> Result<Json<$page>, ApiError> {
-            let (items, next) = list_tags(&state, &caller, &org, &q, $table, $key).await?;
+            let (items, next) = list_tags(&state, &caller, &org, &q, $tags).await?;
             Ok(Json($page { $items: items, next }))
         }
 
@@ -319,8 +322,7 @@ tag_routes!(
     update_label,
     delete_label,
     Label,
-    "labels",
-    "label_id",
+    Tags::Labels,
     "label",
     LabelsPage,
     labels,
@@ -337,8 +339,7 @@ tag_routes!(
     update_category,
     delete_category,
     Category,
-    "categories",
-    "category_id",
+    Tags::Categories,
     "category",
     CategoriesPage,
     categories,

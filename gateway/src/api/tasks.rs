@@ -8,10 +8,9 @@ use axum::response::Response;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use commands::Receipt;
-use domain::task::{
-    NewTask, Priority, Status, Task, TaskCommand, TaskEdit, TaskRequest, BODY_MAX, TITLE_MAX,
-};
+use domain::task::{NewTask, Priority, Status, Task, TaskCommand, TaskEdit, BODY_MAX, TITLE_MAX};
 use domain::{CategoryId, LabelId, OrgId, Scope, TaskId, UserId};
+use projections::read_models::board::{BoardTask, TaskFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
@@ -26,10 +25,7 @@ use crate::http::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
 use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
 
-use crate::api::board::{
-    at, check_assignees, check_category, check_labels, double_option, grant, readable, run, text,
-    After,
-};
+use crate::api::board::{at, double_option, readable, run, text, After};
 
 /// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
 /// ([`super::api_routes`]): keep it in step with `router` below.
@@ -206,12 +202,7 @@ pub(crate) async fn task_command(
     meta: RequestMeta,
 ) -> Result<Receipt, ApiError> {
     caller.require(Scope::TasksWrite)?;
-    let ready = state.ready()?;
-    let request = TaskRequest {
-        grant: grant(ready, org, caller).await?,
-        command,
-    };
-    run::<Task>(state, &task.to_string(), request, meta, org).await
+    run::<Task>(state, &task.to_string(), command, meta, org).await
 }
 
 #[utoipa::path(
@@ -232,7 +223,6 @@ async fn create_task(
     ApiJson(body): ApiJson<NewTaskBody>,
 ) -> Result<Response, ApiError> {
     let org: OrgId = parse_id(&org, "organization")?;
-    let ready = state.ready()?;
     let new = NewTask {
         org_id: org,
         title: text("title", &body.title, TITLE_MAX, false)?,
@@ -243,9 +233,6 @@ async fn create_task(
         labels: body.labels,
         assignees: body.assignees,
     };
-    check_labels(ready, org, &new.labels).await?;
-    check_category(ready, org, new.category_id).await?;
-    check_assignees(ready, org, &new.assignees).await?;
     let task = TaskId::from_uuid(meta.0.command_id.derive_id("task"));
     let receipt = task_command(
         &state,
@@ -291,11 +278,6 @@ async fn edit_task(
     meta: RequestMeta,
     ApiJson(body): ApiJson<TaskPatch>,
 ) -> Result<Response, ApiError> {
-    let org_id: OrgId = parse_id(&org, "organization")?;
-    let ready = state.ready()?;
-    if let Some(category) = body.category_id {
-        check_category(ready, org_id, category).await?;
-    }
     let edit = TaskEdit {
         title: body
             .title
@@ -359,8 +341,6 @@ async fn assign(
     meta: RequestMeta,
     ApiJson(body): ApiJson<UserBody>,
 ) -> Result<Response, ApiError> {
-    let org_id: OrgId = parse_id(&org, "organization")?;
-    check_assignees(state.ready()?, org_id, &[body.user_id].into()).await?;
     let command = TaskCommand::Assign {
         user_id: body.user_id,
     };
@@ -415,8 +395,6 @@ async fn add_label(
     meta: RequestMeta,
     ApiJson(body): ApiJson<LabelBody>,
 ) -> Result<Response, ApiError> {
-    let org_id: OrgId = parse_id(&org, "organization")?;
-    check_labels(state.ready()?, org_id, &[body.label_id].into()).await?;
     let command = TaskCommand::AddLabel {
         label_id: body.label_id,
     };
@@ -445,24 +423,6 @@ async fn remove_label(
 }
 
 // ---- task reads ----
-
-type TaskRow = (
-    Uuid,
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    Option<Uuid>,
-    Vec<Uuid>,
-    Vec<Uuid>,
-    i32,
-    i64,
-    time::OffsetDateTime,
-    time::OffsetDateTime,
-);
-
-const TASK_COLUMNS: &str = "task_id, org_id, title, description, status, priority, category_id, labels, assignees, comment_count, created_position, created_at, updated_at";
 
 /// A task as the board shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -498,20 +458,20 @@ struct TaskView {
     updated_at: String,
 }
 
-fn task_view(r: TaskRow) -> TaskView {
+fn task_view(t: BoardTask) -> TaskView {
     TaskView {
-        id: r.0,
-        org_id: r.1,
-        title: r.2,
-        description: r.3,
-        status: r.4,
-        priority: r.5,
-        category_id: r.6,
-        labels: r.7,
-        assignees: r.8,
-        comment_count: r.9,
-        created_at: at(r.11),
-        updated_at: at(r.12),
+        id: t.task_id,
+        org_id: t.org_id,
+        title: t.title,
+        description: t.description,
+        status: t.status,
+        priority: t.priority,
+        category_id: t.category_id,
+        labels: t.labels,
+        assignees: t.assignees,
+        comment_count: t.comment_count,
+        created_at: at(t.created_at),
+        updated_at: at(t.updated_at),
     }
 }
 
@@ -588,30 +548,17 @@ async fn list_tasks(
             .parse()
             .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "`page` is not a page cursor"))?,
     };
-    let rows: Vec<TaskRow> = sqlx::query_as(&format!(
-        "SELECT {TASK_COLUMNS} FROM board_tasks
-          WHERE org_id = $1 AND deleted_at IS NULL AND created_position > $2
-            AND ($3::text IS NULL OR status = $3)
-            AND ($4::uuid IS NULL OR $4 = ANY(labels))
-            AND ($5::uuid IS NULL OR $5 = ANY(assignees))
-            AND ($6::uuid IS NULL OR category_id = $6)
-          ORDER BY created_position LIMIT $7"
-    ))
-    .bind(org.as_uuid())
-    .bind(page)
-    .bind(q.status.and_then(|s| {
-        serde_json::to_value(s)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-    }))
-    .bind(q.label.map(|l| l.as_uuid()))
-    .bind(q.assignee.map(|u| u.as_uuid()))
-    .bind(q.category.map(|c| c.as_uuid()))
-    .bind(limit)
-    .fetch_all(ready.store.pool())
-    .await?;
+    let filter = TaskFilter {
+        status: q.status.map(Status::from),
+        label: q.label,
+        assignee: q.assignee,
+        category: q.category,
+    };
+    let rows =
+        projections::read_models::board::tasks(ready.store.pool(), org, &filter, page, limit)
+            .await?;
     let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.10.to_string()))
+        .then(|| rows.last().map(|t| t.created_position.to_string()))
         .flatten();
     Ok(Json(TasksPage {
         tasks: rows.into_iter().map(task_view).collect(),
@@ -644,13 +591,7 @@ async fn get_task(
     )
     .await?;
     let task: TaskId = parse_id(&task, "task")?;
-    let row: Option<TaskRow> = sqlx::query_as(&format!(
-        "SELECT {TASK_COLUMNS} FROM board_tasks WHERE org_id = $1 AND task_id = $2 AND deleted_at IS NULL"
-    ))
-    .bind(org.as_uuid())
-    .bind(task.as_uuid())
-    .fetch_optional(ready.store.pool())
-    .await?;
-    row.map(|r| Json(task_view(r)))
+    let row = projections::read_models::board::task(ready.store.pool(), org, task).await?;
+    row.map(|t| Json(task_view(t)))
         .ok_or_else(|| ApiError::new(ErrorCode::TaskNotFound, "no such task"))
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use commands::CommandError;
+use commands::{CommandError, LookupError};
 use domain::account::AccountError;
 use domain::label::TagError;
 use domain::organization::OrganizationError;
@@ -423,6 +423,9 @@ impl DomainCode for TaskError {
             Self::NotLabeled(_) => ErrorCode::NotLabeled,
             Self::CommentNotFound => ErrorCode::CommentNotFound,
             Self::NotCommentAuthor => ErrorCode::NotCommentAuthor,
+            Self::UnknownLabel(_) => ErrorCode::UnknownLabel,
+            Self::UnknownCategory(_) => ErrorCode::UnknownCategory,
+            Self::AssigneeNotMember(_) => ErrorCode::AssigneeNotMember,
         }
     }
 }
@@ -446,6 +449,10 @@ impl<E: DomainCode + Send + Sync + 'static> From<CommandError<E>> for ApiError {
                 Self::new(ErrorCode::IdempotencyKeyReused, e.to_string())
             }
             CommandError::Store(e) => e.into(),
+            CommandError::Lookup(LookupError::Database(e)) => e.into(),
+            CommandError::Lookup(e @ LookupError::Behind(_)) => {
+                Self::Unavailable(Some(Box::new(e)))
+            }
         }
     }
 }

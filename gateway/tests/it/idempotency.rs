@@ -316,3 +316,99 @@ async fn a_write_that_changes_nothing_answers_an_empty_receipt_without_a_cursor(
     assert_eq!(app.event_count().await, before, "nothing appended");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_callers_permissions_changed_gets_the_first_receipt() {
+    let app = spawn_app().await;
+    let alice = app.sign_in("alice@example.com").await;
+    let org = app.create_org_as(&alice, "Acme").await;
+    let bob = app.sign_in("bob@example.com").await;
+    let bob_id = support::user_id_of(&app, &bob).await;
+    let base = format!("/api/v1/orgs/{org}");
+    app.post_as(
+        &alice,
+        &format!("{base}/members"),
+        json!({ "user_id": bob_id }),
+    )
+    .await;
+    let team = app
+        .post_as(&alice, &format!("{base}/teams"), json!({"name": "Writers"}))
+        .await;
+    let team = str_at("team", &json_of("team", team, 201).await, "/id").to_owned();
+    let permissions = |names: &[&str]| {
+        alice
+            .put(app.url(&format!("{base}/teams/{team}/permissions")))
+            .json(&json!({ "permissions": names }))
+            .send()
+    };
+    json_of(
+        "permissions",
+        permissions(&["tasks.create", "tasks.edit"])
+            .await
+            .expect("send"),
+        200,
+    )
+    .await;
+    app.post_as(
+        &alice,
+        &format!("{base}/teams/{team}/members"),
+        json!({ "user_id": bob_id }),
+    )
+    .await;
+    let create = |title: &str| {
+        bob.post(app.url(&format!("{base}/tasks")))
+            .header("idempotency-key", "task")
+            .json(&json!({ "title": title }))
+            .send()
+    };
+    let first = json_of("create", create("Ship it").await.expect("send"), 201).await;
+    let task = str_at("create", &first, "/id").to_owned();
+    let edit = |title: &str| {
+        bob.patch(app.url(&format!("{base}/tasks/{task}")))
+            .header("idempotency-key", "edit")
+            .json(&json!({ "title": title }))
+            .send()
+    };
+    let edited = json_of("edit", edit("Ship it now").await.expect("send"), 200).await;
+
+    // Bob's grant changes (he may now delete too), and the read models have it.
+    let changed = permissions(&["tasks.create", "tasks.edit", "tasks.delete"])
+        .await
+        .expect("send");
+    let cursor = support::cursor_of(&changed);
+    json_of("more permissions", changed, 200).await;
+    let teams = alice
+        .get(app.url(&format!("{base}/teams?after={cursor}")))
+        .send()
+        .await
+        .expect("teams");
+    json_of("teams", teams, 200).await;
+
+    let before = app.event_count().await;
+    for (label, again, status, first) in [
+        ("create", create("Ship it").await, 201, &first),
+        ("edit", edit("Ship it now").await, 200, &edited),
+    ] {
+        let again = again.expect("send");
+        assert_eq!(
+            again
+                .headers()
+                .get("idempotent-replayed")
+                .and_then(|v| v.to_str().ok()),
+            Some("true"),
+            "{label}: a replay"
+        );
+        let again = json_of(label, again, status).await;
+        assert_eq!(
+            again["receipt"], first["receipt"],
+            "{label}: the first receipt"
+        );
+    }
+    // The same key with another body is still another request.
+    let other = create("Ship something else").await.expect("send");
+    assert_eq!(error_code(other, 409).await, "idempotency_key_reused");
+    let other = edit("Another title").await.expect("send");
+    assert_eq!(error_code(other, 409).await, "idempotency_key_reused");
+    assert_eq!(app.event_count().await, before, "nothing appended");
+    app.stop().await;
+}

@@ -237,6 +237,135 @@ async fn nats_going_down_and_coming_back_loses_no_event() {
     app.stop().await;
 }
 
+/// Reads `CREATE_TASK` messages until the task titled `last`: their task ids, in order.
+async fn board_until(mut ws: support::ws::Ws, last: String) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("the board stalled after {} tasks", ids.len()))
+            .expect("open")
+            .expect("frame");
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let m: Value = serde_json::from_str(&text).expect("json");
+        assert_ne!(m["type"], "RESYNC_REQUIRED", "the board was told to resync");
+        if m["type"] != "CREATE_TASK" {
+            continue;
+        }
+        ids.push(m["data"]["id"].as_str().expect("id").to_owned());
+        if text.contains(&last) {
+            return ids;
+        }
+    }
+}
+
+/// Reads `task.created` events from the SSE stream until the task titled `last`: their task
+/// ids, in order.
+async fn feed_until(mut sse: Sse, last: String) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        let (_, event) = sse.next().await;
+        let subject = event["subject"].as_str().expect("subject");
+        ids.push(subject.trim_start_matches("task/").to_owned());
+        if event.to_string().contains(&last) {
+            return ids;
+        }
+    }
+}
+
+/// Waits until the writer has written `n` tasks.
+async fn written_at_least(written: &mut tokio::sync::watch::Receiver<usize>, n: usize) {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        written.wait_for(|&so_far| so_far >= n),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{n} tasks written in time"))
+    .expect("the writer runs");
+}
+
+/// NATS loses its store (a lost volume) and comes back empty while tasks are being written:
+/// the relay publishes into a new stream, whose first messages the nodes' readers would skip,
+/// and messages acknowledged just before the loss are gone. Each node refills what it missed
+/// from PostgreSQL before it delivers anything newer: every `/ws` and SSE client gets every
+/// task once, in commit order, and no `/ws` client is told to resync.
+#[tokio::test]
+async fn nats_losing_its_store_under_load_loses_no_event() {
+    let mut server = PrivateNats::start().await;
+    let nats = Namespace::on(&server.url());
+    let mut vars = nats.vars();
+    vars.push(no_rate_limit());
+    vars.extend(no_heartbeat());
+    let app = support::spawn_app_with(&vars).await;
+    let (key, ada) = key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
+    let org = app.create_org_as(&ada, "Acme").await;
+    let last = format!("the last {}", uuid::Uuid::new_v4());
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut ws = connect(&app, Some(&key)).await;
+        next(&mut ws).await;
+        subscribe(&mut ws, &org, "tasks").await;
+        readers.push(tokio::spawn(board_until(ws, last.clone())));
+    }
+    let sse = Sse::open(
+        &ada,
+        &app.url("/api/v1/events/stream?types=task.created"),
+        None,
+    )
+    .await;
+    let feed = tokio::spawn(feed_until(sse, last.clone()));
+
+    // One writer, without pause, from before the loss until well after it.
+    let (written, mut written_so_far) = tokio::sync::watch::channel(0usize);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn({
+        let (base, ada, org, stop) = (app.url(""), ada.clone(), org.clone(), stop.clone());
+        async move {
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                support::ws::create_task_at(&base, &ada, &org, &format!("task {n}")).await;
+                n += 1;
+                written.send_replace(n);
+            }
+        }
+    });
+    written_at_least(&mut written_so_far, 20).await;
+    server.kill().await;
+    server.lose_store();
+    let before = *written_so_far.borrow();
+    server.resume().await;
+    written_at_least(&mut written_so_far, before + 60).await;
+    stop.cancel();
+    writer.await.expect("the writer");
+    create_task(&app, &ada, &org, &last).await;
+
+    let pool = app.db.pool(1).await;
+    let committed: Vec<String> = sqlx::query_scalar(
+        "SELECT aggregate_id FROM events WHERE event_type = 'task.created'
+          ORDER BY transaction_id, global_position",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("events");
+    pool.close().await;
+    for (n, reader) in readers.into_iter().enumerate() {
+        let seen = reader.await.expect("a board reader");
+        assert_eq!(
+            seen.len(),
+            committed.len(),
+            "board {n}: {} of {} tasks",
+            seen.len(),
+            committed.len()
+        );
+        assert_eq!(seen, committed, "board {n}: every task once, in order");
+    }
+    let fed = feed.await.expect("the SSE reader");
+    assert_eq!(fed, committed, "SSE: every task once, in order");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn presence_is_announced_only_in_rooms_within_the_presence_limit() {
     let [ping, timeout] = no_heartbeat();

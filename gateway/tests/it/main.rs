@@ -29,4 +29,5 @@ mod sealed;
 mod signin_links;
 mod smtp;
 mod startup;
+mod writes;
 mod ws_protocol;

@@ -11,18 +11,26 @@
 //!
 //! Every message is a [`CloudEvent`] (CloudEvents 1.0, JSON), the same envelope integrators get
 //! from the HTTP feeds.
+//!
+//! **The bus cannot lose silently.** The relay chains what it publishes: each message carries
+//! the cursor of the event published just before it (`cairnprev`, see [`CloudEvent::chain`]).
+//! A node whose reader gets a message whose `cairnprev` is past the last event it delivered
+//! (NATS lost messages, say with its store), or finds the stream recreated, refills from the
+//! event store in cursor order before it delivers anything newer, then carries on live. So
+//! every node delivers every event once, in order, whatever happened to NATS.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::datetime::DateTime;
 use async_nats::jetstream;
-use eventstore::{Cursor, RecordedEvent};
+use eventstore::{Cursor, RecordedEvent, Store};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 /// One committed event in the CloudEvents 1.0 JSON envelope.
@@ -53,6 +61,11 @@ pub struct CloudEvent {
     /// Extension: the organization, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cairnorg: Option<String>,
+    /// Extension, on the bus only: the cursor of the event the relay published just before
+    /// this one (for the first of a batch, the relay's checkpoint). A reader that has not
+    /// delivered up to it missed something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cairnprev: Option<String>,
 }
 
 impl CloudEvent {
@@ -78,7 +91,28 @@ impl CloudEvent {
             cairncursor: e.cursor().to_string(),
             cairnsequence: e.sequence,
             cairnorg: e.org_id.clone(),
+            cairnprev: None,
         }
+    }
+
+    /// The envelopes of `batch`, a read of the store's tail after `after`, chained for the bus:
+    /// each carries the cursor of the one before it (`cairnprev`), the first one `after`.
+    pub fn chain(after: Cursor, batch: &[RecordedEvent]) -> Vec<Arc<Self>> {
+        let mut prev = after;
+        batch
+            .iter()
+            .map(|e| {
+                let mut event = Self::from_recorded(e);
+                event.cairnprev = Some(prev.to_string());
+                prev = e.cursor();
+                Arc::new(event)
+            })
+            .collect()
+    }
+
+    /// The cursor of the event published just before this one, if the publisher said.
+    pub fn prev(&self) -> Option<Cursor> {
+        self.cairnprev.as_deref()?.parse().ok()
     }
 
     /// The cursor just after this event.
@@ -123,6 +157,10 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
 
     /// `local` or `nats`, for logs and `/readyz`.
     fn kind(&self) -> &'static str;
+
+    /// The store this bus refills from when it finds it missed messages (given once the
+    /// database is ready). The in-process bus cannot miss any and ignores it.
+    fn refill_from(&self, _store: Store) {}
 }
 
 /// Capacity of each node's live channel.
@@ -196,11 +234,35 @@ pub struct NatsOptions {
     pub max_age: Duration,
 }
 
+/// How often a reader makes sure the stream it reads is still the one it started on. A NATS
+/// that lost its store recreates the stream empty, and async-nats' ordered consumer would carry
+/// on in it from the old stream's sequence, skipping the new stream's first messages.
+const STREAM_CHECK: Duration = Duration::from_secs(1);
+
+/// Events per read of the store while refilling.
+const REFILL_BATCH: i64 = 512;
+
+/// How long a refill waits for the events a message claims came before it to show in the
+/// store's tail; then the reader starts again from that message.
+const REFILL_PATIENCE: Duration = Duration::from_secs(5);
+
 /// JetStream: every node publishes through it and reads every event back from it.
 pub struct NatsBus {
     jetstream: jetstream::Context,
     options: NatsOptions,
     live: broadcast::Sender<Arc<CloudEvent>>,
+    /// Where missed events are refilled from (`None` until the database is ready).
+    store: watch::Sender<Option<Store>>,
+}
+
+/// Where this node's reader is.
+#[derive(Debug, Default)]
+struct Position {
+    /// The last event delivered to this node's subscribers; `None` before the first (a node
+    /// delivers what is published once it has started).
+    delivered: Option<Cursor>,
+    /// The stream being read (by its creation time) and the next sequence to read in it.
+    stream: Option<(DateTime, u64)>,
 }
 
 impl fmt::Debug for NatsBus {
@@ -234,6 +296,7 @@ impl NatsBus {
             jetstream,
             options,
             live: broadcast::channel(LIVE_CAPACITY).0,
+            store: watch::channel(None).0,
         });
         tokio::spawn(bus.clone().read(shutdown));
         Ok(bus)
@@ -268,54 +331,25 @@ impl NatsBus {
             .map_err(|e| BusError(format!("stream {}: {e}", self.options.stream)))
     }
 
-    /// Reads the stream with an ordered consumer from "now", and after any failure from just
-    /// after the last message seen, so this node misses nothing while NATS comes and goes.
+    /// Reads the stream until `shutdown`, starting again after any failure from where it
+    /// was, so this node misses nothing while NATS comes and goes.
     async fn read(self: Arc<Self>, shutdown: CancellationToken) {
-        use jetstream::consumer::DeliverPolicy;
-        let mut next: Option<u64> = None;
-        let mut pause = Duration::from_millis(100);
+        const FIRST_PAUSE: Duration = Duration::from_millis(100);
+        let mut position = Position::default();
+        let mut pause = FIRST_PAUSE;
         while !shutdown.is_cancelled() {
-            let attempt = async {
-                let stream = self.ensure_stream().await?;
-                let deliver_policy = match next {
-                    Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
-                    None => DeliverPolicy::New,
-                };
-                let consumer = stream
-                    .create_consumer(jetstream::consumer::push::OrderedConfig {
-                        deliver_subject: self.jetstream.client().new_inbox(),
-                        filter_subject: format!("{}.events.>", self.options.prefix),
-                        deliver_policy,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| BusError(format!("consumer: {e}")))?;
-                let mut messages = consumer
-                    .messages()
-                    .await
-                    .map_err(|e| BusError(format!("consumer: {e}")))?;
-                tracing::info!(stream = %self.options.stream, "reading the event bus");
-                while let Some(message) = messages.next().await {
-                    let message = message.map_err(|e| BusError(format!("consumer: {e}")))?;
-                    if let Ok(info) = message.info() {
-                        next = Some(info.stream_sequence + 1);
-                    }
-                    match serde_json::from_slice::<CloudEvent>(&message.payload) {
-                        Ok(event) => {
-                            let _ = self.live.send(Arc::new(event));
-                        }
-                        Err(e) => tracing::warn!("undecodable message on the bus: {e}"),
-                    }
-                }
-                Err::<(), _>(BusError("consumer ended".to_owned()))
-            };
+            let started = tokio::time::Instant::now();
             tokio::select! {
-                result = attempt => {
+                result = self.read_stream(&mut position) => {
                     if let Err(e) = result {
                         tracing::warn!("event bus reader: {e}; retrying");
                     }
                 }
                 () = shutdown.cancelled() => return,
+            }
+            // A reader that ran a while failed afresh: back off from the start again.
+            if started.elapsed() > Duration::from_secs(10) {
+                pause = FIRST_PAUSE;
             }
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
@@ -323,6 +357,155 @@ impl NatsBus {
             }
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// Reads the stream with an ordered consumer until something fails: at first from what
+    /// is published from now on, then from just after the last message read. A stream
+    /// recreated in between (a NATS that lost its store) is read from its start, after this
+    /// node has caught up from the store.
+    async fn read_stream(&self, position: &mut Position) -> Result<(), BusError> {
+        let mut stream = self.ensure_stream().await?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| BusError(format!("stream {}: {e}", self.options.stream)))?;
+        let created = info.created;
+        let start_sequence = match position.stream {
+            Some((read, next)) if read == created => next,
+            Some(_) => {
+                tracing::warn!(
+                    stream = %self.options.stream,
+                    "the event stream was recreated (NATS lost its store?); catching up from \
+                     the database"
+                );
+                self.refill(position, None).await?;
+                1
+            }
+            None => info.state.last_sequence + 1,
+        };
+        position.stream = Some((created, start_sequence));
+        let consumer = stream
+            .create_consumer(jetstream::consumer::push::OrderedConfig {
+                deliver_subject: self.jetstream.client().new_inbox(),
+                filter_subject: format!("{}.events.>", self.options.prefix),
+                deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError(format!("consumer: {e}")))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| BusError(format!("consumer: {e}")))?;
+        tracing::info!(stream = %self.options.stream, "reading the event bus");
+        let mut check =
+            tokio::time::interval_at(tokio::time::Instant::now() + STREAM_CHECK, STREAM_CHECK);
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let message = message
+                        .ok_or_else(|| BusError("consumer ended".to_owned()))?
+                        .map_err(|e| BusError(format!("consumer: {e}")))?;
+                    match serde_json::from_slice::<CloudEvent>(&message.payload) {
+                        Ok(event) => self.deliver(event, position).await?,
+                        Err(e) => tracing::warn!("undecodable message on the bus: {e}"),
+                    }
+                    // Only once delivered: a failed refill reads this message again.
+                    if let Ok(info) = message.info() {
+                        position.stream = Some((created, info.stream_sequence + 1));
+                    }
+                }
+                _ = check.tick() => {
+                    let now = stream
+                        .info()
+                        .await
+                        .map_err(|e| BusError(format!("stream {}: {e}", self.options.stream)))?
+                        .created;
+                    if now != created {
+                        return Err(BusError("the stream was recreated".to_owned()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers `event` to this node's subscribers unless it was delivered already, after
+    /// refilling from the store what the publisher's chain shows this node missed before it.
+    async fn deliver(&self, event: CloudEvent, position: &mut Position) -> Result<(), BusError> {
+        let Some(cursor) = event.cursor() else {
+            tracing::warn!(id = %event.id, "a message on the bus without a cursor");
+            return Ok(());
+        };
+        if let Some(last) = position.delivered {
+            if cursor <= last {
+                // Published again (a relay that restarted, a recreated stream read again).
+                return Ok(());
+            }
+            if let Some(prev) = event.prev().filter(|prev| *prev > last) {
+                tracing::warn!(
+                    delivered = %last, prev = %prev,
+                    "the event bus skipped events; refilling them from the database"
+                );
+                self.refill(position, Some(prev)).await?;
+            }
+        }
+        let _ = self.live.send(Arc::new(event));
+        position.delivered = Some(cursor);
+        Ok(())
+    }
+
+    /// Delivers the events after `position.delivered` from the store, in cursor order: up to
+    /// and including `until`, or with `None` as far as the store's tail reaches now. Nothing
+    /// to do before the first delivery.
+    async fn refill(&self, position: &mut Position, until: Option<Cursor>) -> Result<(), BusError> {
+        let Some(mut after) = position.delivered else {
+            return Ok(());
+        };
+        let store = self
+            .store
+            .subscribe()
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| BusError("no store to refill from".to_owned()))?
+            .clone();
+        let Some(store) = store else {
+            return Err(BusError("no store to refill from".to_owned()));
+        };
+        let patience = tokio::time::Instant::now() + REFILL_PATIENCE;
+        let mut refilled = 0usize;
+        'refill: while until.is_none_or(|until| after < until) {
+            let batch = store
+                .tail(after, REFILL_BATCH)
+                .await
+                .map_err(|e| BusError(format!("refill: {e}")))?;
+            if batch.is_empty() {
+                let Some(until) = until else { break };
+                if tokio::time::Instant::now() >= patience {
+                    return Err(BusError(format!(
+                        "refill: the store's tail does not reach {until} yet"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            for event in &batch {
+                let cursor = event.cursor();
+                if until.is_some_and(|until| cursor > until) {
+                    break 'refill;
+                }
+                let _ = self.live.send(Arc::new(CloudEvent::from_recorded(event)));
+                position.delivered = Some(cursor);
+                after = cursor;
+                refilled += 1;
+            }
+        }
+        tracing::info!(
+            events = refilled,
+            "refilled the event bus from the database"
+        );
+        Ok(())
     }
 }
 
@@ -365,6 +548,10 @@ impl Bus for NatsBus {
 
     fn kind(&self) -> &'static str {
         "nats"
+    }
+
+    fn refill_from(&self, store: Store) {
+        self.store.send_replace(Some(store));
     }
 }
 

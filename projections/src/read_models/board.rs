@@ -407,3 +407,232 @@ impl BoardProjection {
         Ok(())
     }
 }
+
+// ---- Queries: the only SQL that reads the board's tables. ----
+
+use std::collections::BTreeSet;
+
+use domain::task::Status;
+use domain::{CategoryId, LabelId, OrgId, TaskId, UserId};
+use sqlx::PgPool;
+
+/// A task as the board shows it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BoardTask {
+    /// Its id.
+    pub task_id: Uuid,
+    /// Its organization.
+    pub org_id: Uuid,
+    /// Its title.
+    pub title: String,
+    /// Its description.
+    pub description: String,
+    /// Its status, as the events spell it (`in_progress`).
+    pub status: String,
+    /// Its priority, as the events spell it.
+    pub priority: String,
+    /// Its category.
+    pub category_id: Option<Uuid>,
+    /// Its labels, in the order they were added.
+    pub labels: Vec<Uuid>,
+    /// Its assignees, in the order they were assigned.
+    pub assignees: Vec<Uuid>,
+    /// How many live comments it has.
+    pub comment_count: i32,
+    /// The global position of its creation: the board's order, and its page cursor.
+    pub created_position: i64,
+    /// When it was created.
+    pub created_at: time::OffsetDateTime,
+    /// When a field last changed.
+    pub updated_at: time::OffsetDateTime,
+}
+
+const BOARD_TASK_COLUMNS: &str = "task_id, org_id, title, description, status, priority, category_id, labels, assignees, comment_count, created_position, created_at, updated_at";
+
+/// Which of an organization's tasks a board list shows (`None`: any).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only tasks with this status.
+    pub status: Option<Status>,
+    /// Only tasks with this label.
+    pub label: Option<LabelId>,
+    /// Only tasks assigned to this user.
+    pub assignee: Option<UserId>,
+    /// Only tasks in this category.
+    pub category: Option<CategoryId>,
+}
+
+/// The live tasks of `org` that pass `filter`, in board order, from the first created after
+/// `after_position` (0 for the first page), at most `limit`.
+pub async fn tasks(
+    pool: &PgPool,
+    org: OrgId,
+    filter: &TaskFilter,
+    after_position: i64,
+    limit: i64,
+) -> Result<Vec<BoardTask>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {BOARD_TASK_COLUMNS} FROM board_tasks
+          WHERE org_id = $1 AND deleted_at IS NULL AND created_position > $2
+            AND ($3::text IS NULL OR status = $3)
+            AND ($4::uuid IS NULL OR $4 = ANY(labels))
+            AND ($5::uuid IS NULL OR $5 = ANY(assignees))
+            AND ($6::uuid IS NULL OR category_id = $6)
+          ORDER BY created_position LIMIT $7"
+    ))
+    .bind(org.as_uuid())
+    .bind(after_position)
+    .bind(filter.status.map(Status::as_str))
+    .bind(filter.label.map(|l| l.as_uuid()))
+    .bind(filter.assignee.map(|u| u.as_uuid()))
+    .bind(filter.category.map(|c| c.as_uuid()))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Live task `task` of `org`, if there is one.
+pub async fn task(
+    pool: &PgPool,
+    org: OrgId,
+    task: TaskId,
+) -> Result<Option<BoardTask>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {BOARD_TASK_COLUMNS} FROM board_tasks
+          WHERE org_id = $1 AND task_id = $2 AND deleted_at IS NULL"
+    ))
+    .bind(org.as_uuid())
+    .bind(task.as_uuid())
+    .fetch_optional(pool)
+    .await
+}
+
+/// A label or a category.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Tag {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Its color, `#rrggbb`.
+    pub color: String,
+}
+
+/// The live labels of `org` by name (then id), after `after` (a name and an id), at most
+/// `limit`.
+pub async fn labels(
+    pool: &PgPool,
+    org: OrgId,
+    after: Option<(&str, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Tag>, sqlx::Error> {
+    tags(pool, "labels", "label_id", org, after, limit).await
+}
+
+/// The live categories of `org` by name (then id), after `after` (a name and an id), at most
+/// `limit`.
+pub async fn categories(
+    pool: &PgPool,
+    org: OrgId,
+    after: Option<(&str, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Tag>, sqlx::Error> {
+    tags(pool, "categories", "category_id", org, after, limit).await
+}
+
+async fn tags(
+    pool: &PgPool,
+    table: &str,
+    key: &str,
+    org: OrgId,
+    after: Option<(&str, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Tag>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {key} AS id, name, color FROM {table}
+          WHERE org_id = $1 AND deleted_at IS NULL
+            AND ($2::text IS NULL OR (name, {key}) > ($2, $3::uuid))
+          ORDER BY name, {key} LIMIT $4"
+    ))
+    .bind(org.as_uuid())
+    .bind(after.map(|(name, _)| name))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Which of `labels` are live labels of `org` (one query, however many are asked about).
+pub async fn live_labels(
+    pool: &PgPool,
+    org: OrgId,
+    labels: &BTreeSet<LabelId>,
+) -> Result<BTreeSet<LabelId>, sqlx::Error> {
+    let ids: Vec<Uuid> = labels.iter().map(|l| l.as_uuid()).collect();
+    let live: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT label_id FROM labels
+          WHERE org_id = $1 AND label_id = ANY($2) AND deleted_at IS NULL",
+    )
+    .bind(org.as_uuid())
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(live.into_iter().map(LabelId::from_uuid).collect())
+}
+
+/// Which of `categories` are live categories of `org` (one query).
+pub async fn live_categories(
+    pool: &PgPool,
+    org: OrgId,
+    categories: &BTreeSet<CategoryId>,
+) -> Result<BTreeSet<CategoryId>, sqlx::Error> {
+    let ids: Vec<Uuid> = categories.iter().map(|c| c.as_uuid()).collect();
+    let live: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT category_id FROM categories
+          WHERE org_id = $1 AND category_id = ANY($2) AND deleted_at IS NULL",
+    )
+    .bind(org.as_uuid())
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(live.into_iter().map(CategoryId::from_uuid).collect())
+}
+
+/// A comment on a task.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Comment {
+    /// Its id.
+    pub comment_id: Uuid,
+    /// Who wrote it (`None`: the system).
+    pub author: Option<Uuid>,
+    /// Its text.
+    pub body: String,
+    /// When it was written.
+    pub created_at: time::OffsetDateTime,
+    /// When it was last edited.
+    pub edited_at: Option<time::OffsetDateTime>,
+}
+
+/// The live comments on task `task` of `org`, oldest first, after `after` (a creation time and
+/// an id), at most `limit`.
+pub async fn comments(
+    pool: &PgPool,
+    org: OrgId,
+    task: TaskId,
+    after: Option<(time::OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Comment>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT comment_id, author, body, created_at, edited_at FROM task_comments
+          WHERE org_id = $1 AND task_id = $2 AND deleted_at IS NULL
+            AND ($3::timestamptz IS NULL OR (created_at, comment_id) > ($3, $4::uuid))
+          ORDER BY created_at, comment_id LIMIT $5",
+    )
+    .bind(org.as_uuid())
+    .bind(task.as_uuid())
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -489,3 +489,115 @@ pub async fn allows(
     .fetch_one(pool)
     .await
 }
+
+// ---- Queries for the API and for the command side's lookups. ----
+
+use std::collections::BTreeSet;
+
+use domain::{OrgId, UserId};
+
+/// A person's standing in an organization: what a grant is made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// Whether they are a member.
+    pub member: bool,
+    /// The permissions their teams give them (as stored; `admin.administrator` is not
+    /// expanded).
+    pub permissions: BTreeSet<Permission>,
+}
+
+/// `user`'s standing in `org`, in one query. A stored permission this build does not know
+/// (one retired since) grants nothing.
+pub async fn standing(pool: &PgPool, org: OrgId, user: UserId) -> Result<Standing, sqlx::Error> {
+    let (member, names): (bool, Vec<String>) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM org_members WHERE org_id = $1 AND user_id = $2),
+                ARRAY(SELECT permission FROM effective_permissions
+                       WHERE org_id = $1 AND user_id = $2)",
+    )
+    .bind(org.as_uuid())
+    .bind(user.as_uuid())
+    .fetch_one(pool)
+    .await?;
+    Ok(Standing {
+        member,
+        permissions: names.iter().filter_map(|n| n.parse().ok()).collect(),
+    })
+}
+
+/// A member of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Member {
+    /// The person.
+    pub user_id: Uuid,
+    /// When they were added.
+    pub added_at: time::OffsetDateTime,
+    /// The permissions their teams give them, sorted.
+    pub permissions: Vec<String>,
+}
+
+/// The members of `org` in the order they were added, after `after` (a time added and a user
+/// id), at most `limit`.
+pub async fn members(
+    pool: &PgPool,
+    org: OrgId,
+    after: Option<(time::OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Member>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.user_id, m.added_at,
+                coalesce(array_agg(DISTINCT p.permission) FILTER (WHERE p.permission IS NOT NULL), '{}')
+                  AS permissions
+           FROM org_members m
+           LEFT JOIN effective_permissions p ON p.org_id = m.org_id AND p.user_id = m.user_id
+          WHERE m.org_id = $1
+            AND ($2::timestamptz IS NULL OR (m.added_at, m.user_id) > ($2, $3::uuid))
+          GROUP BY m.user_id, m.added_at ORDER BY m.added_at, m.user_id LIMIT $4",
+    )
+    .bind(org.as_uuid())
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A team of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Team {
+    /// Its id.
+    pub team_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// The permissions it gives its members.
+    pub permissions: Vec<String>,
+    /// Its members.
+    pub members: Vec<Uuid>,
+    /// When it was created.
+    pub created_at: time::OffsetDateTime,
+}
+
+/// The teams of `org` in the order they were created, after `after` (a creation time and a
+/// team id), at most `limit`.
+pub async fn teams(
+    pool: &PgPool,
+    org: OrgId,
+    after: Option<(time::OffsetDateTime, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Team>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.team_id, t.name, t.permissions,
+                coalesce(array_agg(tm.user_id) FILTER (WHERE tm.user_id IS NOT NULL), '{}')
+                  AS members,
+                t.created_at
+           FROM org_teams t LEFT JOIN org_team_members tm ON tm.team_id = t.team_id
+          WHERE t.org_id = $1
+            AND ($2::timestamptz IS NULL OR (t.created_at, t.team_id) > ($2, $3::uuid))
+          GROUP BY t.team_id ORDER BY t.created_at, t.team_id LIMIT $4",
+    )
+    .bind(org.as_uuid())
+    .bind(after.map(|(at, _)| at))
+    .bind(after.map(|(_, id)| id))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -11,7 +11,9 @@ use anyhow::Context;
 use commands::identity::Identity;
 use commands::{Actor, Commands, Metadata};
 use domain::organization::{Organization, OrganizationCommand as C};
-use domain::task::{NewTask, Priority, Status, Task, TaskCommand, TaskEdit, TaskRequest};
+use domain::task::{
+    NewTask, Priority, References, Status, Task, TaskCommand, TaskEdit, TaskRequest,
+};
 use domain::{Email, Grant, Name, OrgId, Permission, Request, Scope, TaskId, TeamId, Text, UserId};
 use eventstore::vault::{MasterKey, Vault};
 use eventstore::{Store, StoreOptions};
@@ -102,9 +104,13 @@ pub(super) async fn through_commands(
                     )
                 }
             };
-            commands
-                .execute::<Task>(&task, TaskRequest { grant, command }, &meta)
-                .await?;
+            // The commands name nothing (no labels, category or assignees) to look up.
+            let request = TaskRequest {
+                grant,
+                known: References::default(),
+                command,
+            };
+            commands.execute::<Task>(&task, request, &meta).await?;
             Ok(())
         })
     });

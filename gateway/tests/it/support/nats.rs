@@ -109,6 +109,13 @@ impl PrivateNats {
         }
     }
 
+    /// Deletes its store, as a lost volume would; only while it is stopped.
+    pub fn lose_store(&self) {
+        assert!(self.child.is_none(), "nats-server is still running");
+        std::fs::remove_dir_all(&self.dir).expect("delete the nats store");
+        std::fs::create_dir_all(&self.dir).expect("an empty nats store dir");
+    }
+
     /// Starts it again on the same port and store, and waits until it is ready.
     ///
     /// It must be the same port: the server under test reconnects to the URL it was given.
