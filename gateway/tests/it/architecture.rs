@@ -1,5 +1,6 @@
 //! DESIGN's architecture invariants that a reading of the source can check: no module cycles
-//! inside any crate (a module is a file; an edge is any `crate::` or `super::` path in it).
+//! inside any crate (a module is a file; an edge is any `crate::` or `super::` path in it), and
+//! no SQL in the gateway's server library.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -156,4 +157,28 @@ fn no_crate_has_a_module_cycle() {
             );
         }
     }
+}
+
+#[test]
+fn the_gateway_server_holds_no_sql() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        // The CLI (bench anchors included) is the binary, not the server library.
+        if file.strip_prefix(&src).is_ok_and(|p| p.starts_with("cli")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read source");
+        for (n, line) in text.lines().enumerate() {
+            if ["sqlx::query", "query_scalar", "query_as", "QueryBuilder"]
+                .iter()
+                .any(|q| line.contains(q))
+            {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "SQL in the gateway:\n{}", found.join("\n"));
 }
