@@ -180,5 +180,9 @@ fn the_gateway_server_holds_no_sql() {
             }
         }
     }
-    assert!(found.is_empty(), "SQL in the gateway:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "SQL in the gateway:\n{}",
+        found.join("\n")
+    );
 }
