@@ -7,29 +7,33 @@ use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderValue, Method};
 use axum::response::Response;
-use axum::routing::{delete, patch, post, put};
-use axum::Router;
+use axum::routing::{delete, get, patch, post, put};
+use axum::{Json, Router};
 use commands::{CommandError, Receipt};
 use cqrs_es::Aggregate;
 use domain::organization::{Organization, OrganizationCommand as C};
 use domain::{Name, OrgId, Permission, Request, Scope, TeamId, UserId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
+use crate::api::board::{readable, After};
 use crate::api::doc::{
     BadRequest, Conflict, Forbidden, IdempotencyKey, NotFound, PayloadTooLarge, PermissionName,
     TooManyRequests, Unauthorized, Unavailable, Unprocessable,
 };
 use crate::api::receipt::{created, written, Created, Written};
 use crate::http::error::{ApiError, ErrorCode};
-use crate::http::extract::{parse_id, ApiJson, ApiPath, RequestMeta};
+use crate::http::extract::{parse_id, ApiJson, ApiPath, ApiQuery, RequestMeta};
 use crate::http::principal::{Auth, Principal};
 use crate::state::AppState;
+use projections::read_models::access::Class;
 
 /// What [`router`] serves (under `/api/v1`), for the OpenAPI parity test
 /// ([`super::api_routes`]): keep it in step with `router` below.
 pub(super) const ROUTES: &[(Method, &str)] = &[
+    (Method::GET, "/orgs"),
     (Method::POST, "/orgs"),
+    (Method::GET, "/orgs/{org}"),
     (Method::PATCH, "/orgs/{org}"),
     (Method::POST, "/orgs/{org}/members"),
     (Method::DELETE, "/orgs/{org}/members/{user}"),
@@ -44,7 +48,9 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
 /// The operations of [`router`], for the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(paths(
+    list,
     create,
+    show,
     rename,
     add_member,
     remove_member,
@@ -59,8 +65,8 @@ pub(super) struct Doc;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/orgs", post(create))
-        .route("/orgs/{org}", patch(rename))
+        .route("/orgs", get(list).post(create))
+        .route("/orgs/{org}", get(show).patch(rename))
         .route("/orgs/{org}/members", post(add_member))
         .route("/orgs/{org}/members/{user}", delete(remove_member))
         .route("/orgs/{org}/teams", post(create_team))
@@ -101,6 +107,134 @@ struct PermissionsBody {
     /// Only an administrator hands out `admin.*` permissions.
     #[schema(value_type = Vec<PermissionName>)]
     permissions: Vec<String>,
+}
+
+/// The organizations the caller belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+struct OrgList {
+    /// By name (at most 1,000).
+    organizations: Vec<OrgSummary>,
+}
+
+/// An organization: its id, name and creation time.
+#[derive(Debug, Serialize, ToSchema)]
+struct OrgSummary {
+    /// Its id.
+    id: uuid::Uuid,
+    /// Its name.
+    name: String,
+    /// When it was created (RFC 3339).
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// An organization, and what the caller may do in it.
+#[derive(Debug, Serialize, ToSchema)]
+struct OrgDetail {
+    /// Its id.
+    id: uuid::Uuid,
+    /// Its name.
+    name: String,
+    /// When it was created (RFC 3339).
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// The caller's effective permissions in it.
+    #[schema(value_type = Vec<PermissionName>)]
+    permissions: Vec<String>,
+}
+
+impl From<projections::read_models::memberships::Organization> for OrgSummary {
+    fn from(o: projections::read_models::memberships::Organization) -> Self {
+        Self {
+            id: o.org_id,
+            name: o.name,
+            created_at: eventstore::encode::rfc3339(o.created_at),
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/orgs",
+    tag = "organizations",
+    operation_id = "listOrganizations",
+    summary = "The organizations the caller belongs to (scope tasks:read or events:read)",
+    params(After),
+    responses(
+        (status = 200, description = "The caller's organizations", body = OrgList),
+        BadRequest, Unauthorized, Forbidden, TooManyRequests, Unavailable
+    )
+)]
+async fn list(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiQuery(q): ApiQuery<After>,
+) -> Result<Json<OrgList>, ApiError> {
+    if !caller.reader().scoped_for(Class::Board) {
+        return Err(ApiError::new(
+            ErrorCode::InsufficientScope,
+            "this API key lacks the `tasks:read` scope (or `events:read`)",
+        ));
+    }
+    let ready = state.ready()?;
+    let after = crate::state::Ready::parse_after(q.after.as_deref())?;
+    ready
+        .read_after(after, projections::read_models::memberships::NAME, None)
+        .await?;
+    let orgs = projections::read_models::memberships::organizations_for(
+        ready.store.pool(),
+        caller.user_id.as_uuid(),
+    )
+    .await?;
+    Ok(Json(OrgList {
+        organizations: orgs.into_iter().map(OrgSummary::from).collect(),
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/orgs/{org}",
+    tag = "organizations",
+    operation_id = "getOrganization",
+    summary = "An organization and the caller's permissions in it (members; scope tasks:read)",
+    params(("org" = Uuid, Path, description = "The organization"), After),
+    responses(
+        (status = 200, description = "The organization", body = OrgDetail),
+        BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, Unavailable
+    )
+)]
+async fn show(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(org): ApiPath<String>,
+    ApiQuery(q): ApiQuery<After>,
+) -> Result<Json<OrgDetail>, ApiError> {
+    let ready = state.ready()?;
+    let org = readable(
+        ready,
+        &org,
+        &caller,
+        q.after.as_deref(),
+        projections::read_models::memberships::NAME,
+    )
+    .await?;
+    let pool = ready.store.pool();
+    let found = projections::read_models::memberships::organization(pool, org.as_uuid())
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::OrganizationNotFound, "no such organization"))?;
+    let standing =
+        projections::read_models::memberships::standing(pool, org, caller.user_id).await?;
+    let summary = OrgSummary::from(found);
+    Ok(Json(OrgDetail {
+        id: summary.id,
+        name: summary.name,
+        created_at: summary.created_at,
+        permissions: standing
+            .permissions
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    }))
 }
 
 fn name(raw: &str) -> Result<Name, ApiError> {

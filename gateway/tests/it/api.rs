@@ -236,6 +236,8 @@ async fn malformed_requests_get_a_clear_4xx_and_append_nothing() {
     let app = spawn_app().await;
     let c = app.sign_in("ada@example.com").await;
     let orgs = app.url("/api/v1/orgs");
+    /// A route that answers POST only.
+    const POST_ONLY: &str = "/api/v1/orgs/00000000-0000-0000-0000-000000000000/tasks/00000000-0000-0000-0000-000000000000/assignees";
     let raw = |body: &'static str| {
         c.post(&orgs)
             .header("content-type", "application/json")
@@ -292,7 +294,7 @@ async fn malformed_requests_get_a_clear_4xx_and_append_nothing() {
             ),
             Refused::new(
                 "GET on a POST-only route",
-                c.get(&orgs),
+                c.get(app.url(POST_ONLY)),
                 405,
                 "method_not_allowed",
             ),

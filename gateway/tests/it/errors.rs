@@ -403,7 +403,12 @@ async fn every_documented_error_code_is_produced_with_its_status_and_shape() {
     .await;
     cat.expect(
         "GET on a POST-only route",
-        ada.get(app.url("/api/v1/orgs")).send().await.expect("send"),
+        ada.get(app.url(
+            "/api/v1/orgs/00000000-0000-0000-0000-000000000000/tasks/00000000-0000-0000-0000-000000000000/assignees",
+        ))
+        .send()
+        .await
+        .expect("send"),
         405,
         "method_not_allowed",
     )

@@ -21,6 +21,7 @@ mod lists;
 mod live;
 mod nodes;
 mod openapi;
+mod orgs;
 mod production;
 mod quickstart;
 mod read_your_writes;

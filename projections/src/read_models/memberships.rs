@@ -601,3 +601,43 @@ pub async fn teams(
     .fetch_all(pool)
     .await
 }
+
+/// An organization, by its public facts.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Organization {
+    /// Its id.
+    pub org_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    pub created_at: time::OffsetDateTime,
+}
+
+/// The most organizations [`organizations_for`] lists.
+pub const MAX_ORGANIZATIONS: i64 = 1000;
+
+/// The organizations `user` belongs to, by name (at most [`MAX_ORGANIZATIONS`]).
+pub async fn organizations_for(
+    pool: &PgPool,
+    user: Uuid,
+) -> Result<Vec<Organization>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT o.org_id, o.name, o.created_at
+           FROM org_members m JOIN organizations o ON o.org_id = m.org_id
+          WHERE m.user_id = $1
+          ORDER BY o.name, o.org_id
+          LIMIT $2",
+    )
+    .bind(user)
+    .bind(MAX_ORGANIZATIONS)
+    .fetch_all(pool)
+    .await
+}
+
+/// One organization, if it exists.
+pub async fn organization(pool: &PgPool, org: Uuid) -> Result<Option<Organization>, sqlx::Error> {
+    sqlx::query_as("SELECT org_id, name, created_at FROM organizations WHERE org_id = $1")
+        .bind(org)
+        .fetch_optional(pool)
+        .await
+}
