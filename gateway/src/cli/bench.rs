@@ -194,8 +194,8 @@ async fn write(config: &Config, args: WriteArgs) -> anyhow::Result<()> {
         .await
         .context("cannot reach PostgreSQL (DATABASE_URL)")?;
     // One connection per client where a phase needs it (the raw INSERT anchors), but within
-    // PostgreSQL's default of 100: with more clients than that, they take turns.
-    let pool = eventstore::connect(options.clone(), (args.clients as u32 + 8).min(80)).await?;
+    // PostgreSQL's default of 100 beside the HTTP phase's server: with more clients, they take turns.
+    let pool = eventstore::connect(options.clone(), (args.clients as u32 + 8).min(60)).await?;
     eventstore::MIGRATOR.run(&pool).await?;
     for table in ["bench_raw_events", "bench_pges_events"] {
         sqlx::query(&format!(
