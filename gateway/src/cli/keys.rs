@@ -56,26 +56,7 @@ pub(crate) async fn run(config: Config, keys: Keys) -> anyhow::Result<ExitCode> 
         Commands::new(store),
         eventstore::vault::Vault::new(pool.clone(), key),
     );
-    let meta = Metadata::new(Actor::System);
-    // Registers the person on first use; for someone known, this is one more sign-in.
-    let link = identity
-        .request_magic_link(&email, &meta)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot register {}: {e}", email.as_str()))?;
-    let signed_in = identity
-        .consume_magic_link(&link.token, &meta)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot register {}: {e}", email.as_str()))?;
-    // Nobody holds that session's token: end it at once.
-    identity
-        .revoke_session(signed_in.user_id, signed_in.session_id, &meta)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot end the registration session: {e}"))?;
-    let issued = identity
-        .issue_api_key(signed_in.user_id, name, scopes, &meta)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot issue the key: {e}"))
-        .context("keys create")?;
+    let (user, issued) = issue(&identity, &email, name, scopes).await?;
     // The key works once a server's identity read model has it: wait for that (briefly), so
     // that the next command can use it.
     let applied = match issued.receipt.cursor {
@@ -93,11 +74,42 @@ pub(crate) async fn run(config: Config, keys: Keys) -> anyhow::Result<ExitCode> 
     signals.cancel();
     eprintln!(
         "issued key {} (prefix {}) for user {}; it is shown once:",
-        issued.key_id, issued.prefix, signed_in.user_id
+        issued.key_id, issued.prefix, user
     );
     if !applied {
         eprintln!("note: no server has applied it yet; it works once one does");
     }
     println!("{}", issued.key);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Registers `email` if new (through a sign-in link used at once, whose session is then
+/// ended: nobody holds its token) and issues it a key with `scopes`. Returns the person and
+/// the key. Shared by `cairn keys create` and `cairn bench write`'s HTTP phase.
+pub(crate) async fn issue(
+    identity: &Identity,
+    email: &Email,
+    name: Name,
+    scopes: BTreeSet<Scope>,
+) -> anyhow::Result<(domain::UserId, commands::identity::IssuedKey)> {
+    let meta = Metadata::new(Actor::System);
+    let register = |e| anyhow::anyhow!("cannot register {}: {e}", email.as_str());
+    let link = identity
+        .request_magic_link(email, &meta)
+        .await
+        .map_err(register)?;
+    let signed_in = identity
+        .consume_magic_link(&link.token, &meta)
+        .await
+        .map_err(register)?;
+    identity
+        .revoke_session(signed_in.user_id, signed_in.session_id, &meta)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot end the registration session: {e}"))?;
+    let issued = identity
+        .issue_api_key(signed_in.user_id, name, scopes, &meta)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot issue the key: {e}"))
+        .context("keys create")?;
+    Ok((signed_in.user_id, issued))
 }

@@ -260,27 +260,11 @@ async fn api_key(config: &Config, key: MasterKey) -> anyhow::Result<String> {
     let pool = eventstore::connect(config.database.clone(), 2).await?;
     let store = Store::new(pool.clone(), StoreOptions::default());
     let identity = Identity::new(Commands::new(store), Vault::new(pool, key));
-    let meta = Metadata::new(Actor::System);
     let email = Email::parse(&format!("bench-{}@example.com", Uuid::now_v7().simple()))?;
-    let link = identity
-        .request_magic_link(&email, &meta)
-        .await
-        .map_err(|e| anyhow::anyhow!("sign-in link: {e}"))?;
-    let signed_in = identity
-        .consume_magic_link(&link.token, &meta)
-        .await
-        .map_err(|e| anyhow::anyhow!("sign in: {e}"))?;
     let scopes: BTreeSet<Scope> = [Scope::Admin, Scope::TasksRead, Scope::TasksWrite]
         .into_iter()
         .collect();
-    let issued = identity
-        .issue_api_key(
-            signed_in.user_id,
-            Name::parse("name", "bench")?,
-            scopes,
-            &meta,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("API key: {e}"))?;
+    let (_, issued) =
+        crate::cli::keys::issue(&identity, &email, Name::parse("name", "bench")?, scopes).await?;
     Ok(issued.key)
 }
