@@ -25,6 +25,19 @@ use crate::state::{AppState, Ready};
 
 // ---- read access ----
 
+/// 403 `insufficient_scope` for an API key that may not read boards (`tasks:read` or
+/// `events:read`); sessions may.
+pub(crate) fn require_board_scope(caller: &Principal) -> Result<(), ApiError> {
+    if caller.reader().scoped_for(Class::Board) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InsufficientScope,
+            "this API key lacks the `tasks:read` scope (or `events:read`)",
+        ))
+    }
+}
+
 /// Lets whoever the access policy lets read `org`'s board read it, after `?after=` if given.
 /// Access is decided first (a stranger learns nothing and costs no wait: 404), the cursor is
 /// checked at once (400 if malformed or never returned), and only then does the read wait.
@@ -35,12 +48,7 @@ pub(crate) async fn readable(
     after: Option<&str>,
     projection: &str,
 ) -> Result<OrgId, ApiError> {
-    if !caller.reader().scoped_for(Class::Board) {
-        return Err(ApiError::new(
-            ErrorCode::InsufficientScope,
-            "this API key lacks the `tasks:read` scope (or `events:read`)",
-        ));
-    }
+    require_board_scope(caller)?;
     let org: OrgId = parse_id(org, "organization")?;
     let after = Ready::parse_after(after)?;
     let access = ready.access(Some(caller), Some(org.as_uuid())).await?;

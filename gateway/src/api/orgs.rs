@@ -16,7 +16,7 @@ use domain::{Name, OrgId, Permission, Request, Scope, TeamId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::api::board::{readable, After};
+use crate::api::board::{readable, require_board_scope, After};
 use crate::api::doc::{
     BadRequest, Conflict, Forbidden, IdempotencyKey, NotFound, PayloadTooLarge, PermissionName,
     TooManyRequests, Unauthorized, Unavailable, Unprocessable,
@@ -170,24 +170,25 @@ async fn list(
     Auth(caller): Auth,
     ApiQuery(q): ApiQuery<After>,
 ) -> Result<Json<OrgList>, ApiError> {
-    if !caller.reader().scoped_for(Class::Board) {
-        return Err(ApiError::new(
-            ErrorCode::InsufficientScope,
-            "this API key lacks the `tasks:read` scope (or `events:read`)",
-        ));
-    }
+    require_board_scope(&caller)?;
     let ready = state.ready()?;
     let after = crate::state::Ready::parse_after(q.after.as_deref())?;
     ready
         .read_after(after, projections::read_models::memberships::NAME, None)
         .await?;
+    let access = ready.access(Some(&caller), None).await?;
     let orgs = projections::read_models::memberships::organizations_for(
         ready.store.pool(),
         caller.user_id.as_uuid(),
     )
     .await?;
+    // The one access policy decides, as on every read.
     Ok(Json(OrgList {
-        organizations: orgs.into_iter().map(OrgSummary::from).collect(),
+        organizations: orgs
+            .into_iter()
+            .filter(|o| access.may_read(Class::Board, Some(o.org_id), None))
+            .map(OrgSummary::from)
+            .collect(),
     }))
 }
 
