@@ -1,7 +1,8 @@
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{Connection, PgConnection, PgPool};
 
 /// Every migration in `migrations/`, embedded at build time.
@@ -50,7 +51,37 @@ pub async fn ensure_database(options: &PgConnectOptions) -> Result<(), sqlx::Err
     conn.close().await
 }
 
+/// Parses a `postgres://` URL into connection options.
+///
+/// One default differs from libpq's: a URL that names a loopback host (`localhost`,
+/// `127.0.0.1`, `::1`) and says nothing about `sslmode` connects without TLS. libpq's
+/// `prefer` would negotiate TLS there, which protects nothing on the loopback interface and
+/// costs both ends CPU on every query. Say `?sslmode=require` (or any mode) to choose.
+pub fn parse_url(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?;
+    let says_sslmode = url::Url::parse(url)
+        .map(|u| {
+            u.query_pairs()
+                .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
+        })
+        .unwrap_or(true);
+    let loopback = matches!(
+        options.get_host(),
+        "localhost" | "127.0.0.1" | "::1" | "[::1]"
+    );
+    Ok(if loopback && !says_sslmode {
+        options.ssl_mode(PgSslMode::Disable)
+    } else {
+        options
+    })
+}
+
 /// Opens a pool with Cairn's session settings.
+///
+/// Connections are not pinged before each use (sqlx's `test_before_acquire`): that ping is a
+/// round trip per query, which on the write path doubled the database work. A connection the
+/// server has dropped fails the one query that meets it and is then replaced; the pool also
+/// retires idle connections after ten minutes and every connection after thirty.
 pub async fn connect(
     options: PgConnectOptions,
     max_connections: u32,
@@ -58,6 +89,27 @@ pub async fn connect(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
         .connect_with(tune(options))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_skip_tls_unless_they_ask_for_it() {
+        let mode = |url: &str| format!("{:?}", parse_url(url).map(|o| o.get_ssl_mode()));
+        assert_eq!(
+            mode("postgres://postgres@127.0.0.1:5432/cairn"),
+            "Ok(Disable)"
+        );
+        assert_eq!(mode("postgres://postgres@localhost/cairn"), "Ok(Disable)");
+        assert_eq!(
+            mode("postgres://postgres@127.0.0.1/cairn?sslmode=require"),
+            "Ok(Require)"
+        );
+        assert_eq!(mode("postgres://db.example.com/cairn"), "Ok(Prefer)");
+    }
 }

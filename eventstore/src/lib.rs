@@ -34,7 +34,7 @@ mod verify;
 
 pub use aggregate::{AggregateStore, StoreContext};
 pub use cursor::{Cursor, CursorError};
-pub use db::{connect, ensure_database, tune, MIGRATOR};
+pub use db::{connect, ensure_database, parse_url, tune, MIGRATOR};
 pub use error::StoreError;
 pub use read::{EventFilter, RecordedEvent};
 pub use receipt::{Appended, BulkAppended, Receipt};

@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -105,7 +107,31 @@ impl Store {
     /// modulo 2^32 (a running transaction is less than 2^31 ids old, or PostgreSQL would have
     /// stopped), and one that started after the snapshot is left out (the bound is below it
     /// anyway).
+    ///
+    /// Every tailer in this process (each projection, the relay, each feed) needs the bound
+    /// after the same commits, and the lookup in `pg_stat_activity` is the dearest statement
+    /// of the tail. So callers share it: a caller is answered by the first lookup that
+    /// *started after it asked* (one that started before might predate the commit it was
+    /// woken for), one at a time, so tailers woken together cost one lookup.
     pub async fn settled_below(&self) -> Result<String, StoreError> {
+        let horizon = self.horizon();
+        let asked = horizon.started.load(Ordering::SeqCst);
+        let _turn = horizon.turn.lock().await;
+        if let Some(last) = horizon.last() {
+            if last.started > asked {
+                return Ok(last.bound);
+            }
+        }
+        let started = horizon.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let bound = self.look_up_settled_below().await?;
+        *horizon.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Bound {
+            started,
+            bound: bound.clone(),
+        });
+        Ok(bound)
+    }
+
+    async fn look_up_settled_below(&self) -> Result<String, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT CASE
                       WHEN EXISTS (SELECT 1 FROM pg_stat_activity
@@ -383,6 +409,32 @@ impl EventFilter {
                 .as_deref()
                 .is_none_or(|id| id == aggregate_id)
     }
+}
+
+/// The state behind [`Store::settled_below`]'s sharing.
+#[derive(Debug, Default)]
+pub(crate) struct Horizon {
+    /// How many lookups have started.
+    started: AtomicU64,
+    /// One lookup at a time.
+    turn: tokio::sync::Mutex<()>,
+    /// The newest lookup's bound.
+    last: std::sync::Mutex<Option<Bound>>,
+}
+
+impl Horizon {
+    fn last(&self) -> Option<Bound> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A bound from [`Store::settled_below`]'s lookup.
+#[derive(Debug, Clone)]
+struct Bound {
+    /// The lookup's number.
+    started: u64,
+    /// The bound, as PostgreSQL wrote it.
+    bound: String,
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ struct Inner {
     options: StoreOptions,
     appender: Appender,
     commits: Arc<Commits>,
+    /// The shared computation of [`Store::settled_below`].
+    horizon: crate::read::Horizon,
 }
 
 impl Store {
@@ -64,6 +66,7 @@ impl Store {
                 options,
                 appender,
                 commits,
+                horizon: crate::read::Horizon::default(),
             }),
         }
     }
@@ -76,6 +79,10 @@ impl Store {
     /// which keep the gapless order and the hash chain's rules in one place.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    pub(crate) fn horizon(&self) -> &crate::read::Horizon {
+        &self.inner.horizon
     }
 
     /// The options this store was built with.

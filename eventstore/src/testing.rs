@@ -3,8 +3,6 @@
 //! Used by the test suites of every crate, through the `testing` feature that only their
 //! dev-dependencies enable: it is never compiled into the server, so its `expect`s stay in tests.
 
-use std::str::FromStr;
-
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -14,7 +12,7 @@ use crate::MIGRATOR;
 pub fn server_options() -> PgConnectOptions {
     let url = std::env::var("CAIRN_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    PgConnectOptions::from_str(&url).expect("CAIRN_TEST_DATABASE_URL is a postgres URL")
+    crate::parse_url(&url).expect("CAIRN_TEST_DATABASE_URL is a postgres URL")
 }
 
 /// A fresh database for one test, dropped when this value is.

@@ -148,7 +148,7 @@ impl Config {
                     if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
                         return Err("expected a postgres:// URL".to_owned());
                     }
-                    let options = PgConnectOptions::from_str(v)
+                    let options = eventstore::parse_url(v)
                         .map_err(|e| format!("invalid PostgreSQL URL ({e})"))?;
                     // Without one, PostgreSQL picks the user's name (often the `postgres`
                     // maintenance database), and Cairn would move its tables in there.

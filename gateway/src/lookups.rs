@@ -8,6 +8,8 @@ use std::time::Duration;
 use commands::lookups::{Lookup, LookupError, Lookups, ReadModel};
 use domain::{CategoryId, Grant, LabelId, OrgId, UserId};
 use eventstore::Cursor;
+use projections::changes::Changes;
+use projections::read_models::memberships::Standings;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -16,6 +18,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct ReadModelLookups {
     pool: PgPool,
+    /// Grants, kept until the memberships read model changes.
+    standings: Standings,
     /// This node's projection progress by name (a wake-up for [`Lookups::caught_up`]).
     progress: HashMap<&'static str, watch::Receiver<Cursor>>,
     /// How long [`Lookups::caught_up`] waits.
@@ -23,13 +27,16 @@ pub struct ReadModelLookups {
 }
 
 impl ReadModelLookups {
-    /// Lookups on `pool`, whose waits are woken by `progress` and last at most `within`.
+    /// Lookups on `pool`, whose waits are woken by `progress` and last at most `within`;
+    /// grants are kept while the memberships read model's `changes` stand still.
     pub fn new(
         pool: PgPool,
         progress: HashMap<&'static str, watch::Receiver<Cursor>>,
+        changes: Changes,
         within: Duration,
     ) -> Self {
         Self {
+            standings: Standings::new(pool.clone(), changes),
             pool,
             progress,
             within,
@@ -40,8 +47,7 @@ impl ReadModelLookups {
 impl Lookups for ReadModelLookups {
     fn grant(&self, org: OrgId, user: UserId) -> Lookup<'_, Grant> {
         Box::pin(async move {
-            let standing =
-                projections::read_models::memberships::standing(&self.pool, org, user).await?;
+            let standing = self.standings.of(org, user).await?;
             Ok(Grant {
                 org_id: org,
                 user: Some(user),

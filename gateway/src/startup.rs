@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use projections::consumers::bus::{Bus, BusError, LocalBus, NatsBus, NatsOptions};
 use projections::consumers::mailer::{Outbox, Transport, TransportError};
 use projections::consumers::relay::Relay;
+use projections::read_models::identity::ApiKeys;
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -455,8 +456,17 @@ async fn connect(
     // Other nodes' commits wake this node's projections, relay and feeds at once.
     store.share_commit_signals(shutdown.clone());
     let vault = Vault::new(pool.clone(), state.secret_key().clone());
-    let progress = projections::registry::spawn_all(&store, shutdown, tasks);
-    let lookups = ReadModelLookups::new(pool.clone(), progress.clone(), CATCH_UP);
+    let running = projections::registry::spawn_all(&store, shutdown, tasks);
+    let lookups = ReadModelLookups::new(
+        pool.clone(),
+        running.progress.clone(),
+        running.changes_of(projections::read_models::memberships::NAME),
+        CATCH_UP,
+    );
+    let api_keys = ApiKeys::new(
+        pool.clone(),
+        running.changes_of(projections::read_models::identity::NAME),
+    );
     let commands = Commands::new(store.clone())
         .sealing_with(vault.clone())
         .with_lookups(Arc::new(lookups));
@@ -476,7 +486,8 @@ async fn connect(
         commands,
         identity,
         outbox,
-        progress,
+        progress: running.progress,
+        api_keys,
         store,
     })
 }

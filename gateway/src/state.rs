@@ -33,6 +33,8 @@ pub struct Ready {
     pub outbox: Outbox,
     /// This node's projection progress by name (a wake-up for read-your-writes waits).
     pub progress: HashMap<&'static str, watch::Receiver<Cursor>>,
+    /// API keys as authentication reads them, kept until the identity read model changes.
+    pub api_keys: projections::read_models::identity::ApiKeys,
 }
 
 /// Shared by every handler. Cheap to clone.

@@ -113,6 +113,30 @@ pub(crate) async fn advance<'c>(
     Ok(moved.rows_affected() == 1)
 }
 
+/// [`advance`] on its own, for a batch with nothing to apply: one statement instead of a
+/// transaction of four, committed asynchronously like every batch ([`lock`]).
+pub(crate) async fn advance_alone(
+    pool: &PgPool,
+    name: &str,
+    from: Cursor,
+    to: Cursor,
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "UPDATE projection_checkpoints
+            SET last_xid = $2::text::xid8, last_position = $3, updated_at = now()
+           FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+          WHERE name = $1 AND last_xid = $4::text::xid8 AND last_position = $5",
+    )
+    .bind(name)
+    .bind(to.xid().to_string())
+    .bind(to.position())
+    .bind(from.xid().to_string())
+    .bind(from.position())
+    .execute(pool)
+    .await?;
+    Ok(moved.rows_affected() == 1)
+}
+
 /// Locks `name`'s checkpoint row inside `tx` (waiting for a batch being applied to commit),
 /// so that a rebuild can empty the tables and rewind ([`rewind`]) with no batch in between.
 pub(crate) async fn hold(tx: &mut PgConnection, name: &str) -> Result<(), sqlx::Error> {

@@ -283,6 +283,10 @@ pub(crate) trait Handler: Send + Sync + 'static {
         from: Cursor,
         batch: &[RecordedEvent],
     ) -> impl Future<Output = Result<Cursor, Self::Error>> + Send;
+
+    /// This node starts (`true`) or stops following the log (a read model's caches in this
+    /// process are only valid while it does: [`crate::changes`]).
+    fn leading(&self, _now: bool) {}
 }
 
 /// How a [`Tail`] reads.
@@ -349,11 +353,13 @@ impl<H: Handler> Tail<H> {
             return Ok(());
         };
         tracing::info!(consumer = name, "leading");
+        self.handler.leading(true);
         let result = async {
             let mut following = Following::start(self, &mut lock).await?;
             drive(name, &mut following, &self.options.pace, shutdown).await
         }
         .await;
+        self.handler.leading(false);
         release(&mut lock, key).await;
         result
     }

@@ -12,10 +12,12 @@
 //! - [`runner`]: a read model on that loop, each batch applied with its checkpoint in one
 //!   transaction; [`registry`]: which projections exist, spawning, rebuilding
 //!   (`cairn replay`) and their positions (`cairn projections`, `/metrics`); [`progress`]:
-//!   waiting until a projection has passed a cursor (read-your-writes).
+//!   waiting until a projection has passed a cursor (read-your-writes); [`changes`]: caches of
+//!   read-model queries, valid until the projection commits a change.
 //!
 //! Start reading at `consumer`, then [`runner`].
 
+pub mod changes;
 pub mod checkpoint;
 pub(crate) mod consumer;
 pub mod consumers;

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::changes::Changes;
 use crate::checkpoint;
 use crate::read_models::board::{self, BoardProjection};
 use crate::read_models::identity::{self, IdentityProjection};
@@ -23,30 +24,46 @@ pub const NAMES: &[&str] = &[identity::NAME, memberships::NAME, board::NAME];
 /// The consumers that keep a checkpoint in the event log (never rebuilt by a replay).
 pub const CONSUMERS: &[&str] = &[crate::consumers::relay::NAME];
 
+/// What [`spawn_all`] started, by projection name.
+#[derive(Debug, Clone, Default)]
+pub struct Running {
+    /// Each runner's progress (a wake-up for [`crate::progress::wait_for`]).
+    pub progress: HashMap<&'static str, watch::Receiver<Cursor>>,
+    /// Each runner's changes (for caches of its queries: [`crate::changes`]).
+    pub changes: HashMap<&'static str, Changes>,
+}
+
+impl Running {
+    /// The changes of projection `name` ([`Changes::unknown`] if it is not running here).
+    pub fn changes_of(&self, name: &str) -> Changes {
+        self.changes
+            .get(name)
+            .cloned()
+            .unwrap_or_else(Changes::unknown)
+    }
+}
+
 /// Starts a runner for every projection on `tasks`, until `shutdown` (a runner finishes the
-/// batch it is applying first); returns each one's progress, by name.
-pub fn spawn_all(
-    store: &Store,
-    shutdown: &CancellationToken,
-    tasks: &TaskTracker,
-) -> HashMap<&'static str, watch::Receiver<Cursor>> {
+/// batch it is applying first); returns each one's progress and changes, by name.
+pub fn spawn_all(store: &Store, shutdown: &CancellationToken, tasks: &TaskTracker) -> Running {
     fn spawn<P: Projection>(
+        running: &mut Running,
         store: &Store,
         projection: P,
         shutdown: &CancellationToken,
         tasks: &TaskTracker,
-    ) -> (&'static str, watch::Receiver<Cursor>) {
+    ) {
         let runner = Runner::new(store.clone(), projection, RunnerOptions::default());
-        let progress = runner.progress();
         let name = runner.name();
+        running.progress.insert(name, runner.progress());
+        running.changes.insert(name, runner.changes());
         tasks.spawn(runner.run(shutdown.clone()));
-        (name, progress)
     }
-    HashMap::from([
-        spawn(store, IdentityProjection, shutdown, tasks),
-        spawn(store, MembershipsProjection, shutdown, tasks),
-        spawn(store, BoardProjection, shutdown, tasks),
-    ])
+    let mut running = Running::default();
+    spawn(&mut running, store, IdentityProjection, shutdown, tasks);
+    spawn(&mut running, store, MembershipsProjection, shutdown, tasks);
+    spawn(&mut running, store, BoardProjection, shutdown, tasks);
+    running
 }
 
 /// What kind of reader a [`Status`] describes.

@@ -13,6 +13,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::changes::{ChangeSignal, Changes};
 use crate::checkpoint::{self, Locked};
 use crate::consumer::{Handler, Pace, Tail, TailOptions};
 
@@ -61,6 +62,16 @@ pub trait Projection: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &RecordedEvent,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+
+    /// Whether `event` may change this read model (default: every event may). A batch with
+    /// none is not applied: only its checkpoint moves, and the caches of the read model's
+    /// queries stay valid ([`crate::changes`]). Must be `true` for every event [`apply`]
+    /// would act on.
+    ///
+    /// [`apply`]: Projection::apply
+    fn relevant(&self, _event: &RecordedEvent) -> bool {
+        true
+    }
 
     /// Applies a batch, in order, inside its transaction. The default applies event by event;
     /// a projection may fold the batch in memory and write each touched row once, as long as
@@ -120,14 +131,24 @@ impl<P: Projection> Runner<P> {
                 linger: options.linger,
             },
         };
+        let apply = Apply {
+            projection,
+            changes: ChangeSignal::new(),
+        };
         Self {
-            tail: Tail::new(store, Apply(projection), options),
+            tail: Tail::new(store, apply, options),
         }
     }
 
     /// The projection's name.
     pub fn name(&self) -> &'static str {
-        self.tail.handler().0.name()
+        self.tail.handler().projection.name()
+    }
+
+    /// Moves each time this runner commits a batch that may have changed the read model (for
+    /// caches of its queries: [`crate::changes`]).
+    pub fn changes(&self) -> Changes {
+        self.tail.handler().changes.subscribe()
     }
 
     /// Changes each time this runner commits a batch (a wake-up for
@@ -146,26 +167,46 @@ impl<P: Projection> Runner<P> {
 /// A projection as the consumer loop's [`Handler`]: the batch and its checkpoint in one
 /// transaction.
 #[derive(Debug)]
-struct Apply<P>(P);
+struct Apply<P> {
+    projection: P,
+    changes: ChangeSignal,
+}
 
 impl<P: Projection> Handler for Apply<P> {
     type Error = ProjectionError;
 
     fn name(&self) -> &'static str {
-        self.0.name()
+        self.projection.name()
     }
 
-    #[tracing::instrument(skip_all, fields(projection = self.0.name(), events = batch.len()))]
+    fn leading(&self, now: bool) {
+        self.changes.leading(now);
+    }
+
+    #[tracing::instrument(skip_all, fields(projection = self.projection.name(), events = batch.len()))]
     async fn handle(
         &self,
         pool: &PgPool,
         from: Cursor,
         batch: &[RecordedEvent],
     ) -> Result<Cursor, ProjectionError> {
-        let name = self.0.name();
+        let name = self.projection.name();
+        let to = batch.last().map_or(from, RecordedEvent::cursor);
+        let relevant = batch.iter().any(|e| self.projection.relevant(e));
+        if !relevant {
+            // Nothing to apply (a burst of task events, for `identity`): the checkpoint alone,
+            // still compare-and-set, so a rebuild or another runner is noticed as below.
+            if checkpoint::advance_alone(pool, name, from, to).await? {
+                return Ok(to);
+            }
+            self.changes.changed();
+            return Ok(checkpoint::load(pool, name).await?);
+        }
         let mut tx = match checkpoint::lock(pool, name, from).await? {
             Locked::Held(tx) => tx,
             Locked::Moved(stored) => {
+                // Someone else moved it (a rebuild): assume anything changed.
+                self.changes.changed();
                 tracing::warn!(
                     projection = name,
                     "checkpoint moved under this runner; resuming from it"
@@ -173,14 +214,16 @@ impl<P: Projection> Handler for Apply<P> {
                 return Ok(stored);
             }
         };
-        self.0.apply_batch(&mut tx, batch).await?;
-        let to = batch.last().map_or(from, RecordedEvent::cursor);
+        self.projection.apply_batch(&mut tx, batch).await?;
         if !checkpoint::advance(&mut *tx, name, from, to).await? {
             // Not while the row is locked; but never commit a batch without its checkpoint.
             drop(tx);
+            self.changes.changed();
             return Ok(checkpoint::load(pool, name).await?);
         }
         tx.commit().await?;
+        // After the commit: an answer read before it is then stale, and never served.
+        self.changes.changed();
         Ok(to)
     }
 }

@@ -253,7 +253,7 @@ async fn memberships_replay_equals_the_incremental_read_model() {
     let commands = Commands::new(store.clone());
     let stop = CancellationToken::new();
     let tasks = tokio_util::task::TaskTracker::new();
-    let progress = projections::registry::spawn_all(&store, &stop, &tasks);
+    let progress = projections::registry::spawn_all(&store, &stop, &tasks).progress;
     assert!(progress.contains_key(projections::read_models::memberships::NAME));
 
     let founder = UserId::from_uuid(uuid::Uuid::now_v7());

@@ -177,10 +177,11 @@ async fn resolve(
             .ok_or_else(invalid)?;
         let parts = parse_api_key(key).ok_or_else(invalid)?;
         let ready = state.ready()?;
-        let found =
-            projections::read_models::identity::live_api_key(ready.store.pool(), parts.prefix)
-                .await?
-                .ok_or_else(invalid)?;
+        let found = ready
+            .api_keys
+            .live(parts.prefix)
+            .await?
+            .ok_or_else(invalid)?;
         if !same_digest(&found.key_hash, digest(key).as_bytes()) {
             return Err(invalid());
         }

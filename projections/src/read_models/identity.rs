@@ -26,6 +26,10 @@ impl Projection for IdentityProjection {
         &["accounts", "sessions", "api_keys"]
     }
 
+    fn relevant(&self, event: &RecordedEvent) -> bool {
+        event.aggregate_type == "account"
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -201,6 +205,40 @@ pub async fn live_api_key(pool: &PgPool, prefix: &str) -> Result<Option<LiveApiK
     .bind(prefix)
     .fetch_optional(pool)
     .await
+}
+
+/// [`live_api_key`], kept in this process until the identity read model changes
+/// ([`crate::changes`]): every request with a key asks it. Unknown prefixes are not kept (a
+/// flood of made-up keys cannot push the real ones out).
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    pool: PgPool,
+    cache: std::sync::Arc<crate::changes::ReadCache<String, Option<LiveApiKey>>>,
+}
+
+impl ApiKeys {
+    /// Keys read on `pool`, kept while `changes` (the identity runner's) stands still.
+    pub fn new(pool: PgPool, changes: crate::changes::Changes) -> Self {
+        const KEPT: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(10_000) {
+            Some(n) => n,
+            None => unreachable!(),
+        };
+        Self {
+            pool,
+            cache: std::sync::Arc::new(crate::changes::ReadCache::new(changes, KEPT)),
+        }
+    }
+
+    /// The live API key with `prefix` ([`live_api_key`]).
+    pub async fn live(&self, prefix: &str) -> Result<Option<LiveApiKey>, sqlx::Error> {
+        self.cache
+            .get_or_load(
+                prefix.to_owned(),
+                live_api_key(&self.pool, prefix),
+                Option::is_some,
+            )
+            .await
+    }
 }
 
 /// An account, for `GET /me`.

@@ -33,6 +33,10 @@ impl Projection for MembershipsProjection {
         ]
     }
 
+    fn relevant(&self, event: &RecordedEvent) -> bool {
+        event.aggregate_type == "organization"
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -522,6 +526,35 @@ pub async fn standing(pool: &PgPool, org: OrgId, user: UserId) -> Result<Standin
         member,
         permissions: names.iter().filter_map(|n| n.parse().ok()).collect(),
     })
+}
+
+/// [`standing`], kept in this process until the memberships read model changes
+/// ([`crate::changes`]): the write path asks it on every request.
+#[derive(Debug, Clone)]
+pub struct Standings {
+    pool: PgPool,
+    cache: std::sync::Arc<crate::changes::ReadCache<(OrgId, UserId), Standing>>,
+}
+
+impl Standings {
+    /// Standings read on `pool`, kept while `changes` (the memberships runner's) stands still.
+    pub fn new(pool: PgPool, changes: crate::changes::Changes) -> Self {
+        const KEPT: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(10_000) {
+            Some(n) => n,
+            None => unreachable!(),
+        };
+        Self {
+            pool,
+            cache: std::sync::Arc::new(crate::changes::ReadCache::new(changes, KEPT)),
+        }
+    }
+
+    /// `user`'s standing in `org` ([`standing`]).
+    pub async fn of(&self, org: OrgId, user: UserId) -> Result<Standing, sqlx::Error> {
+        self.cache
+            .get_or_load((org, user), standing(&self.pool, org, user), |_| true)
+            .await
+    }
 }
 
 /// A member of an organization.
