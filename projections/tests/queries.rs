@@ -123,6 +123,8 @@ async fn the_board_and_memberships_queries_answer_from_their_tables() {
                     name: name("Acme"),
                     admin_team: admins,
                 },
+                // Members hold only what their teams here give them.
+                C::SetDefaultTeam { team_id: None },
                 C::AddMember { user_id: alice },
                 C::CreateTeam {
                     team_id: writers,
@@ -311,10 +313,16 @@ async fn the_board_and_memberships_queries_answer_from_their_tables() {
         shape,
         [
             (admins.as_uuid(), "Administrators", vec![founder.as_uuid()]),
+            // Every organization a person founds has one (not the default here).
+            (
+                domain::organization::members_team_of(acme).as_uuid(),
+                "Members",
+                vec![]
+            ),
             (writers.as_uuid(), "Writers", vec![alice.as_uuid()]),
         ]
     );
-    assert_eq!(teams[1].permissions, ["tasks.create", "tasks.edit"]);
+    assert_eq!(teams[2].permissions, ["tasks.create", "tasks.edit"]);
     let later = memberships::teams(
         &pool,
         acme,

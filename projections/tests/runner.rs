@@ -359,8 +359,8 @@ async fn memberships_replay_equals_the_incremental_read_model() {
     assert_eq!(incremental.1.len(), 3, "founder, member, other");
     assert_eq!(
         incremental.2.len(),
-        2,
-        "administrators and core; doomed is gone"
+        3,
+        "administrators, members and core; doomed is gone"
     );
     assert!(incremental.0[0].contains("Acme Two"));
     assert!(projections::read_models::memberships::allows(

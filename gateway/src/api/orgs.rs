@@ -43,6 +43,7 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
     (Method::PUT, "/orgs/{org}/teams/{team}/permissions"),
     (Method::POST, "/orgs/{org}/teams/{team}/members"),
     (Method::DELETE, "/orgs/{org}/teams/{team}/members/{user}"),
+    (Method::PUT, "/orgs/{org}/default-team"),
 ];
 
 /// The operations of [`router`], for the OpenAPI document.
@@ -59,7 +60,8 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
     delete_team,
     set_permissions,
     add_team_member,
-    remove_team_member
+    remove_team_member,
+    set_default_team
 ))]
 pub(super) struct Doc;
 
@@ -80,6 +82,7 @@ pub fn router() -> Router<AppState> {
             "/orgs/{org}/teams/{team}/members/{user}",
             delete(remove_team_member),
         )
+        .route("/orgs/{org}/default-team", put(set_default_team))
 }
 
 /// A name for an organization or a team.
@@ -89,6 +92,16 @@ struct NameBody {
     /// 1 to 100 characters (trimmed), no control characters.
     #[schema(min_length = 1, max_length = 100, example = "Acme")]
     name: String,
+}
+
+/// The team new members join.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DefaultTeamBody {
+    /// A team of the organization, or `null` for none.
+    #[serde(deserialize_with = "crate::api::board::double_option")]
+    #[schema(value_type = Option<Uuid>, required = true)]
+    team_id: Option<Option<String>>,
 }
 
 /// A person, by id.
@@ -141,6 +154,9 @@ struct OrgDetail {
     /// The caller's effective permissions in it.
     #[schema(value_type = Vec<PermissionName>)]
     permissions: Vec<String>,
+    /// The team every member added from now on joins (a new organization's "Members" team:
+    /// `tasks.create`, `tasks.edit`, `tasks.assign`, `docs.edit`), or `null`.
+    default_team_id: Option<uuid::Uuid>,
 }
 
 impl From<projections::read_models::memberships::Organization> for OrgSummary {
@@ -225,17 +241,48 @@ async fn show(
         .ok_or_else(|| ApiError::new(ErrorCode::OrganizationNotFound, "no such organization"))?;
     let standing =
         projections::read_models::memberships::standing(pool, org, caller.user_id).await?;
+    let default_team_id = found.default_team_id;
     let summary = OrgSummary::from(found);
     Ok(Json(OrgDetail {
         id: summary.id,
         name: summary.name,
         created_at: summary.created_at,
+        default_team_id,
         permissions: standing
             .permissions
             .iter()
             .map(ToString::to_string)
             .collect(),
     }))
+}
+
+#[utoipa::path(
+    put,
+    path = "/orgs/{org}/default-team",
+    tag = "organizations",
+    operation_id = "setDefaultTeam",
+    summary = "Choose the team new members join, or none (admin.manageTeams, and what adding to that team needs)",
+    params(("org" = Uuid, Path, description = "The organization"), IdempotencyKey),
+    request_body = DefaultTeamBody,
+    responses(Written, BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable, TooManyRequests, Unavailable)
+)]
+async fn set_default_team(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath(org): ApiPath<String>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<DefaultTeamBody>,
+) -> Result<Response, ApiError> {
+    let team_id = match body.team_id {
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                "team_id is required (a team's id, or null for none)",
+            ))
+        }
+        Some(team) => team.as_deref().map(|t| parse_id(t, "team")).transpose()?,
+    };
+    update(&state, &caller, &org, meta, C::SetDefaultTeam { team_id }).await
 }
 
 fn name(raw: &str) -> Result<Name, ApiError> {

@@ -30,7 +30,8 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
     assert_eq!(location, format!("/api/v1/orgs/{org}"));
     assert_eq!(body["receipt"]["cursor"], cursor.as_str());
     assert_eq!(body["receipt"]["events"][0]["sequence"], 1);
-    assert_eq!(body["receipt"]["events"].as_array().map(Vec::len), Some(5));
+    // Created, the founder, the Administrators team (three), the Members team (three).
+    assert_eq!(body["receipt"]["events"].as_array().map(Vec::len), Some(8));
 
     let user = Uuid::new_v4().to_string();
     let r = c
@@ -127,9 +128,14 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
             "organization.team_created",
             "organization.team_permissions_set",
             "organization.team_member_added",
-            // Then the commands above, in order.
+            // And gets the default Members team.
+            "organization.team_created",
+            "organization.team_permissions_set",
+            "organization.default_team_set",
+            // Then the commands above, in order (a new member joins the default team).
             "organization.renamed",
             "organization.member_added",
+            "organization.team_member_added",
             "organization.team_created",
             "organization.team_permissions_set",
             "organization.team_member_added",
@@ -139,8 +145,8 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
             "organization.member_removed",
         ]
     );
-    assert_eq!(events.len(), 14);
-    let last = &events[13];
+    assert_eq!(events.len(), 18);
+    let last = &events[17];
     assert!(
         last["metadata"]["actor"]
             .as_str()
@@ -152,8 +158,8 @@ async fn organization_commands_over_rest_are_recorded_with_metadata() {
     assert_eq!(last["metadata"]["ip"], "127.0.0.1");
     assert_eq!(last["metadata"]["user_agent"], "cairn-test");
     assert!(last["metadata"]["request_id"].is_string());
-    assert_eq!(last["prev_hash"], events[12]["hash"]);
-    assert_eq!(events[4]["cursor"], cursor.as_str());
+    assert_eq!(last["prev_hash"], events[16]["hash"]);
+    assert_eq!(events[7]["cursor"], cursor.as_str());
 
     // Paging.
     let page: Value = c
@@ -445,7 +451,7 @@ async fn an_idempotency_key_repeated_returns_the_first_receipt() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     let again: Value = again.json().await.expect("json");
     assert_eq!(first, again);
-    assert_eq!(app.event_count().await, before + 5);
+    assert_eq!(app.event_count().await, before + 8);
 
     // The same key on a different request is a conflict, not a silent replay.
     let org = first["id"].as_str().expect("id");
@@ -457,7 +463,7 @@ async fn an_idempotency_key_repeated_returns_the_first_receipt() {
         .await
         .expect("send");
     assert_eq!(error_code(other, 409).await, "idempotency_key_reused");
-    assert_eq!(app.event_count().await, before + 5);
+    assert_eq!(app.event_count().await, before + 8);
     app.stop().await;
 }
 

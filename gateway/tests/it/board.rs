@@ -424,7 +424,11 @@ async fn the_members_and_teams_read_models_list_who_is_in() {
     assert_eq!(ids, BTreeSet::from([alice_id.clone(), b.bob_id.clone()]));
     let teams = b.get(&b.alice, &format!("/teams?after={cursor}")).await;
     let teams = teams["teams"].as_array().expect("teams");
-    assert_eq!(teams.len(), 2, "the founders' team and Bob's: {teams:?}");
+    assert_eq!(
+        teams.len(),
+        3,
+        "the founders' team, the default Members team and Bob's: {teams:?}"
+    );
     let bobs = teams
         .iter()
         .find(|t| t["members"] == json!([b.bob_id]))

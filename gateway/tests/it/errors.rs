@@ -455,6 +455,17 @@ async fn every_documented_error_code_is_produced_with_its_status_and_shape() {
     .await;
     let org = id_of("create Acme", &created);
     let orgs = format!("/api/v1/orgs/{org}");
+    // Bob is to be a plain member: no default team to join.
+    json_of(
+        "no default team",
+        ada.put(app.url(&format!("{orgs}/default-team")))
+            .json(&json!({"team_id": null}))
+            .send()
+            .await
+            .expect("send"),
+        200,
+    )
+    .await;
     json_of(
         "add bob",
         app.post_as(&ada, &format!("{orgs}/members"), json!({"user_id": bob_id}))

@@ -77,8 +77,8 @@ async fn one_key_from_two_callers_creates_two_organizations() {
         str_at("bob", &b, "/receipt/command_id"),
         "the key is scoped to the caller"
     );
-    assert_eq!(events_in(&app, "organization", a_id).await, 5, "ada's");
-    assert_eq!(events_in(&app, "organization", b_id).await, 5, "bob's");
+    assert_eq!(events_in(&app, "organization", a_id).await, 8, "ada's");
+    assert_eq!(events_in(&app, "organization", b_id).await, 8, "bob's");
     app.stop().await;
 }
 
@@ -258,12 +258,12 @@ async fn concurrent_repeats_of_one_key_append_once_and_share_one_receipt() {
     }
     assert_eq!(
         bodies[0]["receipt"]["events"].as_array().map(Vec::len),
-        Some(5),
-        "create: the receipt lists the five events of a creation"
+        Some(8),
+        "create: the receipt lists the eight events of a creation"
     );
     assert_eq!(
         events_in(&app, "organization", &id).await,
-        5,
+        8,
         "create: appended exactly once"
     );
 
@@ -282,7 +282,7 @@ async fn concurrent_repeats_of_one_key_append_once_and_share_one_receipt() {
     );
     assert_eq!(
         events_in(&app, "organization", &id).await,
-        6,
+        9,
         "rename: appended exactly once"
     );
     app.stop().await;

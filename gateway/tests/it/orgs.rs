@@ -95,3 +95,125 @@ async fn a_person_lists_their_organizations_and_reads_one() {
     assert_eq!(listed["organizations"].as_array().map(Vec::len), Some(2));
     app.stop().await;
 }
+
+/// A new organization's default team: an added member can work at once (tasks and documents,
+/// nothing administrative or destructive), until an administrator chooses no default team.
+#[tokio::test]
+async fn an_added_member_joins_the_default_team_and_works_at_once() {
+    let app = support::spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let bob = app.sign_in("bob@example.com").await;
+    let cy = app.sign_in("cy@example.com").await;
+    let org = app.create_org_as(&ada, "Acme").await;
+    let base = format!("/api/v1/orgs/{org}");
+    let add = |user: String| {
+        let request = ada
+            .post(app.url(&format!("{base}/members")))
+            .json(&serde_json::json!({ "user_id": user }));
+        async move { request.send().await.expect("add") }
+    };
+    let bob_id = support::user_id_of(&app, &bob).await;
+    let added = add(bob_id).await;
+    let cursor = support::cursor_of(&added);
+    support::json_with(added, 200).await;
+
+    let shown: Value = support::json_with(
+        bob.get(app.url(&format!("{base}?after={cursor}")))
+            .send()
+            .await
+            .expect("get"),
+        200,
+    )
+    .await;
+    let mut permissions: Vec<&str> = shown["permissions"]
+        .as_array()
+        .expect("permissions")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    permissions.sort_unstable();
+    assert_eq!(
+        permissions,
+        ["docs.edit", "tasks.assign", "tasks.create", "tasks.edit"],
+        "{shown}"
+    );
+    let members_team = shown["default_team_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a default team: {shown}"))
+        .to_owned();
+    let task = app
+        .post_as(
+            &bob,
+            &format!("{base}/tasks"),
+            serde_json::json!({"title": "First"}),
+        )
+        .await;
+    support::json_with(task, 201).await;
+
+    // Bad input changes nothing.
+    for (body, status, code) in [
+        (serde_json::json!({}), 400, "invalid_body"),
+        (serde_json::json!({"team_id": "nope"}), 400, "invalid_id"),
+        (
+            serde_json::json!({"team_id": uuid::Uuid::now_v7()}),
+            404,
+            "team_not_found",
+        ),
+    ] {
+        let r = ada
+            .put(app.url(&format!("{base}/default-team")))
+            .json(&body)
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(support::error_code(r, status).await, code, "{body}");
+    }
+    // A plain member may not choose it.
+    let r = bob
+        .put(app.url(&format!("{base}/default-team")))
+        .json(&serde_json::json!({ "team_id": null }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(support::error_code(r, 403).await, "forbidden");
+
+    // No default team: the next member joins nothing and may only read.
+    let cleared = ada
+        .put(app.url(&format!("{base}/default-team")))
+        .json(&serde_json::json!({ "team_id": null }))
+        .send()
+        .await
+        .expect("put");
+    support::json_with(cleared, 200).await;
+    let cy_id = support::user_id_of(&app, &cy).await;
+    let added = add(cy_id).await;
+    let cursor = support::cursor_of(&added);
+    support::json_with(added, 200).await;
+    let shown: Value = support::json_with(
+        cy.get(app.url(&format!("{base}?after={cursor}")))
+            .send()
+            .await
+            .expect("get"),
+        200,
+    )
+    .await;
+    assert_eq!(shown["permissions"], serde_json::json!([]), "{shown}");
+    assert!(shown["default_team_id"].is_null(), "{shown}");
+    let task = app
+        .post_as(
+            &cy,
+            &format!("{base}/tasks"),
+            serde_json::json!({"title": "Mine"}),
+        )
+        .await;
+    assert_eq!(support::error_code(task, 403).await, "forbidden");
+    // Bob keeps what he had; the team is still there to choose again.
+    let chosen = ada
+        .put(app.url(&format!("{base}/default-team")))
+        .json(&serde_json::json!({ "team_id": members_team }))
+        .send()
+        .await
+        .expect("put");
+    support::json_with(chosen, 200).await;
+    app.stop().await;
+}

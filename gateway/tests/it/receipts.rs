@@ -165,8 +165,8 @@ async fn receipts_name_the_command_the_stream_its_events_and_the_cursor() {
     );
     assert_eq!(
         body["receipt"]["events"].as_array().map(Vec::len),
-        Some(5),
-        "a creation records five events"
+        Some(8),
+        "a creation records eight events"
     );
 
     // An unkeyed task create, then an edit of it.

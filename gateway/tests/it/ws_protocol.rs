@@ -239,11 +239,16 @@ async fn every_data_message_type_has_the_full_envelope_on_its_channel() {
         let m = next_data(&mut tasks).await;
         check_envelope(&m, want, &org, "tasks");
     }
-    // The organization's founding took a few events; the member's arrival and the rename are
-    // the next two.
-    let mut sequences = Vec::new();
+    // The organization's founding took a few events; the member's arrival (two: they join the
+    // default team too) and the rename are the next three.
+    let arrival = next_data(&mut admin).await;
+    assert_eq!(
+        arrival["data"]["event"], "organization.member_added",
+        "admin: {arrival}"
+    );
+    let mut sequences = vec![arrival["data"]["sequence"].as_i64().expect("sequence")];
     for (event, cursor) in [
-        ("organization.member_added", &added),
+        ("organization.team_member_added", &added),
         ("organization.renamed", &renamed),
     ] {
         let want = Expected {
@@ -259,8 +264,8 @@ async fn every_data_message_type_has_the_full_envelope_on_its_channel() {
         sequences.push(m["data"]["sequence"].as_i64().expect("sequence"));
     }
     assert_eq!(
-        sequences[1],
-        sequences[0] + 1,
+        sequences,
+        [sequences[0], sequences[0] + 1, sequences[0] + 2],
         "admin: consecutive sequences"
     );
     // `public` gets the rename and nothing before it: not the member's arrival.
@@ -270,7 +275,7 @@ async fn every_data_message_type_has_the_full_envelope_on_its_channel() {
         event: "organization.renamed".to_owned(),
         id: org.clone(),
         cursor: renamed.clone().expect("cursor"),
-        sequence: Some(sequences[1]),
+        sequence: Some(sequences[2]),
     };
     let m = next_data(&mut public).await;
     check_envelope(&m, &want, &org, "public");

@@ -82,6 +82,7 @@ struct OrgRow {
     name: String,
     created_at: At,
     updated_at: At,
+    default_team_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -156,7 +157,7 @@ impl Fold {
         let mut leaving = HashSet::new();
         for (org, _, change) in changes {
             match change {
-                V::Created { .. } | V::Renamed { .. } => {
+                V::Created { .. } | V::Renamed { .. } | V::DefaultTeamSet { .. } => {
                     orgs.insert(*org);
                 }
                 V::MemberAdded { user_id } => {
@@ -183,7 +184,7 @@ impl Fold {
             Vec::new()
         } else {
             sqlx::query_as(
-                "SELECT org_id, name, created_at, updated_at FROM organizations
+                "SELECT org_id, name, created_at, updated_at, default_team_id FROM organizations
                   WHERE org_id = ANY($1)",
             )
             .bind(&org_ids)
@@ -263,7 +264,14 @@ impl Fold {
                     name: name.as_str().to_owned(),
                     created_at: at,
                     updated_at: at,
+                    default_team_id: None,
                 });
+            }
+            V::DefaultTeamSet { team_id } => {
+                if let Some(row) = self.orgs.get_mut(org) {
+                    row.default_team_id = team_id.map(|t| t.as_uuid());
+                    row.updated_at = at;
+                }
             }
             V::Renamed { name } => {
                 if let Some(row) = self.orgs.get_mut(org) {
@@ -342,15 +350,22 @@ impl Fold {
         }
         if !put.is_empty() {
             sqlx::query(
-                "INSERT INTO organizations (org_id, name, created_at, updated_at)
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+                "INSERT INTO organizations (org_id, name, created_at, updated_at, default_team_id)
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[],
+                                      $5::uuid[])
                  ON CONFLICT (org_id) DO UPDATE SET name = EXCLUDED.name,
-                     created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at",
+                     created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+                     default_team_id = EXCLUDED.default_team_id",
             )
             .bind(put.iter().map(|(k, _)| *k).collect::<Vec<_>>())
             .bind(put.iter().map(|(_, r)| r.name.as_str()).collect::<Vec<_>>())
             .bind(put.iter().map(|(_, r)| r.created_at).collect::<Vec<_>>())
             .bind(put.iter().map(|(_, r)| r.updated_at).collect::<Vec<_>>())
+            .bind(
+                put.iter()
+                    .map(|(_, r)| r.default_team_id)
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *conn)
             .await?;
         }
@@ -644,6 +659,8 @@ pub struct Organization {
     pub name: String,
     /// When it was created.
     pub created_at: time::OffsetDateTime,
+    /// The team new members join, if any.
+    pub default_team_id: Option<Uuid>,
 }
 
 /// The most organizations [`organizations_for`] lists.
@@ -655,7 +672,7 @@ pub async fn organizations_for(
     user: Uuid,
 ) -> Result<Vec<Organization>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT o.org_id, o.name, o.created_at
+        "SELECT o.org_id, o.name, o.created_at, o.default_team_id
            FROM org_members m JOIN organizations o ON o.org_id = m.org_id
           WHERE m.user_id = $1
           ORDER BY o.name, o.org_id
@@ -669,8 +686,10 @@ pub async fn organizations_for(
 
 /// One organization, if it exists.
 pub async fn organization(pool: &PgPool, org: Uuid) -> Result<Option<Organization>, sqlx::Error> {
-    sqlx::query_as("SELECT org_id, name, created_at FROM organizations WHERE org_id = $1")
-        .bind(org)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(
+        "SELECT org_id, name, created_at, default_team_id FROM organizations WHERE org_id = $1",
+    )
+    .bind(org)
+    .fetch_optional(pool)
+    .await
 }

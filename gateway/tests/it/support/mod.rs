@@ -479,6 +479,14 @@ pub async fn member_with(
     let client = app.sign_in(&format!("member-{tag}@example.com")).await;
     let user = user_id_of(app, &client).await;
     let base = format!("/api/v1/orgs/{org}");
+    // Exactly these permissions: no default team to join on the way in.
+    let no_default = founder
+        .put(app.url(&format!("{base}/default-team")))
+        .json(&serde_json::json!({ "team_id": null }))
+        .send()
+        .await
+        .expect("set the default team");
+    json_with(no_default, 200).await;
     let added = app
         .post_as(
             founder,
