@@ -77,3 +77,7 @@ id_type!(
     /// A comment on a task.
     CommentId
 );
+id_type!(
+    /// A collaborative document.
+    DocId
+);

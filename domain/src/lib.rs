@@ -13,6 +13,7 @@
 
 pub mod account;
 mod caller;
+pub mod document;
 mod event_type;
 mod grant;
 pub mod ids;
@@ -25,7 +26,9 @@ pub mod values;
 
 pub use caller::{Caller, Request};
 pub use grant::Grant;
-pub use ids::{ApiKeyId, CategoryId, CommentId, LabelId, OrgId, SessionId, TaskId, TeamId, UserId};
+pub use ids::{
+    ApiKeyId, CategoryId, CommentId, DocId, LabelId, OrgId, SessionId, TaskId, TeamId, UserId,
+};
 pub use permission::Permission;
 pub use scope::Scope;
 /// Writes decided events to cqrs-es's sink, which applies each to the aggregate as it goes:

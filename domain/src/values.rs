@@ -28,6 +28,12 @@ pub enum ValueError {
         /// The field that was checked.
         field: &'static str,
     },
+    /// The value is not a slug (1 to 100 of `a`–`z`, `0`–`9` and inner hyphens).
+    #[error("{field} must be 1 to 100 characters of a-z, 0-9 and inner hyphens")]
+    InvalidSlug {
+        /// The field that was checked.
+        field: &'static str,
+    },
     /// The value is not a `#rrggbb` color.
     #[error("{field} must be a color like #1e90ff")]
     InvalidColor {
