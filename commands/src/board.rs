@@ -12,9 +12,10 @@
 use std::future::Future;
 
 use cqrs_es::Aggregate;
+use domain::document::{Document, DocumentCommand, DocumentError, DocumentRequest, Placement};
 use domain::label::{Category, Label, TagCommand, TagError, TagRequest};
 use domain::task::{References, Task, TaskCommand, TaskError, TaskRequest};
-use domain::{Grant, OrgId};
+use domain::{DocId, Grant, OrgId};
 
 use crate::lookups::{LookupError, Lookups, ReadModel};
 use crate::{Asked, CommandError, Commands, Dispatch, Metadata, Receipt};
@@ -29,6 +30,7 @@ pub trait OnBoard: Aggregate {
     fn request<'a>(
         lookups: &'a dyn Lookups,
         org: OrgId,
+        id: &'a str,
         grant: Grant,
         asked: &'a Self::Asked,
     ) -> impl Future<Output = Result<Self::Command, LookupError>> + Send + 'a;
@@ -43,6 +45,7 @@ impl OnBoard for Task {
     async fn request<'a>(
         lookups: &'a dyn Lookups,
         org: OrgId,
+        _id: &'a str,
         grant: Grant,
         asked: &'a TaskCommand,
     ) -> Result<TaskRequest, LookupError> {
@@ -83,6 +86,56 @@ impl OnBoard for Task {
 }
 
 /// Labels and categories: the grant is all they look up.
+impl OnBoard for Document {
+    type Asked = DocumentCommand;
+
+    async fn request<'a>(
+        lookups: &'a dyn Lookups,
+        org: OrgId,
+        id: &'a str,
+        grant: Grant,
+        asked: &'a DocumentCommand,
+    ) -> Result<DocumentRequest, LookupError> {
+        use DocumentCommand as C;
+        // A placement only matters where the command names another document or a slug. An
+        // id that is no document's names none (the aggregate then refuses what it asks).
+        let doc =
+            uuid::Uuid::parse_str(id).map_or(DocId::from_uuid(uuid::Uuid::nil()), DocId::from_uuid);
+        let known = match asked {
+            C::Create { parent, .. } | C::Move { parent } if parent.is_some() => {
+                lookups.placement(org, doc, *parent, None).await?
+            }
+            C::Publish { slug } => {
+                lookups
+                    .placement(org, doc, None, Some(slug.as_str()))
+                    .await?
+            }
+            _ => Placement::default(),
+        };
+        Ok(DocumentRequest {
+            grant,
+            known,
+            command: asked.clone(),
+        })
+    }
+
+    fn refused_on(refusal: &DocumentError) -> Option<ReadModel> {
+        use DocumentError as E;
+        match refusal {
+            E::NotMember | E::Forbidden(_) => Some(ReadModel::Memberships),
+            E::UnknownParent | E::WouldCycle | E::SlugTaken(_) => Some(ReadModel::Documents),
+            E::AlreadyExists
+            | E::NotFound
+            | E::Deleted
+            | E::NotDeleted
+            | E::BadEdit
+            | E::TooLarge
+            | E::CompactsTheFuture { .. }
+            | E::NotPublished => None,
+        }
+    }
+}
+
 macro_rules! tag_on_board {
     ($tag:ty) => {
         impl OnBoard for $tag {
@@ -91,6 +144,7 @@ macro_rules! tag_on_board {
             async fn request<'a>(
                 _lookups: &'a dyn Lookups,
                 _org: OrgId,
+                _id: &'a str,
                 grant: Grant,
                 asked: &'a TagCommand,
             ) -> Result<TagRequest, LookupError> {
@@ -143,7 +197,7 @@ impl Commands {
                 None => Ok(Grant::system(org)),
             }
             .map_err(CommandError::Lookup)?;
-            let request = A::request(lookups, org, grant, &asked)
+            let request = A::request(lookups, org, aggregate_id, grant, &asked)
                 .await
                 .map_err(CommandError::Lookup)?;
             let refusal = match self.execute::<A>(aggregate_id, request, metadata).await {

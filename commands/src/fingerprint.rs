@@ -9,6 +9,7 @@
 
 use cqrs_es::Aggregate;
 use domain::account::AccountCommand;
+use domain::document::DocumentRequest;
 use domain::label::TagRequest;
 use domain::task::TaskRequest;
 use domain::Request;
@@ -24,6 +25,12 @@ pub trait Asked {
 }
 
 impl Asked for TaskRequest {
+    fn asked(&self) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(&self.command)
+    }
+}
+
+impl Asked for DocumentRequest {
     fn asked(&self) -> Result<Value, serde_json::Error> {
         serde_json::to_value(&self.command)
     }

@@ -30,6 +30,7 @@ pub mod secrets;
 use std::sync::Arc;
 
 use domain::account::Account;
+use domain::document::Document;
 use domain::label::{Category, Label};
 use domain::organization::Organization;
 use domain::task::Task;
@@ -66,6 +67,7 @@ struct Inner {
     tasks: Handler<Task>,
     labels: Handler<Label>,
     categories: Handler<Category>,
+    documents: Handler<Document>,
 }
 
 impl Commands {
@@ -79,6 +81,7 @@ impl Commands {
                 tasks: Handler::new(store.aggregate(), ()),
                 labels: Handler::new(store.aggregate(), ()),
                 categories: Handler::new(store.aggregate(), ()),
+                documents: Handler::new(store.aggregate(), ()),
                 store,
             }),
             vault: None,
@@ -175,6 +178,12 @@ impl Dispatch<Task> for Commands {
 impl Dispatch<Label> for Commands {
     fn handler(&self) -> &Handler<Label> {
         &self.inner.labels
+    }
+}
+
+impl Dispatch<Document> for Commands {
+    fn handler(&self) -> &Handler<Document> {
+        &self.inner.documents
     }
 }
 

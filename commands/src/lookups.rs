@@ -10,7 +10,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use domain::{CategoryId, Grant, LabelId, OrgId, UserId};
+use domain::document::Placement;
+use domain::{CategoryId, DocId, Grant, LabelId, OrgId, UserId};
 use eventstore::Cursor;
 
 /// A lookup's answer, to come.
@@ -23,6 +24,8 @@ pub enum ReadModel {
     Memberships,
     /// Labels, categories and tasks: a task's labels and category.
     Board,
+    /// The documents tree: where a document may move, which slugs are taken.
+    Documents,
 }
 
 impl ReadModel {
@@ -31,6 +34,7 @@ impl ReadModel {
         match self {
             Self::Memberships => "memberships",
             Self::Board => "board",
+            Self::Documents => "documents",
         }
     }
 }
@@ -81,6 +85,16 @@ pub trait Lookups: fmt::Debug + Send + Sync {
         users: &'a BTreeSet<UserId>,
     ) -> Lookup<'a, BTreeSet<UserId>>;
 
+    /// What a command on document `doc` of `org` needs to know of the others: whether
+    /// `parent` is a live document there, its ancestors, and whether `slug` is taken.
+    fn placement<'a>(
+        &'a self,
+        org: OrgId,
+        doc: DocId,
+        parent: Option<DocId>,
+        slug: Option<&'a str>,
+    ) -> Lookup<'a, Placement>;
+
     /// Waits, woken by the read model's progress and for a bounded time, until `model`
     /// includes `cursor`; [`LookupError::Behind`] if it does not in time.
     fn caught_up(&self, model: ReadModel, cursor: Cursor) -> Lookup<'_, ()>;
@@ -126,6 +140,16 @@ impl Lookups for NoReadModels {
         _users: &'a BTreeSet<UserId>,
     ) -> Lookup<'a, BTreeSet<UserId>> {
         Box::pin(async { Ok(BTreeSet::new()) })
+    }
+
+    fn placement<'a>(
+        &'a self,
+        _org: OrgId,
+        _doc: DocId,
+        _parent: Option<DocId>,
+        _slug: Option<&'a str>,
+    ) -> Lookup<'a, Placement> {
+        Box::pin(async { Ok(Placement::default()) })
     }
 
     fn caught_up(&self, _model: ReadModel, _cursor: Cursor) -> Lookup<'_, ()> {

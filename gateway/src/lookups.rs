@@ -6,7 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use commands::lookups::{Lookup, LookupError, Lookups, ReadModel};
-use domain::{CategoryId, Grant, LabelId, OrgId, UserId};
+use domain::document::Placement;
+use domain::{CategoryId, DocId, Grant, LabelId, OrgId, UserId};
 use eventstore::Cursor;
 use projections::changes::Changes;
 use projections::read_models::memberships::Standings;
@@ -97,6 +98,21 @@ impl Lookups for ReadModelLookups {
         })
     }
 
+    fn placement<'a>(
+        &'a self,
+        org: OrgId,
+        doc: DocId,
+        parent: Option<DocId>,
+        slug: Option<&'a str>,
+    ) -> Lookup<'a, Placement> {
+        Box::pin(async move {
+            Ok(
+                projections::read_models::documents::placement(&self.pool, org, doc, parent, slug)
+                    .await?,
+            )
+        })
+    }
+
     fn caught_up(&self, model: ReadModel, cursor: Cursor) -> Lookup<'_, ()> {
         Box::pin(async move {
             let name = model.name();
@@ -130,6 +146,10 @@ mod tests {
         assert_eq!(
             ReadModel::Board.name(),
             projections::read_models::board::NAME
+        );
+        assert_eq!(
+            ReadModel::Documents.name(),
+            projections::read_models::documents::NAME
         );
     }
 }

@@ -13,13 +13,19 @@ use tokio_util::task::TaskTracker;
 use crate::changes::Changes;
 use crate::checkpoint;
 use crate::read_models::board::{self, BoardProjection};
+use crate::read_models::documents::{self, DocumentsProjection};
 use crate::read_models::identity::{self, IdentityProjection};
 use crate::read_models::memberships::{self, MembershipsProjection};
 use crate::runner::{reset, Runner, RunnerOptions};
 use crate::Projection;
 
 /// The names of every projection.
-pub const NAMES: &[&str] = &[identity::NAME, memberships::NAME, board::NAME];
+pub const NAMES: &[&str] = &[
+    identity::NAME,
+    memberships::NAME,
+    board::NAME,
+    documents::NAME,
+];
 
 /// The consumers that keep a checkpoint in the event log (never rebuilt by a replay).
 pub const CONSUMERS: &[&str] = &[crate::consumers::relay::NAME];
@@ -63,6 +69,7 @@ pub fn spawn_all(store: &Store, shutdown: &CancellationToken, tasks: &TaskTracke
     spawn(&mut running, store, IdentityProjection, shutdown, tasks);
     spawn(&mut running, store, MembershipsProjection, shutdown, tasks);
     spawn(&mut running, store, BoardProjection, shutdown, tasks);
+    spawn(&mut running, store, DocumentsProjection, shutdown, tasks);
     running
 }
 
@@ -158,6 +165,7 @@ pub async fn replay(
         identity::NAME => replay_one(store, IdentityProjection, progress).await,
         memberships::NAME => replay_one(store, MembershipsProjection, progress).await,
         board::NAME => replay_one(store, BoardProjection, progress).await,
+        documents::NAME => replay_one(store, DocumentsProjection, progress).await,
         other => Err(ReplayError::Unknown {
             name: other.to_owned(),
             known: NAMES.join(", "),
