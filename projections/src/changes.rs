@@ -3,10 +3,13 @@
 //! The write path asks two read models on every request: `identity` (whose API key is this?)
 //! and `memberships` (what may this person do here?). Their answers change rarely (a key
 //! issued or revoked, a member added), so a [`ReadCache`] keeps them, under a **generation**
-//! that the projection's runner moves *after* it commits a batch that touched the read model
-//! ([`crate::Projection::relevant`]). An answer is stored under the generation read *before*
-//! its query ran, so an answer that may predate a change is never served after it: the cache
-//! is exactly as fresh as the table.
+//! that the projection's runner moves around each commit of a batch that touched the read model
+//! ([`crate::Projection::relevant`]): to "in flight" just *before* the commit, and to a new
+//! settled generation just *after* it. While a commit is in flight nothing is served from or
+//! stored in the cache; an answer is stored under the generation read *before* its query ran.
+//! So an answer that may predate a change is never served after the change can be seen, by any
+//! path: a reader that saw the commit in the database (a checkpoint read by
+//! [`crate::progress::wait_for`]) then finds the generation in flight or moved on.
 //!
 //! Only the node that runs the projection learns of its commits, so the generation is known
 //! only while this node leads that projection; on the others (and while leadership changes
@@ -22,7 +25,9 @@ use tokio::sync::watch;
 /// The sending half, held by a projection's runner.
 #[derive(Debug)]
 pub(crate) struct ChangeSignal {
-    generation: watch::Sender<Option<u64>>,
+    /// `None` while this node does not lead; else the generation and whether it is settled
+    /// (`false` while a commit is in flight).
+    generation: watch::Sender<Option<(u64, bool)>>,
     /// The last generation handed out, across periods of leadership (so that an answer kept
     /// while this node led before is never valid again).
     counter: AtomicU64,
@@ -36,21 +41,31 @@ impl ChangeSignal {
         }
     }
 
-    /// The read model may have changed: every answer kept so far is stale.
-    pub(crate) fn changed(&self) {
+    fn set(&self, settled: bool) {
         let next = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
         self.generation.send_modify(|g| {
             if g.is_some() {
-                *g = Some(next);
+                *g = Some((next, settled));
             }
         });
+    }
+
+    /// A commit that may change the read model is about to be made: serve nothing kept, and
+    /// keep nothing, until [`Self::changed`].
+    pub(crate) fn begin(&self) {
+        self.set(false);
+    }
+
+    /// The read model may have changed (the commit is done, or failed): every answer kept so
+    /// far is stale.
+    pub(crate) fn changed(&self) {
+        self.set(true);
     }
 
     /// This node starts (`true`) or stops leading the projection.
     pub(crate) fn leading(&self, now: bool) {
         let next = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
-        self.generation
-            .send_replace(if now { Some(next) } else { None });
+        self.generation.send_replace(now.then_some((next, true)));
     }
 
     pub(crate) fn subscribe(&self) -> Changes {
@@ -60,13 +75,16 @@ impl ChangeSignal {
 
 /// Where a read model's changes stand, as seen by this process.
 #[derive(Debug, Clone)]
-pub struct Changes(watch::Receiver<Option<u64>>);
+pub struct Changes(watch::Receiver<Option<(u64, bool)>>);
 
 impl Changes {
-    /// The current generation, or `None` if this process cannot know when the read model
-    /// changes (another node runs the projection).
+    /// The current settled generation, or `None` if this process cannot know when the read
+    /// model changes (another node runs the projection) or a commit is in flight.
     pub fn generation(&self) -> Option<u64> {
-        *self.0.borrow()
+        match *self.0.borrow() {
+            Some((generation, true)) => Some(generation),
+            _ => None,
+        }
     }
 
     /// A signal that never knows: a cache on it always asks the table.
@@ -176,6 +194,23 @@ mod tests {
         signal.leading(false);
         signal.leading(true);
         assert_eq!(get(&cache, &loads, 3).await, 3);
+        assert_eq!(loads.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_served_or_kept_while_a_commit_is_in_flight() {
+        let signal = ChangeSignal::new();
+        signal.leading(true);
+        let (cache, loads) = (cache(&signal), AtomicUsize::new(0));
+        get(&cache, &loads, 1).await;
+        // The commit is visible in the database from here on (a reader may have seen its
+        // checkpoint): the old answer must not be served, and a new one not yet kept.
+        signal.begin();
+        assert_eq!(get(&cache, &loads, 2).await, 2);
+        assert_eq!(get(&cache, &loads, 3).await, 3);
+        signal.changed();
+        assert_eq!(get(&cache, &loads, 4).await, 4);
+        assert_eq!(get(&cache, &loads, 5).await, 4, "kept again once settled");
         assert_eq!(loads.load(Ordering::SeqCst), 4);
     }
 

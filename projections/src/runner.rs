@@ -221,9 +221,12 @@ impl<P: Projection> Handler for Apply<P> {
             self.changes.changed();
             return Ok(checkpoint::load(pool, name).await?);
         }
-        tx.commit().await?;
-        // After the commit: an answer read before it is then stale, and never served.
+        // Around the commit: from the moment it can be seen (even through the checkpoint, by
+        // a read-your-writes wait) until it is done, caches serve nothing they kept.
+        self.changes.begin();
+        let committed = tx.commit().await;
         self.changes.changed();
+        committed?;
         Ok(to)
     }
 }

@@ -52,8 +52,9 @@ pub fn config(data_dir: &Path, vars: &[(&str, String)]) -> Config {
         ("CAIRN_DATA_DIR", data_dir.display().to_string()),
         ("CAIRN_SECRET_KEY", SECRET_KEY.to_owned()),
         ("CAIRN_DEV_INSECURE_COOKIES", "true".to_owned()),
-        // Tests run side by side on one PostgreSQL (100 connections): a small pool each.
-        ("CAIRN_DB_POOL", "5".to_owned()),
+        // Tests run side by side on one PostgreSQL (100 connections): a small pool each
+        // (see `.cargo/config.toml`).
+        ("CAIRN_DB_POOL", "4".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
