@@ -93,6 +93,12 @@ impl Changes {
     }
 }
 
+/// How many answers a cache of the write path's lookups keeps (about a megabyte each).
+pub(crate) const KEPT: NonZeroUsize = match NonZeroUsize::new(10_000) {
+    Some(n) => n,
+    None => unreachable!(),
+};
+
 /// Answers of one read-model query by key, at most `capacity` of them (least recently used
 /// first out), each valid while its read model's generation has not moved.
 #[derive(Debug)]

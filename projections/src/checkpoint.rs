@@ -98,19 +98,7 @@ pub(crate) async fn advance<'c>(
     from: Cursor,
     to: Cursor,
 ) -> Result<bool, sqlx::Error> {
-    let moved = sqlx::query(
-        "UPDATE projection_checkpoints
-            SET last_xid = $2::text::xid8, last_position = $3, updated_at = now()
-          WHERE name = $1 AND last_xid = $4::text::xid8 AND last_position = $5",
-    )
-    .bind(name)
-    .bind(to.xid().to_string())
-    .bind(to.position())
-    .bind(from.xid().to_string())
-    .bind(from.position())
-    .execute(conn)
-    .await?;
-    Ok(moved.rows_affected() == 1)
+    compare_and_set(conn, "", name, from, to).await
 }
 
 /// [`advance`] on its own, for a batch with nothing to apply: one statement instead of a
@@ -121,18 +109,32 @@ pub(crate) async fn advance_alone(
     from: Cursor,
     to: Cursor,
 ) -> Result<bool, sqlx::Error> {
-    let moved = sqlx::query(
+    let async_commit =
+        "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit";
+    compare_and_set(pool, async_commit, name, from, to).await
+}
+
+/// The statement behind [`advance`] and [`advance_alone`], with `from_clause` between its
+/// `SET` and its `WHERE`.
+async fn compare_and_set<'c>(
+    conn: impl PgExecutor<'c>,
+    from_clause: &str,
+    name: &str,
+    from: Cursor,
+    to: Cursor,
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(&format!(
         "UPDATE projection_checkpoints
             SET last_xid = $2::text::xid8, last_position = $3, updated_at = now()
-           FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-          WHERE name = $1 AND last_xid = $4::text::xid8 AND last_position = $5",
-    )
+           {from_clause}
+          WHERE name = $1 AND last_xid = $4::text::xid8 AND last_position = $5"
+    ))
     .bind(name)
     .bind(to.xid().to_string())
     .bind(to.position())
     .bind(from.xid().to_string())
     .bind(from.position())
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(moved.rows_affected() == 1)
 }

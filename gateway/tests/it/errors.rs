@@ -458,11 +458,7 @@ async fn every_documented_error_code_is_produced_with_its_status_and_shape() {
     // Bob is to be a plain member: no default team to join.
     json_of(
         "no default team",
-        ada.put(app.url(&format!("{orgs}/default-team")))
-            .json(&json!({"team_id": null}))
-            .send()
-            .await
-            .expect("send"),
+        support::set_default_team(&app, &ada, &org, Value::Null).await,
         200,
     )
     .await;

@@ -169,21 +169,11 @@ async fn an_added_member_joins_the_default_team_and_works_at_once() {
         assert_eq!(support::error_code(r, status).await, code, "{body}");
     }
     // A plain member may not choose it.
-    let r = bob
-        .put(app.url(&format!("{base}/default-team")))
-        .json(&serde_json::json!({ "team_id": null }))
-        .send()
-        .await
-        .expect("put");
+    let r = support::set_default_team(&app, &bob, &org, Value::Null).await;
     assert_eq!(support::error_code(r, 403).await, "forbidden");
 
     // No default team: the next member joins nothing and may only read.
-    let cleared = ada
-        .put(app.url(&format!("{base}/default-team")))
-        .json(&serde_json::json!({ "team_id": null }))
-        .send()
-        .await
-        .expect("put");
+    let cleared = support::set_default_team(&app, &ada, &org, Value::Null).await;
     support::json_with(cleared, 200).await;
     let cy_id = support::user_id_of(&app, &cy).await;
     let added = add(cy_id).await;
@@ -208,12 +198,7 @@ async fn an_added_member_joins_the_default_team_and_works_at_once() {
         .await;
     assert_eq!(support::error_code(task, 403).await, "forbidden");
     // Bob keeps what he had; the team is still there to choose again.
-    let chosen = ada
-        .put(app.url(&format!("{base}/default-team")))
-        .json(&serde_json::json!({ "team_id": members_team }))
-        .send()
-        .await
-        .expect("put");
+    let chosen = support::set_default_team(&app, &ada, &org, Value::from(members_team)).await;
     support::json_with(chosen, 200).await;
     app.stop().await;
 }

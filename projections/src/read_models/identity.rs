@@ -219,13 +219,12 @@ pub struct ApiKeys {
 impl ApiKeys {
     /// Keys read on `pool`, kept while `changes` (the identity runner's) stands still.
     pub fn new(pool: PgPool, changes: crate::changes::Changes) -> Self {
-        const KEPT: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(10_000) {
-            Some(n) => n,
-            None => unreachable!(),
-        };
         Self {
             pool,
-            cache: std::sync::Arc::new(crate::changes::ReadCache::new(changes, KEPT)),
+            cache: std::sync::Arc::new(crate::changes::ReadCache::new(
+                changes,
+                crate::changes::KEPT,
+            )),
         }
     }
 

@@ -554,13 +554,12 @@ pub struct Standings {
 impl Standings {
     /// Standings read on `pool`, kept while `changes` (the memberships runner's) stands still.
     pub fn new(pool: PgPool, changes: crate::changes::Changes) -> Self {
-        const KEPT: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(10_000) {
-            Some(n) => n,
-            None => unreachable!(),
-        };
         Self {
             pool,
-            cache: std::sync::Arc::new(crate::changes::ReadCache::new(changes, KEPT)),
+            cache: std::sync::Arc::new(crate::changes::ReadCache::new(
+                changes,
+                crate::changes::KEPT,
+            )),
         }
     }
 

@@ -470,6 +470,22 @@ pub async fn user_id_of(app: &TestApp, client: &reqwest::Client) -> String {
 /// A new person (signed in by a browser) who is a member of `org` and of a new team there
 /// holding `permissions`, all done by `founder` (an administrator of `org`). Returns their
 /// browser and user id.
+/// `PUT /api/v1/orgs/{org}/default-team` with `{"team_id": team}` (`null` for none), as
+/// `client`.
+pub async fn set_default_team(
+    app: &TestApp,
+    client: &reqwest::Client,
+    org: &str,
+    team: serde_json::Value,
+) -> reqwest::Response {
+    client
+        .put(app.url(&format!("/api/v1/orgs/{org}/default-team")))
+        .json(&serde_json::json!({ "team_id": team }))
+        .send()
+        .await
+        .expect("set the default team")
+}
+
 pub async fn member_with(
     app: &TestApp,
     org: &str,
@@ -481,13 +497,11 @@ pub async fn member_with(
     let user = user_id_of(app, &client).await;
     let base = format!("/api/v1/orgs/{org}");
     // Exactly these permissions: no default team to join on the way in.
-    let no_default = founder
-        .put(app.url(&format!("{base}/default-team")))
-        .json(&serde_json::json!({ "team_id": null }))
-        .send()
-        .await
-        .expect("set the default team");
-    json_with(no_default, 200).await;
+    json_with(
+        set_default_team(app, founder, org, serde_json::Value::Null).await,
+        200,
+    )
+    .await;
     let added = app
         .post_as(
             founder,
