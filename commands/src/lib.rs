@@ -127,10 +127,11 @@ impl Commands {
         A: cqrs_es::Aggregate + Clone,
         A::Command: Clone + Asked,
     {
-        // One indexed lookup, only for requests that carry details and have a person behind.
+        // Only for requests that carry details and have a person behind; the key is kept a
+        // little while (`Vault::sealing_key`), so a person's writes do not each read it.
         if let (Some(user), Some(vault)) = (metadata.wants_personal_key(), &self.vault) {
             let key = vault
-                .key_for(user.as_uuid())
+                .sealing_key(user.as_uuid())
                 .await
                 .map_err(CommandError::Store)?;
             let metadata = metadata.clone().with_personal_key(key);

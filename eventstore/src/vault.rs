@@ -18,13 +18,16 @@
 //! master key, so the address itself is stored nowhere.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use hmac::{Hmac, Mac};
+use lru::LruCache;
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 use sqlx::PgPool;
@@ -82,7 +85,8 @@ fn aad_v2(subject_id: Uuid, field: &str) -> String {
     format!("cairn:v2:{}:{field}", subject_id.simple())
 }
 
-/// A subject's data key, in memory only for the duration of a request.
+/// A subject's data key: in memory for the duration of a request, or (for sealing only) for
+/// at most [`SEALING_KEY_TTL`] in [`Vault::sealing_key`]'s cache.
 #[derive(Clone)]
 pub struct SubjectKey {
     subject_id: Uuid,
@@ -193,7 +197,15 @@ impl ExposeSecret<[u8; 32]> for MasterKey {
 pub struct Vault {
     pool: PgPool,
     master: MasterKey,
+    sealing: Arc<Mutex<LruCache<Uuid, (Instant, SubjectKey)>>>,
 }
+
+/// How long [`Vault::sealing_key`] keeps a key: the longest an erased person's key can stay in
+/// the memory of a node that did not erase them (the node that erases forgets it at once).
+pub const SEALING_KEY_TTL: Duration = Duration::from_secs(30);
+
+/// How many people's sealing keys a vault keeps at most.
+const SEALING_KEYS_KEPT: usize = 10_000;
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,6 +224,9 @@ impl Vault {
         Self {
             pool,
             master: master.into(),
+            sealing: Arc::new(Mutex::new(LruCache::new(
+                NonZeroUsize::new(SEALING_KEYS_KEPT).unwrap_or(NonZeroUsize::MIN),
+            ))),
         }
     }
 
@@ -266,6 +281,34 @@ impl Vault {
         sealed.map(|s| self.unseal_key(subject_id, &s)).transpose()
     }
 
+    /// A subject's key for *sealing* (the request details stored with every command a person
+    /// gives), kept for up to [`SEALING_KEY_TTL`] so that a person's writes do not each read
+    /// their key. Opening never uses it: what is read back always asks [`Self::key_for`], so
+    /// erasure takes effect for every reader at once. Sealing with a key erased meanwhile on
+    /// another node is harmless: nothing it seals can be opened.
+    pub async fn sealing_key(&self, subject_id: Uuid) -> Result<Option<SubjectKey>, StoreError> {
+        if let Some((at, key)) = self.sealing_keys().get(&subject_id) {
+            if at.elapsed() < SEALING_KEY_TTL {
+                return Ok(Some(key.clone()));
+            }
+        }
+        let key = self.key_for(subject_id).await?;
+        match &key {
+            Some(key) => {
+                self.sealing_keys()
+                    .put(subject_id, (Instant::now(), key.clone()));
+            }
+            None => {
+                self.sealing_keys().pop(&subject_id);
+            }
+        }
+        Ok(key)
+    }
+
+    fn sealing_keys(&self) -> std::sync::MutexGuard<'_, LruCache<Uuid, (Instant, SubjectKey)>> {
+        self.sealing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Encrypts `plaintext` for `key`'s subject, bound to `field` (see [`SubjectKey::seal`]).
     pub fn seal(&self, key: &SubjectKey, field: &str, plaintext: &str) -> String {
         key.seal(field, plaintext)
@@ -278,10 +321,13 @@ impl Vault {
 
     /// Erases a subject: deletes their key. Returns whether there was one.
     pub async fn erase(&self, subject_id: Uuid) -> Result<bool, StoreError> {
+        self.sealing_keys().pop(&subject_id);
         let done = sqlx::query("DELETE FROM subject_keys WHERE subject_id = $1")
             .bind(subject_id)
             .execute(&self.pool)
             .await?;
+        // Again: a sealing key read just before the delete may have been kept meanwhile.
+        self.sealing_keys().pop(&subject_id);
         Ok(done.rows_affected() == 1)
     }
 

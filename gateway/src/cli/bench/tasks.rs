@@ -150,7 +150,8 @@ pub(super) async fn through_http(
     let key = gateway::secret_key(&config)?;
     config.secret_key = Some(key.clone());
     let app = App::build(config.clone()).await?;
-    let base = format!("http://{}", app.local_addr());
+    let app_addr = app.local_addr();
+    let base = format!("http://{app_addr}");
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(app.run());
     let result = async {
@@ -189,13 +190,26 @@ pub(super) async fn through_http(
             .as_str()
             .context("organization id in the answer")?
             .to_owned();
+        // Measure the steady state: the server's projections and relay first work through
+        // what the earlier phases wrote to this database.
+        caught_up(&config).await?;
+        // One keep-alive connection per client, spoken to with hyper's bare HTTP/1.1 client
+        // and requests built from prepared parts: the load generator shares the machine's
+        // cores with the server it measures, so it should cost as little as it can.
+        let address = app_addr;
+        let mut connections = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            connections.push(tokio::sync::Mutex::new(Connection::open(address).await?));
+        }
+        let connections = Arc::new(connections);
+        let auth = axum::http::HeaderValue::from_str(&auth)?;
+        let tasks_path: Arc<str> = format!("/api/v1/orgs/{org}/tasks").into();
         let last = last_tasks(clients);
         let op: Op = Arc::new(move |client, i| {
-            let (http, auth, base, org, last) = (
-                http.clone(),
+            let (connections, auth, tasks_path, last) = (
+                connections.clone(),
                 auth.clone(),
-                base.clone(),
-                org.clone(),
+                tasks_path.clone(),
                 last.clone(),
             );
             Box::pin(async move {
@@ -203,27 +217,19 @@ pub(super) async fn through_http(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
+                let body = format!(r#"{{"title":"Task {client} {i}"}}"#);
+                let mut connection = connections[client].lock().await;
                 match previous.filter(|_| i % 2 == 1) {
                     Some(task) => {
-                        http.patch(format!("{base}/api/v1/orgs/{org}/tasks/{task}"))
-                            .header("authorization", &auth)
-                            .json(&json!({"title": format!("Task {client} {i}")}))
-                            .send()
-                            .await?
-                            .error_for_status()?;
+                        let path = format!("{tasks_path}/{task}");
+                        connection.send(axum::http::Method::PATCH, &path, &auth, body).await?;
                     }
                     None => {
-                        let body: Value = http
-                            .post(format!("{base}/api/v1/orgs/{org}/tasks"))
-                            .header("authorization", &auth)
-                            .json(&json!({"title": format!("Task {client} {i}")}))
-                            .send()
-                            .await?
-                            .error_for_status()?
-                            .json()
+                        let answer = connection
+                            .send(axum::http::Method::POST, &tasks_path, &auth, body)
                             .await?;
-                        let task = body["id"].as_str().context("task id")?.to_owned();
-                        *last[client].lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+                        let created: Created = serde_json::from_slice(&answer)?;
+                        *last[client].lock().unwrap_or_else(|p| p.into_inner()) = Some(created.id);
                     }
                 }
                 Ok(())
@@ -236,6 +242,82 @@ pub(super) async fn through_http(
     let _ = server.await;
     let _ = std::fs::remove_dir_all(&data_dir);
     result
+}
+
+/// Waits until every projection and consumer on `config`'s database has applied every
+/// committed event, showing how far behind they are.
+async fn caught_up(config: &Config) -> anyhow::Result<()> {
+    let pool = eventstore::connect(config.database.clone(), 1).await?;
+    let store = Store::new(pool, StoreOptions::default());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut shown = tokio::time::Instant::now();
+    loop {
+        let statuses = projections::registry::all_statuses(&store).await?;
+        let behind = statuses.iter().map(|s| s.lag).max().unwrap_or(0);
+        if behind == 0 {
+            return Ok(());
+        }
+        if shown.elapsed() >= Duration::from_secs(1) {
+            eprintln!("  the server's projections are catching up: {behind} events behind");
+            shown = tokio::time::Instant::now();
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the bench server's projections never caught up ({behind} events behind)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The part of a created task's answer the load generator reads.
+#[derive(serde::Deserialize)]
+struct Created {
+    id: String,
+}
+
+/// A bench client's HTTP/1.1 connection to the server.
+struct Connection {
+    address: std::net::SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<axum::body::Bytes>>,
+}
+
+impl Connection {
+    async fn open(address: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(Self { address, sender })
+    }
+
+    /// Sends a JSON `body` and returns the answer's body; an answer other than 2xx is an error.
+    async fn send(
+        &mut self,
+        method: axum::http::Method,
+        path: &str,
+        auth: &axum::http::HeaderValue,
+        body: String,
+    ) -> anyhow::Result<axum::body::Bytes> {
+        use http_body_util::BodyExt;
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(axum::http::header::HOST, self.address.to_string())
+            .header(axum::http::header::AUTHORIZATION, auth)
+            .header(axum::http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(axum::body::Bytes::from(body)))?;
+        self.sender.ready().await?;
+        let answer = self.sender.send_request(request).await?;
+        let status = answer.status();
+        let body = answer.into_body().collect().await?.to_bytes();
+        anyhow::ensure!(
+            status.is_success(),
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        Ok(body)
+    }
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
