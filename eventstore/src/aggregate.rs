@@ -170,7 +170,8 @@ impl<A: Aggregate + Clone> AggregateStore<A> {
     }
 
     async fn read(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
-        let pool = self.store.pool();
+        // Both reads on one connection: each checkout costs a round trip when it is returned.
+        let mut connection = self.store.pool().acquire().await?;
         let snapshot: Option<(i64, Option<Vec<u8>>, i32, Value)> = sqlx::query_as(
             // A correlated lookup on the full primary key, not a join: a prepared statement's
             // generic plan for the join can scan the whole stream, so its cost grew with length.
@@ -184,7 +185,7 @@ impl<A: Aggregate + Clone> AggregateStore<A> {
         )
         .bind(A::TYPE)
         .bind(aggregate_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *connection)
         .await?;
         let mut loaded = Loaded {
             aggregate: A::default(),
@@ -218,7 +219,7 @@ impl<A: Aggregate + Clone> AggregateStore<A> {
         .bind(A::TYPE)
         .bind(aggregate_id)
         .bind(loaded.sequence)
-        .fetch_all(pool)
+        .fetch_all(&mut *connection)
         .await?;
         for (sequence, payload, hash) in rows {
             let event: A::Event = serde_json::from_value(payload)?;

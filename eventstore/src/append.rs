@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
@@ -117,6 +118,11 @@ impl Appender {
     }
 }
 
+/// How long a writer keeps its connection with nothing to write. Under load it writes batch
+/// after batch on one connection; a connection given back to the pool costs a round trip
+/// (sqlx checks each one on release), one per batch.
+const HOLD_IDLE: std::time::Duration = std::time::Duration::from_millis(50);
+
 async fn worker(
     pool: PgPool,
     rx: Arc<Mutex<mpsc::Receiver<(AppendRequest, Reply)>>>,
@@ -124,15 +130,46 @@ async fn worker(
     committed: Arc<Commits>,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
+    let mut held: Option<PoolConnection<Postgres>> = None;
     loop {
         {
             let mut rx = rx.lock().await;
-            if rx.recv_many(&mut batch, max_batch).await == 0 {
+            let received = if held.is_some() {
+                match tokio::time::timeout(HOLD_IDLE, rx.recv_many(&mut batch, max_batch)).await {
+                    Ok(received) => received,
+                    Err(_idle) => {
+                        held = None;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv_many(&mut batch, max_batch).await
+            };
+            if received == 0 {
                 return;
             }
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        let results = write(&pool, &requests).await;
+        let results = match &mut held {
+            Some(connection) => write(&pool, connection, &requests).await,
+            None => match pool.acquire().await {
+                Ok(connection) => write(&pool, held.insert(connection), &requests).await,
+                Err(e) => {
+                    let message = e.to_string();
+                    requests
+                        .iter()
+                        .map(|_| Err(StoreError::Unavailable(message.clone())))
+                        .collect()
+                }
+            },
+        };
+        if results
+            .iter()
+            .any(|r| r.as_ref().is_err_and(spoils_connection))
+        {
+            // The connection may be what failed: the next batch takes a fresh one.
+            held = None;
+        }
         let cursors: Vec<_> = results
             .iter()
             .filter_map(|r| r.as_ref().ok().and_then(|c| c.receipt.cursor))
@@ -146,9 +183,13 @@ async fn worker(
 }
 
 /// Writes the requests in one transaction, or each alone if that fails.
-async fn write(pool: &PgPool, requests: &[AppendRequest]) -> Vec<Result<Committed, StoreError>> {
+async fn write(
+    pool: &PgPool,
+    connection: &mut PgConnection,
+    requests: &[AppendRequest],
+) -> Vec<Result<Committed, StoreError>> {
     if requests.len() > 1 {
-        match write_batch(pool, requests).await {
+        match write_batch(connection, requests).await {
             Ok(done) => return done.into_iter().map(Ok).collect(),
             Err(StoreError::Database(sqlx::Error::Database(e))) => {
                 tracing::debug!(error = %e, size = requests.len(), "batch rejected; writing its commands one by one");
@@ -167,13 +208,24 @@ async fn write(pool: &PgPool, requests: &[AppendRequest]) -> Vec<Result<Committe
     }
     let mut out = Vec::with_capacity(requests.len());
     for request in requests {
-        let result = match write_batch(pool, std::slice::from_ref(request)).await {
+        let result = match write_batch(connection, std::slice::from_ref(request)).await {
             Ok(mut done) => Ok(done.remove(0)),
             Err(e) => Err(classify(pool, request, e).await),
         };
         out.push(result);
     }
     out
+}
+
+/// Whether `error` may have left the connection unusable (anything but the database refusing
+/// a statement).
+fn spoils_connection(error: &StoreError) -> bool {
+    match error {
+        StoreError::Unavailable(_) => true,
+        StoreError::Database(sqlx::Error::Database(_)) => false,
+        StoreError::Database(_) => true,
+        _ => false,
+    }
 }
 
 /// Turns a failed single-request write into the precise error.
@@ -239,7 +291,7 @@ pub(crate) async fn find_receipt(
 /// snapshots, through data-modifying CTEs. One round trip and one commit for the whole batch;
 /// all or nothing.
 async fn write_batch(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     requests: &[AppendRequest],
 ) -> Result<Vec<Committed>, StoreError> {
     let n: usize = requests.iter().map(|r| r.events.len()).sum();
@@ -326,7 +378,7 @@ async fn write_batch(
     .bind(snap_values.iter().map(|v| v.0).collect::<Vec<_>>())
     .bind(snap_values.iter().map(|v| v.1.version).collect::<Vec<_>>())
     .bind(snap_values.iter().map(|v| &v.1.payload).collect::<Vec<_>>())
-    .fetch_all(pool)
+    .fetch_all(&mut *connection)
     .await?;
     if rows.len() != n {
         return Err(StoreError::Database(sqlx::Error::Protocol(format!(
@@ -450,17 +502,20 @@ async fn write_bulk_chunk(
     chunk: &[AppendRequest],
     done: &mut BulkAppended,
 ) -> Result<(), StoreError> {
-    let committed = write_batch(pool, chunk).await.map_err(|e| match &e {
-        StoreError::Database(sqlx::Error::Database(db)) => match db.constraint() {
-            Some("events_pkey") => StoreError::Conflict,
-            // The chain trigger: an event whose predecessor is not stored.
-            _ if db.code().as_deref() == Some("23503") => {
-                StoreError::OutOfSequence(db.message().to_owned())
-            }
+    let mut connection = pool.acquire().await?;
+    let committed = write_batch(&mut connection, chunk)
+        .await
+        .map_err(|e| match &e {
+            StoreError::Database(sqlx::Error::Database(db)) => match db.constraint() {
+                Some("events_pkey") => StoreError::Conflict,
+                // The chain trigger: an event whose predecessor is not stored.
+                _ if db.code().as_deref() == Some("23503") => {
+                    StoreError::OutOfSequence(db.message().to_owned())
+                }
+                _ => e,
+            },
             _ => e,
-        },
-        _ => e,
-    })?;
+        })?;
     let cursor = committed.iter().filter_map(|c| c.receipt.cursor).max();
     if let Some(cursor) = cursor {
         commits.committed(&[cursor]);

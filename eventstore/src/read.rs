@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -76,19 +77,24 @@ impl Store {
     /// writer in Cairn's database holds the tail back (one in another database does not).
     pub async fn tail(&self, after: Cursor, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
         let below = self.settled_below().await?;
-        Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM events
-              WHERE events.transaction_id < $4::text::xid8
-                AND (events.transaction_id, events.global_position) > ($1::text::xid8, $2)
-              ORDER BY events.transaction_id, events.global_position
-              LIMIT $3"
-        ))
-        .bind(after.xid().to_string())
-        .bind(after.position())
-        .bind(limit)
-        .bind(below)
-        .fetch_all(self.pool())
-        .await?)
+        tail_below(self.pool(), after, limit, &below).await
+    }
+
+    /// [`Store::tail`] on a connection the caller holds (a consumer's own, which it reads
+    /// batch after batch on). The bound is still looked up through the pool, shared with every
+    /// other tailer of this process.
+    ///
+    /// `wanted`: the newest commit the caller knows of (from [`Store::commits`]), if it is
+    /// after `after` (see [`Store::settled_below_covering`]).
+    pub async fn tail_on(
+        &self,
+        connection: &mut PgConnection,
+        after: Cursor,
+        limit: i64,
+        wanted: Option<Cursor>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let below = self.settled_below_covering(wanted.map(|c| c.xid())).await?;
+        tail_below(connection, after, limit, &below).await
     }
 
     /// The transaction id below which every transaction of *this database* has finished: the
@@ -113,47 +119,49 @@ impl Store {
     /// of the tail. So callers share it: a caller is answered by the first lookup that
     /// *started after it asked* (one that started before might predate the commit it was
     /// woken for), one at a time, so tailers woken together cost one lookup.
+    ///
+    /// The lookups run one at a time on a connection of their own, kept between them.
     pub async fn settled_below(&self) -> Result<String, StoreError> {
+        self.settled_below_covering(None).await
+    }
+
+    /// [`Store::settled_below`] for a caller that wants to see a commit it knows of (with
+    /// transaction id `wanted`): a bound found earlier that is already above it is answer
+    /// enough. Any bound stays true once found (what was settled stays settled), so an older
+    /// one never makes a reader skip anything; it is only used when it shows what the caller
+    /// was told about.
+    pub async fn settled_below_covering(&self, wanted: Option<u64>) -> Result<String, StoreError> {
         let horizon = self.horizon();
+        if let (Some(wanted), Some(last)) = (wanted, horizon.last()) {
+            if last.xid > wanted {
+                return Ok(last.bound);
+            }
+        }
         let asked = horizon.started.load(Ordering::SeqCst);
-        let _turn = horizon.turn.lock().await;
+        let mut turn = horizon.turn.lock().await;
         if let Some(last) = horizon.last() {
-            if last.started > asked {
+            if last.started > asked || wanted.is_some_and(|wanted| last.xid > wanted) {
                 return Ok(last.bound);
             }
         }
         let started = horizon.started.fetch_add(1, Ordering::SeqCst) + 1;
-        let bound = self.look_up_settled_below().await?;
+        let connection = match turn.as_mut() {
+            Some(connection) => connection,
+            None => turn.insert(self.pool().acquire().await?.detach()),
+        };
+        let bound = match look_up_settled_below(connection).await {
+            Ok(bound) => bound,
+            Err(e) => {
+                *turn = None;
+                return Err(e);
+            }
+        };
         *horizon.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Bound {
             started,
+            xid: bound.parse().unwrap_or(0),
             bound: bound.clone(),
         });
         Ok(bound)
-    }
-
-    async fn look_up_settled_below(&self) -> Result<String, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT CASE
-                      WHEN EXISTS (SELECT 1 FROM pg_stat_activity
-                                    WHERE datname = current_database()
-                                      AND backend_type = 'client backend' AND state IS NULL)
-                      THEN pg_snapshot_xmin(snap.s)::text
-                      ELSE (next.n - coalesce((
-                             SELECT max(d) FROM (
-                               SELECT ((next.n & 4294967295) - r.x + 4294967296) % 4294967296 AS d
-                                 FROM (SELECT backend_xid::text::int8 AS x FROM pg_stat_activity
-                                        WHERE datname = current_database()
-                                          AND backend_xid IS NOT NULL
-                                       UNION ALL
-                                       SELECT transaction::text::int8 FROM pg_prepared_xacts
-                                        WHERE database = current_database()) AS r) AS ages
-                              WHERE d BETWEEN 1 AND 2147483647), 0))::text
-                    END
-               FROM (SELECT pg_current_snapshot() AS s) AS snap,
-                    LATERAL (SELECT pg_snapshot_xmax(snap.s)::text::int8 AS n) AS next",
-        )
-        .fetch_one(self.pool())
-        .await?)
     }
 
     /// The cursor after the newest committed event ([`Cursor::START`] for an empty store): what
@@ -416,8 +424,8 @@ impl EventFilter {
 pub(crate) struct Horizon {
     /// How many lookups have started.
     started: AtomicU64,
-    /// One lookup at a time.
-    turn: tokio::sync::Mutex<()>,
+    /// One lookup at a time, on this connection (opened at the first).
+    turn: tokio::sync::Mutex<Option<PgConnection>>,
     /// The newest lookup's bound.
     last: std::sync::Mutex<Option<Bound>>,
 }
@@ -435,6 +443,56 @@ struct Bound {
     started: u64,
     /// The bound, as PostgreSQL wrote it.
     bound: String,
+    /// The bound as a number.
+    xid: u64,
+}
+
+/// The lookup behind [`Store::settled_below`].
+async fn look_up_settled_below(connection: &mut PgConnection) -> Result<String, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT CASE
+                      WHEN EXISTS (SELECT 1 FROM pg_stat_activity
+                                    WHERE datname = current_database()
+                                      AND backend_type = 'client backend' AND state IS NULL)
+                      THEN pg_snapshot_xmin(snap.s)::text
+                      ELSE (next.n - coalesce((
+                             SELECT max(d) FROM (
+                               SELECT ((next.n & 4294967295) - r.x + 4294967296) % 4294967296 AS d
+                                 FROM (SELECT backend_xid::text::int8 AS x FROM pg_stat_activity
+                                        WHERE datname = current_database()
+                                          AND backend_xid IS NOT NULL
+                                       UNION ALL
+                                       SELECT transaction::text::int8 FROM pg_prepared_xacts
+                                        WHERE database = current_database()) AS r) AS ages
+                              WHERE d BETWEEN 1 AND 2147483647), 0))::text
+                    END
+               FROM (SELECT pg_current_snapshot() AS s) AS snap,
+                    LATERAL (SELECT pg_snapshot_xmax(snap.s)::text::int8 AS n) AS next",
+    )
+    .fetch_one(connection)
+    .await?)
+}
+
+/// The events after `after` of transactions below `below`, at most `limit`, in commit order.
+async fn tail_below<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    after: Cursor,
+    limit: i64,
+    below: &str,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events
+              WHERE events.transaction_id < $4::text::xid8
+                AND (events.transaction_id, events.global_position) > ($1::text::xid8, $2)
+              ORDER BY events.transaction_id, events.global_position
+              LIMIT $3"
+    ))
+    .bind(after.xid().to_string())
+    .bind(after.position())
+    .bind(limit)
+    .bind(below)
+    .fetch_all(executor)
+    .await?)
 }
 
 #[cfg(test)]

@@ -8,19 +8,27 @@
 //! from the stored cursor instead of moving it.
 
 use eventstore::Cursor;
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 
 /// The stored checkpoint of `name`, creating it at the start if missing.
 pub async fn load(pool: &PgPool, name: &str) -> Result<Cursor, sqlx::Error> {
+    load_on(&mut *pool.acquire().await?, name).await
+}
+
+/// [`load`] on a connection the caller holds.
+pub(crate) async fn load_on(
+    connection: &mut PgConnection,
+    name: &str,
+) -> Result<Cursor, sqlx::Error> {
     sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(name)
-        .execute(pool)
+        .execute(&mut *connection)
         .await?;
     let (xid, position): (i64, i64) = sqlx::query_as(
         "SELECT last_xid::text::int8, last_position FROM projection_checkpoints WHERE name = $1",
     )
     .bind(name)
-    .fetch_one(pool)
+    .fetch_one(&mut *connection)
     .await?;
     Ok(Cursor::new(xid as u64, position))
 }
@@ -60,9 +68,9 @@ pub(crate) async fn read_all(pool: &PgPool, names: &[&str]) -> Result<Vec<Cursor
 
 /// A transaction holding `name`'s checkpoint row, or where the checkpoint is if it is no
 /// longer where the caller thought.
-pub(crate) enum Locked {
+pub(crate) enum Locked<'c> {
     /// The row is locked and still at the caller's cursor.
-    Held(Transaction<'static, Postgres>),
+    Held(Transaction<'c, Postgres>),
     /// The row holds another cursor (a rebuild rewound it, or another node moved it).
     Moved(Cursor),
 }
@@ -72,8 +80,12 @@ pub(crate) enum Locked {
 /// same events. The transaction commits asynchronously: a crash may lose its last few batches,
 /// but each batch commits with its checkpoint, so they are lost together and applied again
 /// (read models are derived data; events are always committed synchronously).
-pub(crate) async fn lock(pool: &PgPool, name: &str, from: Cursor) -> Result<Locked, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+pub(crate) async fn lock<'c>(
+    connection: &'c mut PgConnection,
+    name: &str,
+    from: Cursor,
+) -> Result<Locked<'c>, sqlx::Error> {
+    let mut tx = Connection::begin(connection).await?;
     let (xid, position): (i64, i64) = sqlx::query_as(
         "SELECT last_xid::text::int8, last_position FROM projection_checkpoints,
                 set_config('synchronous_commit', 'off', true)
@@ -104,14 +116,14 @@ pub(crate) async fn advance<'c>(
 /// [`advance`] on its own, for a batch with nothing to apply: one statement instead of a
 /// transaction of four, committed asynchronously like every batch ([`lock`]).
 pub(crate) async fn advance_alone(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     name: &str,
     from: Cursor,
     to: Cursor,
 ) -> Result<bool, sqlx::Error> {
     let async_commit =
         "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit";
-    compare_and_set(pool, async_commit, name, from, to).await
+    compare_and_set(connection, async_commit, name, from, to).await
 }
 
 /// The statement behind [`advance`] and [`advance_alone`], with `from_clause` between its

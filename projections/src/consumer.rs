@@ -277,8 +277,13 @@ pub(crate) trait Handler: Send + Sync + 'static {
     /// batch's end. Returns where the checkpoint now is: the batch's end, or the cursor found
     /// stored if the checkpoint was no longer at `from` (the batch is then read again from
     /// there, so a side effect may repeat: consumers are at-least-once).
+    ///
+    /// `connection` is the one holding the consumer's lock: its writes go there (no pool
+    /// checkout per batch, and a write can only happen while the lock is held); `pool` serves
+    /// whatever else it reads.
     fn handle(
         &self,
+        connection: &mut PgConnection,
         pool: &PgPool,
         from: Cursor,
         batch: &[RecordedEvent],
@@ -378,7 +383,7 @@ struct Following<'a, H> {
 
 impl<'a, H: Handler> Following<'a, H> {
     async fn start(tail: &'a Tail<H>, lock: &'a mut PgConnection) -> Result<Self, H::Error> {
-        let cursor = checkpoint::load(tail.store.pool(), tail.handler.name()).await?;
+        let cursor = checkpoint::load_on(&mut *lock, tail.handler.name()).await?;
         let _ = tail.progress.send(cursor);
         Ok(Self {
             tail,
@@ -399,7 +404,15 @@ impl<H: Handler> Work for Following<'_, H> {
         let size = self.tail.options.batch;
         let batch = match self.prefetched.take() {
             Some(batch) => batch,
-            None => store.tail(self.cursor, size).await?,
+            None => {
+                // A commit this node knows of and has not read yet: a bound already above it
+                // will do (no lookup). After a slow poll, look the bound up afresh.
+                let known = *self.commits.borrow();
+                let wanted = (known > self.cursor).then_some(known);
+                store
+                    .tail_on(&mut *self.lock, self.cursor, size, wanted)
+                    .await?
+            }
         };
         if batch.is_empty() {
             return Ok(match self.unseen.retry(&self.commits, self.cursor) {
@@ -420,7 +433,7 @@ impl<H: Handler> Work for Following<'_, H> {
         let handled = self
             .tail
             .handler
-            .handle(store.pool(), self.cursor, &batch)
+            .handle(&mut *self.lock, store.pool(), self.cursor, &batch)
             .await;
         let next = match next {
             Some(task) => task.await.ok().and_then(Result::ok),
@@ -447,7 +460,7 @@ impl<H: Handler> Work for Following<'_, H> {
         sqlx::query("SELECT 1").execute(&mut *self.lock).await?;
         // A rebuild (`cairn replay`) may have rewound the checkpoint meanwhile.
         let name = self.tail.handler.name();
-        let stored = checkpoint::load(self.tail.store.pool(), name).await?;
+        let stored = checkpoint::load_on(&mut *self.lock, name).await?;
         if stored != self.cursor {
             tracing::info!(
                 consumer = name,

@@ -186,7 +186,8 @@ impl<P: Projection> Handler for Apply<P> {
     #[tracing::instrument(skip_all, fields(projection = self.projection.name(), events = batch.len()))]
     async fn handle(
         &self,
-        pool: &PgPool,
+        connection: &mut PgConnection,
+        _pool: &PgPool,
         from: Cursor,
         batch: &[RecordedEvent],
     ) -> Result<Cursor, ProjectionError> {
@@ -196,13 +197,13 @@ impl<P: Projection> Handler for Apply<P> {
         if !relevant {
             // Nothing to apply (a burst of task events, for `identity`): the checkpoint alone,
             // still compare-and-set, so a rebuild or another runner is noticed as below.
-            if checkpoint::advance_alone(pool, name, from, to).await? {
+            if checkpoint::advance_alone(connection, name, from, to).await? {
                 return Ok(to);
             }
             self.changes.changed();
-            return Ok(checkpoint::load(pool, name).await?);
+            return Ok(checkpoint::load_on(connection, name).await?);
         }
-        let mut tx = match checkpoint::lock(pool, name, from).await? {
+        let mut tx = match checkpoint::lock(connection, name, from).await? {
             Locked::Held(tx) => tx,
             Locked::Moved(stored) => {
                 // Someone else moved it (a rebuild): assume anything changed.
@@ -217,9 +218,9 @@ impl<P: Projection> Handler for Apply<P> {
         self.projection.apply_batch(&mut tx, batch).await?;
         if !checkpoint::advance(&mut *tx, name, from, to).await? {
             // Not while the row is locked; but never commit a batch without its checkpoint.
-            drop(tx);
+            tx.rollback().await?;
             self.changes.changed();
-            return Ok(checkpoint::load(pool, name).await?);
+            return Ok(checkpoint::load_on(connection, name).await?);
         }
         // Around the commit: from the moment it can be seen (even through the checkpoint, by
         // a read-your-writes wait) until it is done, caches serve nothing they kept.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventstore::{Cursor, RecordedEvent, Store, StoreError};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -99,7 +99,8 @@ impl Handler for Publish {
 
     async fn handle(
         &self,
-        pool: &PgPool,
+        connection: &mut PgConnection,
+        _pool: &PgPool,
         from: Cursor,
         batch: &[RecordedEvent],
     ) -> Result<Cursor, RelayError> {
@@ -107,11 +108,11 @@ impl Handler for Publish {
         let events = CloudEvent::chain(from, batch);
         self.bus.publish(&events).await?;
         let to = batch.last().map_or(from, RecordedEvent::cursor);
-        if checkpoint::advance(pool, NAME, from, to).await? {
+        if checkpoint::advance(&mut *connection, NAME, from, to).await? {
             Ok(to)
         } else {
             tracing::warn!("relay checkpoint moved under this node; resuming from it");
-            Ok(checkpoint::load(pool, NAME).await?)
+            Ok(checkpoint::load_on(connection, NAME).await?)
         }
     }
 }

@@ -222,7 +222,9 @@ pub(super) async fn through_http(
                 match previous.filter(|_| i % 2 == 1) {
                     Some(task) => {
                         let path = format!("{tasks_path}/{task}");
-                        connection.send(axum::http::Method::PATCH, &path, &auth, body).await?;
+                        connection
+                            .send(axum::http::Method::PATCH, &path, &auth, body)
+                            .await?;
                     }
                     None => {
                         let answer = connection
