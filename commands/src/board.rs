@@ -37,6 +37,13 @@ pub trait OnBoard: Aggregate {
 
     /// The read model whose answer `refusal` rests on, if a lagging one could explain it.
     fn refused_on(refusal: &Self::Error) -> Option<ReadModel>;
+
+    /// A read model that must include this node's newest commit before `asked` is looked up,
+    /// because what it would *accept* rests on it (a slug no other document holds): a lagging
+    /// answer there is no refusal to re-check, it would let a duplicate through.
+    fn reads_first(_asked: &Self::Asked) -> Option<ReadModel> {
+        None
+    }
 }
 
 impl OnBoard for Task {
@@ -119,6 +126,10 @@ impl OnBoard for Document {
         })
     }
 
+    fn reads_first(asked: &DocumentCommand) -> Option<ReadModel> {
+        matches!(asked, DocumentCommand::Publish { .. }).then_some(ReadModel::Documents)
+    }
+
     fn refused_on(refusal: &DocumentError) -> Option<ReadModel> {
         use DocumentError as E;
         match refusal {
@@ -191,6 +202,12 @@ impl Commands {
         let lookups = self.lookups();
         // What a read model must include before a refusal made on it is final.
         let mut recheck_after = Some(self.store().committed_here());
+        if let (Some(model), Some(cursor)) = (A::reads_first(&asked), recheck_after) {
+            lookups
+                .caught_up(model, cursor)
+                .await
+                .map_err(CommandError::Lookup)?;
+        }
         loop {
             let grant = match metadata.actor.user() {
                 Some(user) => lookups.grant(org, user).await,

@@ -49,10 +49,22 @@ pub(crate) async fn readable(
     projection: &str,
 ) -> Result<OrgId, ApiError> {
     require_board_scope(caller)?;
+    readable_as(ready, org, caller, after, projection, Class::Board).await
+}
+
+/// [`readable`] for what is read as `class` (the scope is the caller's to check first).
+pub(crate) async fn readable_as(
+    ready: &Ready,
+    org: &str,
+    caller: &Principal,
+    after: Option<&str>,
+    projection: &str,
+    class: Class,
+) -> Result<OrgId, ApiError> {
     let org: OrgId = parse_id(org, "organization")?;
     let after = Ready::parse_after(after)?;
     let access = ready.access(Some(caller), Some(org.as_uuid())).await?;
-    if !access.may_read(Class::Board, Some(org.as_uuid()), None) {
+    if !access.may_read(class, Some(org.as_uuid()), None) {
         return Err(ApiError::new(
             ErrorCode::OrganizationNotFound,
             "no such organization",

@@ -4,6 +4,7 @@
 pub(crate) mod board;
 pub(crate) mod comments;
 pub(crate) mod doc;
+pub(crate) mod documents;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod me;
@@ -34,6 +35,7 @@ pub fn api_routes() -> Vec<(Method, &'static str)> {
         tags::ROUTES,
         tasks::ROUTES,
         comments::ROUTES,
+        documents::ROUTES,
         me::ROUTES,
         streams::ROUTES,
         events::ROUTES,
@@ -50,6 +52,7 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(tags::router())
         .merge(tasks::router())
         .merge(comments::router())
+        .merge(documents::router())
         .merge(me::router())
         .merge(streams::router())
         .merge(events::router())

@@ -87,6 +87,7 @@ async fn openapi() -> impl IntoResponse {
     tags(
         (name = "organizations", description = "Organizations, members and teams"),
         (name = "board", description = "Labels, categories, tasks and comments"),
+        (name = "documents", description = "Collaborative documents: the tree, metadata, content and history"),
         (name = "me", description = "The signed-in person: sessions, API keys, erasure"),
         (name = "events", description = "Stream history and integrator feeds"),
         (name = "meta", description = "This document"),
@@ -103,6 +104,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::tags::Doc::openapi(),
         super::tasks::Doc::openapi(),
         super::comments::Doc::openapi(),
+        super::documents::Doc::openapi(),
         super::me::Doc::openapi(),
         super::streams::Doc::openapi(),
         super::events::Doc::openapi(),

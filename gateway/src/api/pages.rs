@@ -1,4 +1,5 @@
-//! The few HTML pages Cairn serves itself: the home page and the sign-in flow.
+//! The few HTML pages Cairn serves itself: the home page, the sign-in flow, and published
+//! documents (`/p/{org}/{slug}`, readable without signing in).
 //!
 //! `GET /auth/verify/{token}` only shows a confirm button, because mail scanners prefetch
 //! links; the POST consumes the token.
@@ -28,6 +29,38 @@ pub fn router() -> Router<AppState> {
         .route("/auth/send-link", post(send_link))
         .route("/auth/verify/{token}", get(confirm_page).post(verify))
         .route("/auth/logout", post(logout))
+        .route("/p/{org}/{slug}", get(published))
+}
+
+/// A published document as a plain page: its title and its text, one paragraph per line.
+/// Anyone may read it; an unknown organization, slug, or a document taken down or deleted is
+/// the same 404 page.
+async fn published(
+    State(state): State<AppState>,
+    ApiPath((org, slug)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let ready = state.ready()?;
+    let missing = || page(StatusCode::NOT_FOUND, "Not found", "<p>No such page.</p>");
+    let (Ok(org), Ok(slug)) = (
+        org.parse::<domain::OrgId>(),
+        domain::document::Slug::parse(&slug),
+    ) else {
+        return Ok(missing());
+    };
+    let pool = ready.store.pool();
+    let Some((doc, title)) =
+        projections::read_models::documents::published(pool, org, slug.as_str()).await?
+    else {
+        return Ok(missing());
+    };
+    let content = projections::read_models::documents::content(&ready.store, doc, None).await?;
+    let body: String = content
+        .text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| format!("<p>{}</p>", escape(line)))
+        .collect();
+    Ok(page(StatusCode::OK, &title, &body))
 }
 
 fn escape(s: &str) -> String {

@@ -139,7 +139,8 @@ struct HistoryBody {
 
 /// Whether `caller` may read stream `aggregate_type/aggregate_id`, by the access policy: an
 /// organization's stream is its administration's, a task's, label's or category's belongs to
-/// the board of the organization its first event names, an account's to its owner.
+/// the board of the organization its first event names (a document's to its documents), an
+/// account's to its owner.
 async fn may_read(
     ready: &Ready,
     caller: &Principal,
@@ -148,7 +149,7 @@ async fn may_read(
 ) -> Result<bool, ApiError> {
     let org = match Class::of_stream(aggregate_type) {
         Class::Admin => Uuid::parse_str(aggregate_id).ok(),
-        Class::Board => ready
+        Class::Board | Class::Docs => ready
             .store
             .read_stream(aggregate_type, aggregate_id, 1, 1)
             .await?

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use commands::{CommandError, LookupError};
 use domain::account::AccountError;
+use domain::document::DocumentError;
 use domain::label::TagError;
 use domain::organization::OrganizationError;
 use domain::task::TaskError;
@@ -98,6 +99,8 @@ error_codes! {
     TaskNotFound = (NOT_FOUND, "task_not_found"),
     /// 404: no such comment.
     CommentNotFound = (NOT_FOUND, "comment_not_found"),
+    /// 404: no such document (or no published document by that name).
+    DocumentNotFound = (NOT_FOUND, "document_not_found"),
     /// 404: no such label or category.
     NotFound = (NOT_FOUND, "not_found"),
     /// 404: no such stream, or the caller may not read it.
@@ -120,6 +123,10 @@ error_codes! {
     TeamExists = (CONFLICT, "team_exists"),
     /// 409: the task exists already.
     TaskExists = (CONFLICT, "task_exists"),
+    /// 409: the document exists already.
+    DocumentExists = (CONFLICT, "document_exists"),
+    /// 409: another document of the organization is published under that slug.
+    SlugTaken = (CONFLICT, "slug_taken"),
     /// 409: the label or category exists already.
     AlreadyExists = (CONFLICT, "already_exists"),
     /// 409: other writers kept winning the concurrency retries.
@@ -148,6 +155,16 @@ error_codes! {
     AlreadyTeamMember = (UNPROCESSABLE_ENTITY, "already_team_member"),
     /// 422: not in the team.
     NotTeamMember = (UNPROCESSABLE_ENTITY, "not_team_member"),
+    /// 422: the document is deleted (restore it first).
+    DocumentDeleted = (UNPROCESSABLE_ENTITY, "document_deleted"),
+    /// 422: the document is not deleted.
+    DocumentNotDeleted = (UNPROCESSABLE_ENTITY, "document_not_deleted"),
+    /// 422: the parent is not a live document of the organization.
+    UnknownParent = (UNPROCESSABLE_ENTITY, "unknown_parent"),
+    /// 422: a document cannot move under itself or one of its descendants.
+    WouldCycle = (UNPROCESSABLE_ENTITY, "would_cycle"),
+    /// 422: the document is not published.
+    NotPublished = (UNPROCESSABLE_ENTITY, "not_published"),
     /// 422: already assigned to the task.
     AlreadyAssigned = (UNPROCESSABLE_ENTITY, "already_assigned"),
     /// 422: not assigned to the task.
@@ -357,6 +374,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<projections::read_models::documents::ContentError> for ApiError {
+    fn from(e: projections::read_models::documents::ContentError) -> Self {
+        use projections::read_models::documents::ContentError;
+        match e {
+            ContentError::Store(e) => e.into(),
+            corrupt @ ContentError::Corrupt { .. } => Self::Internal(Box::new(corrupt)),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         StoreError::Database(e).into()
@@ -430,6 +457,29 @@ impl DomainCode for TaskError {
     }
 }
 
+impl DomainCode for DocumentError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            // A stranger learns nothing: the organization is "not found" to them.
+            Self::NotMember => ErrorCode::OrganizationNotFound,
+            Self::AlreadyExists => ErrorCode::DocumentExists,
+            Self::NotFound => ErrorCode::DocumentNotFound,
+            Self::Deleted => ErrorCode::DocumentDeleted,
+            Self::NotDeleted => ErrorCode::DocumentNotDeleted,
+            Self::UnknownParent => ErrorCode::UnknownParent,
+            Self::WouldCycle => ErrorCode::WouldCycle,
+            Self::SlugTaken(_) => ErrorCode::SlugTaken,
+            Self::NotPublished => ErrorCode::NotPublished,
+            // Edits arrive over `/collab`, which answers in its own protocol; compaction is
+            // the system's.
+            Self::BadEdit | Self::TooLarge | Self::CompactsTheFuture { .. } => {
+                ErrorCode::ValidationFailed
+            }
+        }
+    }
+}
+
 impl DomainCode for TagError {
     fn error_code(&self) -> ErrorCode {
         match self {
@@ -488,6 +538,7 @@ mod tests {
             ("team_not_found", 404),
             ("task_not_found", 404),
             ("comment_not_found", 404),
+            ("document_not_found", 404),
             ("not_found", 404),
             ("stream_not_found", 404),
             ("route_not_found", 404),
@@ -499,6 +550,8 @@ mod tests {
             ("organization_exists", 409),
             ("team_exists", 409),
             ("task_exists", 409),
+            ("document_exists", 409),
+            ("slug_taken", 409),
             ("already_exists", 409),
             ("conflict", 409),
             ("idempotency_key_reused", 409),
@@ -512,6 +565,11 @@ mod tests {
             ("team_name_taken", 422),
             ("already_team_member", 422),
             ("not_team_member", 422),
+            ("document_deleted", 422),
+            ("document_not_deleted", 422),
+            ("unknown_parent", 422),
+            ("would_cycle", 422),
+            ("not_published", 422),
             ("already_assigned", 422),
             ("not_assigned", 422),
             ("already_labeled", 422),

@@ -867,6 +867,135 @@ async fn every_documented_error_code_is_produced_with_its_status_and_shape() {
     )
     .await;
 
+    // ---- documents ----
+    let docs = format!("{orgs}/docs");
+    let doc_body = json_of(
+        "create a document",
+        ada.post(app.url(&docs))
+            .header("idempotency-key", "doc")
+            .json(&json!({"title": "Handbook"}))
+            .send()
+            .await
+            .expect("send"),
+        201,
+    )
+    .await;
+    let doc = id_of("create a document", &doc_body);
+    let child = id_of(
+        "create a child document",
+        &json_of(
+            "create a child document",
+            app.post_as(&ada, &docs, json!({"title": "Child", "parent": doc}))
+                .await,
+            201,
+        )
+        .await,
+    );
+    cat.expect(
+        "creating the same document again after its receipt is gone",
+        {
+            forget_receipt(&app, "create a document", &doc_body).await;
+            ada.post(app.url(&docs))
+                .header("idempotency-key", "doc")
+                .json(&json!({"title": "Handbook"}))
+                .send()
+                .await
+                .expect("send")
+        },
+        409,
+        "document_exists",
+    )
+    .await;
+    cat.expect(
+        "reading no such document",
+        ada.get(app.url(&format!("{docs}/{}", Uuid::new_v4())))
+            .send()
+            .await
+            .expect("send"),
+        404,
+        "document_not_found",
+    )
+    .await;
+    cat.expect(
+        "a document under a parent that is no document",
+        app.post_as(&ada, &docs, json!({"title": "T", "parent": Uuid::new_v4()}))
+            .await,
+        422,
+        "unknown_parent",
+    )
+    .await;
+    cat.expect(
+        "a document moved under its own child",
+        app.post_as(
+            &ada,
+            &format!("{docs}/{doc}/move"),
+            json!({"parent": child}),
+        )
+        .await,
+        422,
+        "would_cycle",
+    )
+    .await;
+    cat.expect(
+        "unpublishing a document never published",
+        ada.delete(app.url(&format!("{docs}/{doc}/publication")))
+            .send()
+            .await
+            .expect("send"),
+        422,
+        "not_published",
+    )
+    .await;
+    cat.expect(
+        "restoring a document that is not deleted",
+        app.post_as(&ada, &format!("{docs}/{doc}/restore"), json!({}))
+            .await,
+        422,
+        "document_not_deleted",
+    )
+    .await;
+    json_of(
+        "publish a document",
+        ada.put(app.url(&format!("{docs}/{doc}/publication")))
+            .json(&json!({"slug": "handbook"}))
+            .send()
+            .await
+            .expect("send"),
+        200,
+    )
+    .await;
+    cat.expect(
+        "publishing another document under a slug taken",
+        ada.put(app.url(&format!("{docs}/{child}/publication")))
+            .json(&json!({"slug": "handbook"}))
+            .send()
+            .await
+            .expect("send"),
+        409,
+        "slug_taken",
+    )
+    .await;
+    json_of(
+        "delete a document",
+        ada.delete(app.url(&format!("{docs}/{child}")))
+            .send()
+            .await
+            .expect("send"),
+        200,
+    )
+    .await;
+    cat.expect(
+        "renaming a deleted document",
+        ada.patch(app.url(&format!("{docs}/{child}")))
+            .json(&json!({"title": "Again"}))
+            .send()
+            .await
+            .expect("send"),
+        422,
+        "document_deleted",
+    )
+    .await;
+
     // ---- keys and the account ----
     let reader = json_of(
         "issue a tasks:read key",

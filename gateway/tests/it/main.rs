@@ -10,6 +10,7 @@ mod api;
 mod architecture;
 mod board;
 mod cli;
+mod documents;
 mod erasure;
 mod errors;
 mod escalation;

@@ -6,14 +6,15 @@
 //! [`Access`]; the questions themselves are pure functions of that snapshot.
 //!
 //! - Every event belongs to a [`Class`]: the organization's public name ([`Class::Public`]),
-//!   its board ([`Class::Board`]: tasks, labels, categories), its administration
+//!   its board ([`Class::Board`]: tasks, labels, categories), its documents ([`Class::Docs`]),
+//!   its administration
 //!   ([`Class::Admin`]: members, teams, permissions) or a person's account ([`Class::Account`]).
 //! - **Public** is open to anyone, signed in or not.
-//! - **Board** needs membership of the organization.
+//! - **Board** and **Docs** need membership of the organization.
 //! - **Admin** needs an `admin.*` permission there (`admin.administrator` implies all).
 //! - **Account** is its owner's alone.
 //! - An API key reads no more than its owner and no more than its scopes: `tasks:read` for the
-//!   board, `admin` for the administration, and `events:read` (the integrators' scope) for
+//!   board, `docs:read` for documents, `admin` for the administration, and `events:read` (the integrators' scope) for
 //!   every class its owner may read.
 //! - A revoked key, a revoked or expired session and an erased person read nothing at all
 //!   ([`Access::is_live`]).
@@ -67,6 +68,7 @@ impl Reader {
         let needed = match class {
             Class::Public | Class::Account => return true,
             Class::Board => Scope::TasksRead,
+            Class::Docs => Scope::DocsRead,
             Class::Admin => Scope::Admin,
             Class::Hidden => return false,
         };
@@ -81,6 +83,8 @@ pub enum Class {
     Public,
     /// An organization's board: tasks, labels, categories.
     Board,
+    /// An organization's documents: their tree, titles and content.
+    Docs,
     /// An organization's administration: members, teams and their permissions.
     Admin,
     /// A person's account: sign-ins, sessions, keys.
@@ -107,6 +111,7 @@ impl Class {
         match aggregate_type {
             "organization" => Self::Admin,
             "task" | "label" | "category" => Self::Board,
+            "document" => Self::Docs,
             "account" => Self::Account,
             _ => Self::Hidden,
         }
@@ -221,7 +226,7 @@ impl Access {
         let standing = org.and_then(|o| self.orgs.get(&o));
         match class {
             Class::Public => true,
-            Class::Board => standing.is_some(),
+            Class::Board | Class::Docs => standing.is_some(),
             Class::Admin => standing.is_some_and(|s| s.admin),
             Class::Account => owner.is_some() && owner == self.reader.user(),
             Class::Hidden => false,
@@ -439,6 +444,7 @@ mod tests {
             Class::Admin
         );
         assert_eq!(Class::of_event("task", "task.created"), Class::Board);
+        assert_eq!(Class::of_event("document", "document.edited"), Class::Docs);
         assert_eq!(
             Class::of_event("account", "account.registered"),
             Class::Account
@@ -504,6 +510,10 @@ mod tests {
         let docs = key(&[Scope::DocsRead]);
         assert!(!docs.may_read(Class::Board, Some(org), None));
         assert!(docs.may_read(Class::Public, Some(org), None));
+        assert!(docs.may_read(Class::Docs, Some(org), None));
+        assert!(!tasks.may_read(Class::Docs, Some(org), None));
+        assert!(events.may_read(Class::Docs, Some(org), None));
+        assert!(!docs.may_read(Class::Docs, Some(Uuid::now_v7()), None));
     }
 
     #[test]

@@ -180,3 +180,234 @@ pub async fn placement(
         slug_taken,
     })
 }
+
+/// One document of `org` as the tree read model has it, deleted or not (`None` if `org` has
+/// no such document).
+pub async fn document(
+    pool: &PgPool,
+    org: OrgId,
+    doc: DocId,
+) -> Result<Option<DocumentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT doc_id, title, parent_id, slug, deleted_at IS NOT NULL AS deleted, created_at,
+                updated_at
+           FROM documents WHERE doc_id = $1 AND org_id = $2",
+    )
+    .bind(doc.as_uuid())
+    .bind(org.as_uuid())
+    .fetch_optional(pool)
+    .await
+}
+
+/// A document with whether it is deleted ([`document`]).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DocumentRow {
+    /// The document.
+    pub doc_id: Uuid,
+    /// Its title.
+    pub title: String,
+    /// Its parent, `None` at the root.
+    pub parent_id: Option<Uuid>,
+    /// Its public name, if published.
+    pub slug: Option<String>,
+    /// Whether it is deleted.
+    pub deleted: bool,
+    /// When it was created.
+    pub created_at: time::OffsetDateTime,
+    /// When its title, place or publication last changed.
+    pub updated_at: time::OffsetDateTime,
+}
+
+/// The live document `org` publishes as `slug` (the one published first, should two be), with
+/// its title.
+pub async fn published(
+    pool: &PgPool,
+    org: OrgId,
+    slug: &str,
+) -> Result<Option<(DocId, String)>, sqlx::Error> {
+    let found: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT doc_id, title FROM documents
+          WHERE org_id = $1 AND slug = $2 AND deleted_at IS NULL
+          ORDER BY updated_at, doc_id LIMIT 1",
+    )
+    .bind(org.as_uuid())
+    .bind(slug)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.map(|(doc, title)| (DocId::from_uuid(doc), title)))
+}
+
+/// Which version of a document to read ([`content`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// After its event with this sequence (0: before any).
+    Sequence(u64),
+    /// As it was at this time: after its last event recorded at or before it.
+    Time(time::OffsetDateTime),
+}
+
+/// A document's content at some point of its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    /// The whole Yjs state as one update (v1 encoding).
+    pub state: Vec<u8>,
+    /// Its text ([`text_of`]).
+    pub text: String,
+    /// The sequence of the last event it includes (0 if none).
+    pub sequence: u64,
+}
+
+/// Why [`content`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    /// The event store could not be read.
+    #[error(transparent)]
+    Store(#[from] eventstore::StoreError),
+    /// A stored event is not a document event, or its update is not a Yjs update.
+    #[error("document {doc} sequence {sequence}: {why}")]
+    Corrupt {
+        /// The document.
+        doc: Uuid,
+        /// The event.
+        sequence: i64,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Events read per query by [`content`].
+const CONTENT_PAGE: i64 = 1_000;
+
+/// Document `doc`'s content now, or [`At`] an earlier point, rebuilt from its stream: from
+/// its last compaction at or before that point (each `document.compacted` holds the whole
+/// state), then every update after it.
+pub async fn content(
+    store: &eventstore::Store,
+    doc: DocId,
+    at: Option<At>,
+) -> Result<Content, ContentError> {
+    let id = doc.to_string();
+    let mut updates: Vec<Vec<u8>> = Vec::new();
+    let mut sequence = 0;
+    let mut from = 1;
+    'pages: loop {
+        let page = store
+            .read_stream("document", &id, from, CONTENT_PAGE)
+            .await?;
+        for event in &page {
+            let after = match at {
+                Some(At::Sequence(n)) => event.sequence as u64 > n,
+                Some(At::Time(t)) => event.recorded_at > t,
+                None => false,
+            };
+            if after {
+                break 'pages;
+            }
+            let corrupt = |why: String| ContentError::Corrupt {
+                doc: doc.as_uuid(),
+                sequence: event.sequence,
+                why,
+            };
+            match crate::decode::<DocumentEvent>(event).map_err(|e| corrupt(e.to_string()))? {
+                DocumentEvent::Edited { update } => updates.push(update.as_slice().to_vec()),
+                DocumentEvent::Compacted { state, .. } => {
+                    updates.clear();
+                    updates.push(state.as_slice().to_vec());
+                }
+                _ => {}
+            }
+            sequence = event.sequence as u64;
+        }
+        match page.last() {
+            Some(last) if page.len() as i64 == CONTENT_PAGE => from = last.sequence + 1,
+            _ => break,
+        }
+    }
+    let ydoc = yrs::Doc::new();
+    {
+        use yrs::updates::decoder::Decode;
+        use yrs::Transact;
+        let mut txn = ydoc.transact_mut();
+        for update in &updates {
+            let update = yrs::Update::decode_v1(update).map_err(|e| ContentError::Corrupt {
+                doc: doc.as_uuid(),
+                sequence: sequence as i64,
+                why: e.to_string(),
+            })?;
+            txn.apply_update(update)
+                .map_err(|e| ContentError::Corrupt {
+                    doc: doc.as_uuid(),
+                    sequence: sequence as i64,
+                    why: e.to_string(),
+                })?;
+        }
+    }
+    Ok(Content {
+        state: state_of(&ydoc),
+        text: text_of(&ydoc),
+        sequence,
+    })
+}
+
+/// `doc`'s whole state as one Yjs update (v1).
+pub fn state_of(doc: &yrs::Doc) -> Vec<u8> {
+    use yrs::{ReadTxn, Transact};
+    doc.transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default())
+}
+
+/// The name of the `Y.Text` whose text is a document's text (`ydoc.getText("content")`): what
+/// plain-text, CodeMirror and Quill clients edit.
+pub const TEXT_ROOT: &str = "content";
+
+/// The name of the XML fragment whose text is a document's text in rich-text editors
+/// (ProseMirror, TipTap and Hocuspocus use `default`).
+pub const XML_ROOT: &str = "default";
+
+/// A document's plain text: the `Y.Text` named [`TEXT_ROOT`], then the text of the XML
+/// fragment named [`XML_ROOT`] (one line per block element), whichever the document has.
+pub fn text_of(doc: &yrs::Doc) -> String {
+    use yrs::{GetString, Transact, XmlFragment};
+    let text = doc.get_or_insert_text(TEXT_ROOT);
+    let xml = doc.get_or_insert_xml_fragment(XML_ROOT);
+    let txn = doc.transact();
+    let mut out = text.get_string(&txn);
+    let mut rich = String::new();
+    for node in xml.children(&txn) {
+        xml_text(&node, &txn, &mut rich);
+    }
+    if !rich.is_empty() {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(rich.trim_end_matches('\n'));
+    }
+    out
+}
+
+/// Appends the text of `node` to `out`: text as it reads, a line break after each element.
+fn xml_text<T: yrs::ReadTxn>(node: &yrs::XmlOut, txn: &T, out: &mut String) {
+    use yrs::{Text, XmlFragment};
+    match node {
+        yrs::XmlOut::Text(text) => {
+            for chunk in text.diff(txn, |_| ()) {
+                if let yrs::Out::Any(yrs::Any::String(s)) = chunk.insert {
+                    out.push_str(&s);
+                }
+            }
+        }
+        yrs::XmlOut::Element(element) => {
+            for child in element.children(txn) {
+                xml_text(&child, txn, out);
+            }
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        yrs::XmlOut::Fragment(fragment) => {
+            for child in fragment.children(txn) {
+                xml_text(&child, txn, out);
+            }
+        }
+    }
+}
