@@ -18,6 +18,7 @@
 //! The `cairn` subcommands (and `cairn bench`) live in the binary, under `src/cli/`.
 
 mod api;
+mod collab;
 pub mod config;
 mod http;
 mod lookups;

@@ -54,6 +54,7 @@ struct Inner {
     link_workers: Arc<tokio::sync::Semaphore>,
     bus: Arc<dyn Bus>,
     hub: Hub,
+    rooms: crate::collab::Rooms,
     renewing: std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>,
     shutdown: tokio_util::sync::CancellationToken,
     tasks: tokio_util::task::TaskTracker,
@@ -80,6 +81,7 @@ impl AppState {
                 link_workers: Arc::new(tokio::sync::Semaphore::new(64)),
                 bus,
                 hub: Hub::default(),
+                rooms: crate::collab::Rooms::default(),
                 renewing: std::sync::Mutex::default(),
                 shutdown,
                 tasks: tokio_util::task::TaskTracker::new(),
@@ -122,6 +124,11 @@ impl AppState {
     /// This node's live rooms.
     pub fn hub(&self) -> &Hub {
         &self.inner.hub
+    }
+
+    /// This node's open document rooms (`/collab`).
+    pub fn rooms(&self) -> &crate::collab::Rooms {
+        &self.inner.rooms
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::health::router())
         .merge(api::pages::router())
         .merge(ws::router())
+        .merge(crate::collab::router())
         // Applies to the routes registered so far; the API sets its own.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .nest("/api/v1", api)

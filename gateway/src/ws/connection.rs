@@ -89,7 +89,9 @@ async fn upgrade(
         .on_upgrade(move |socket| connection(state, principal, client, socket))
 }
 
-fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+/// Whether a WebSocket handshake comes from a page of Cairn's own origin (or from no browser:
+/// no `Origin`), so its ambient cookie may sign it in.
+pub(crate) fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         // Not a browser: no ambient cookie to worry about.
         return true;

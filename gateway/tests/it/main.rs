@@ -10,6 +10,7 @@ mod api;
 mod architecture;
 mod board;
 mod cli;
+mod collab;
 mod documents;
 mod erasure;
 mod errors;

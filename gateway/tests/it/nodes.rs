@@ -15,14 +15,14 @@ use sqlx::PgPool;
 /// A `cairn serve` process of its own, named `name` in `pg_stat_activity`. It binds port 0
 /// and the test reads the port it got from its "listening" log line, so no other process can
 /// take the port between a probe and the bind.
-struct Node {
+pub(crate) struct Node {
     child: tokio::process::Child,
     port: u16,
     data_dir: std::path::PathBuf,
 }
 
 impl Node {
-    async fn start(database_url: &str, name: &str, vars: &[(&str, String)]) -> Self {
+    pub(crate) async fn start(database_url: &str, name: &str, vars: &[(&str, String)]) -> Self {
         use tokio::io::AsyncBufReadExt;
 
         let data_dir = std::env::temp_dir().join(format!("cairn-{name}-{}", uuid::Uuid::new_v4()));
@@ -74,12 +74,12 @@ impl Node {
         }
     }
 
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Kills it without a goodbye (SIGKILL).
-    async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         self.child.start_kill().expect("kill the node");
         self.child.wait().await.expect("the node exits");
     }

@@ -286,6 +286,21 @@ pub async fn content(
     doc: DocId,
     at: Option<At>,
 ) -> Result<Content, ContentError> {
+    let (ydoc, sequence) = load(store, doc, at).await?;
+    Ok(Content {
+        state: state_of(&ydoc),
+        text: text_of(&ydoc),
+        sequence,
+    })
+}
+
+/// Document `doc` as a `yrs::Doc` ([`content`] reads it so), with the sequence of the last
+/// event it includes.
+pub async fn load(
+    store: &eventstore::Store,
+    doc: DocId,
+    at: Option<At>,
+) -> Result<(yrs::Doc, u64), ContentError> {
     let id = doc.to_string();
     let mut updates: Vec<Vec<u8>> = Vec::new();
     let mut sequence = 0;
@@ -327,26 +342,29 @@ pub async fn content(
     {
         use yrs::updates::decoder::Decode;
         use yrs::Transact;
+        let corrupt = |why: String| ContentError::Corrupt {
+            doc: doc.as_uuid(),
+            sequence: sequence as i64,
+            why,
+        };
         let mut txn = ydoc.transact_mut();
         for update in &updates {
-            let update = yrs::Update::decode_v1(update).map_err(|e| ContentError::Corrupt {
-                doc: doc.as_uuid(),
-                sequence: sequence as i64,
-                why: e.to_string(),
-            })?;
+            let update = yrs::Update::decode_v1(update).map_err(|e| corrupt(e.to_string()))?;
             txn.apply_update(update)
-                .map_err(|e| ContentError::Corrupt {
-                    doc: doc.as_uuid(),
-                    sequence: sequence as i64,
-                    why: e.to_string(),
-                })?;
+                .map_err(|e| corrupt(e.to_string()))?;
         }
     }
-    Ok(Content {
-        state: state_of(&ydoc),
-        text: text_of(&ydoc),
-        sequence,
-    })
+    Ok((ydoc, sequence))
+}
+
+/// The organization of document `doc` and whether it is deleted (`None`: no such document).
+pub async fn org_of(pool: &PgPool, doc: DocId) -> Result<Option<(OrgId, bool)>, sqlx::Error> {
+    let found: Option<(Uuid, bool)> =
+        sqlx::query_as("SELECT org_id, deleted_at IS NOT NULL FROM documents WHERE doc_id = $1")
+            .bind(doc.as_uuid())
+            .fetch_optional(pool)
+            .await?;
+    Ok(found.map(|(org, deleted)| (OrgId::from_uuid(org), deleted)))
 }
 
 /// `doc`'s whole state as one Yjs update (v1).

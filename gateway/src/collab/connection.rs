@@ -1,0 +1,235 @@
+//! One `/collab/{doc_id}` connection: admission by the access policy, the reader that hands
+//! y-protocol messages to the document's room, and the writer that drains its bounded queue.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use domain::document::UPDATE_MAX;
+use domain::{DocId, Permission, Scope};
+use futures::{SinkExt, StreamExt};
+use projections::read_models::access::Class;
+use tokio::sync::{mpsc, oneshot};
+use yrs::encoding::read::Cursor;
+use yrs::sync::{Message, MessageReader, SyncMessage};
+use yrs::updates::decoder::DecoderV1;
+use yrs::updates::encoder::Encode;
+
+use crate::http::extract::ApiPath;
+use crate::http::principal::{MaybeAuth, Principal};
+use crate::state::AppState;
+
+use super::room::{self, Author, Outbound, Request};
+
+/// `/collab/{doc_id}`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/collab/{doc}", get(upgrade))
+}
+
+/// The close code for a connection that broke the protocol or could not be served.
+const POLICY: u16 = 1008;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// What a connection may do with its document.
+struct Allowed {
+    doc: DocId,
+    org: domain::OrgId,
+    /// `Some` if it may write.
+    author: Option<Author>,
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    MaybeAuth(principal): MaybeAuth,
+    ApiPath(doc): ApiPath<String>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // A cookie rides along on cross-site WebSocket handshakes too: only a page of our own
+    // origin (or a client with an API key) is signed in here.
+    let principal = principal
+        .filter(|p| p.is_api_key() || crate::ws::connection::same_origin(&state, &headers));
+    let decided = admit(&state, principal.as_ref(), &doc).await;
+    ws.max_message_size(UPDATE_MAX + 64 * 1024)
+        .on_upgrade(move |socket| async move {
+            match decided {
+                Ok(allowed) => serve(state, allowed, socket).await,
+                Err(reason) => deny(socket, reason).await,
+            }
+        })
+        .into_response()
+}
+
+/// Whether `principal` may open document `doc`, and whether it may write.
+async fn admit(
+    state: &AppState,
+    principal: Option<&Principal>,
+    doc: &str,
+) -> Result<Allowed, &'static str> {
+    let Some(principal) = principal else {
+        return Err("not signed in");
+    };
+    if !principal.reader().scoped_for(Class::Docs) {
+        return Err("this API key lacks the docs:read scope");
+    }
+    let ready = state.ready().map_err(|_| "the server is starting")?;
+    let doc: DocId = doc.parse().map_err(|_| "no such document")?;
+    let Some((org, deleted)) = projections::read_models::documents::org_of(ready.store.pool(), doc)
+        .await
+        .map_err(|_| "the server could not look the document up")?
+    else {
+        return Err("no such document");
+    };
+    let access = ready
+        .access(Some(principal), Some(org.as_uuid()))
+        .await
+        .map_err(|_| "the server could not check access")?;
+    if !access.may_read(Class::Docs, Some(org.as_uuid()), None) || deleted {
+        return Err("no such document");
+    }
+    let grant = ready
+        .commands
+        .lookups()
+        .grant(org, principal.user_id)
+        .await
+        .map_err(|_| "the server could not check permissions")?;
+    let writes = principal.require(Scope::DocsWrite).is_ok() && grant.allows(Permission::EditDocs);
+    Ok(Allowed {
+        doc,
+        org,
+        author: writes.then_some(Author {
+            user: principal.user_id,
+            grant,
+        }),
+    })
+}
+
+/// Tells the client why it may not open the document, then closes.
+async fn deny(mut socket: WebSocket, reason: &'static str) {
+    let frame = Message::Auth(Some(format!("permission-denied: {reason}"))).encode_v1();
+    let _ = socket.send(WsMessage::Binary(frame.into())).await;
+    let _ = socket
+        .send(WsMessage::Close(Some(CloseFrame {
+            code: POLICY,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
+    let Ok(ready) = state.ready() else {
+        return;
+    };
+    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::channel(room::QUEUE);
+    // Join, retrying if the room was just unloading.
+    let mut inbox = None;
+    for _ in 0..3 {
+        let candidate = state
+            .rooms()
+            .room(allowed.doc, allowed.org, &ready.commands);
+        let (joined, answer) = oneshot::channel();
+        let request = Request::Join {
+            conn,
+            tx: tx.clone(),
+            joined,
+        };
+        if candidate.send(request).await.is_ok() && answer.await.unwrap_or(false) {
+            inbox = Some(candidate);
+            break;
+        }
+    }
+    // Only the room holds the queue's sender: when it drops this connection, `rx` ends.
+    drop(tx);
+    let Some(inbox) = inbox else {
+        return;
+    };
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outbound::Frame(frame) => {
+                    if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Outbound::Close(reason) => {
+                    let _ = sink
+                        .send(WsMessage::Close(Some(CloseFrame {
+                            code: POLICY,
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    return;
+                }
+            }
+        }
+        // Dropped by the room (too slow), or the room closed.
+        let _ = sink
+            .send(WsMessage::Close(Some(CloseFrame {
+                code: POLICY,
+                reason: "too slow".into(),
+            })))
+            .await;
+    });
+    let shutdown = state.shutdown().clone();
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = shutdown.cancelled() => break,
+        };
+        let Some(Ok(message)) = next else { break };
+        let bytes = match message {
+            WsMessage::Binary(bytes) => bytes,
+            WsMessage::Close(_) => break,
+            // Text is no y-protocol message; pings are answered by the library.
+            WsMessage::Text(_) => break,
+            _ => continue,
+        };
+        if writer.is_finished() || !forward(&inbox, conn, &allowed, &bytes).await {
+            break;
+        }
+    }
+    let _ = inbox.send(Request::Leave { conn }).await;
+    let _ = writer.await;
+}
+
+/// Hands the messages of one frame to the room; `false` if the frame is no y-protocol frame
+/// (the connection then closes) or the room is gone.
+async fn forward(
+    inbox: &mpsc::Sender<Request>,
+    conn: u64,
+    allowed: &Allowed,
+    frame: &[u8],
+) -> bool {
+    let mut decoder = DecoderV1::new(Cursor::new(frame));
+    for message in MessageReader::new(&mut decoder) {
+        let request = match message {
+            Err(_) => return false,
+            Ok(Message::Sync(SyncMessage::SyncStep1(state))) => Request::SyncStep1 { conn, state },
+            Ok(Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update))) => {
+                match &allowed.author {
+                    Some(author) => Request::Update {
+                        conn,
+                        author: author.clone(),
+                        update,
+                    },
+                    // Read-only: dropped, never stored.
+                    None => continue,
+                }
+            }
+            Ok(Message::Awareness(update)) => Request::Awareness { conn, update },
+            Ok(Message::AwarenessQuery) => Request::QueryAwareness { conn },
+            Ok(Message::Auth(_) | Message::Custom(..)) => continue,
+        };
+        if inbox.send(request).await.is_err() {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,430 @@
+//! A document's room on this node: the one writer of the document's stream here, and the one
+//! place its connections meet.
+//!
+//! A room is a task that owns the document (a `yrs::Doc` loaded from its stream), the
+//! connections that have it open, and their awareness. Updates that arrive together are
+//! appended together, as `document.edited` events through the event store's group commit, and
+//! only once they are stored are they applied for good, broadcast to the other connections and
+//! acknowledged: nothing anyone saw or was told is stored can be lost. A failed append closes
+//! the connections whose updates it held (their clients keep the edits and send them again on
+//! reconnect) and reloads the document from its stream, so memory never holds what the store
+//! does not. Awareness (cursors, names) is relayed, never stored, and cleared for a
+//! connection's clients when it leaves.
+//!
+//! Each connection's queue is bounded: a connection that cannot keep up is dropped from the
+//! room (its socket closes), and nobody else waits for it. A room with no connections unloads
+//! after [`IDLE`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use commands::{Actor, Commands, Metadata};
+use domain::document::{Bytes, Document, DocumentCommand, DocumentRequest, Placement, UPDATE_MAX};
+use domain::{DocId, Grant, OrgId, UserId};
+use tokio::sync::{mpsc, oneshot};
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ReadTxn, StateVector, Transact};
+
+/// How long a room with no connections stays loaded.
+pub const IDLE: Duration = Duration::from_secs(30);
+
+/// Frames a connection may have waiting before it counts as too slow.
+pub const QUEUE: usize = 256;
+
+/// What a room sends a connection: a frame, or the reason it is being closed.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A binary frame (one or more y-protocol messages).
+    Frame(Vec<u8>),
+    /// The room drops this connection (an update it could not store, one that is not a Yjs
+    /// update): the socket closes with this reason.
+    Close(&'static str),
+}
+
+/// Who sent an update: the person, and their grant in the organization when they joined.
+#[derive(Debug, Clone)]
+pub struct Author {
+    /// The person.
+    pub user: UserId,
+    /// What they may do there.
+    pub grant: Grant,
+}
+
+/// What a connection asks of its room.
+#[derive(Debug)]
+pub enum Request {
+    /// A connection opens the document: the room sends it `SyncStep1` and the awareness.
+    Join {
+        /// The connection.
+        conn: u64,
+        /// Its queue.
+        tx: mpsc::Sender<Outbound>,
+        /// `false` if this room is closing (ask [`Rooms::room`] again).
+        joined: oneshot::Sender<bool>,
+    },
+    /// The connection went away.
+    Leave {
+        /// The connection.
+        conn: u64,
+    },
+    /// The client's state vector: the room answers with what it lacks (`SyncStep2`).
+    SyncStep1 {
+        /// The connection.
+        conn: u64,
+        /// The client's state.
+        state: StateVector,
+    },
+    /// An update (a client's `Update` or `SyncStep2`) from a writer.
+    Update {
+        /// The connection.
+        conn: u64,
+        /// Who.
+        author: Author,
+        /// A Yjs update (v1).
+        update: Vec<u8>,
+    },
+    /// An awareness update, relayed to the others.
+    Awareness {
+        /// The connection.
+        conn: u64,
+        /// The update.
+        update: AwarenessUpdate,
+    },
+    /// The client asks for everyone's awareness.
+    QueryAwareness {
+        /// The connection.
+        conn: u64,
+    },
+}
+
+/// The rooms of this node, by document.
+#[derive(Debug, Clone, Default)]
+pub struct Rooms {
+    open: Arc<Mutex<HashMap<DocId, mpsc::Sender<Request>>>>,
+}
+
+impl Rooms {
+    /// The inbox of `doc`'s room, opening the room (loading the document) if it is not open.
+    pub fn room(&self, doc: DocId, org: OrgId, commands: &Commands) -> mpsc::Sender<Request> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(inbox) = open.get(&doc) {
+            if !inbox.is_closed() {
+                return inbox.clone();
+            }
+        }
+        let (inbox, requests) = mpsc::channel(1024);
+        open.insert(doc, inbox.clone());
+        let room = Room {
+            doc,
+            org,
+            commands: commands.clone(),
+            rooms: self.clone(),
+            ydoc: yrs::Doc::new(),
+            sequence: 0,
+            conns: BTreeMap::new(),
+            awareness: HashMap::new(),
+        };
+        tokio::spawn(room.run(requests, inbox.clone()));
+        inbox
+    }
+
+    /// How many rooms are open.
+    pub fn len(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no room is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets `doc`'s room if `inbox` is still the one registered for it.
+    fn close(&self, doc: DocId, inbox: &mpsc::Sender<Request>) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.get(&doc).is_some_and(|i| i.same_channel(inbox)) {
+            open.remove(&doc);
+        }
+    }
+}
+
+/// One client's awareness, as last relayed.
+#[derive(Debug, Clone)]
+struct Seen {
+    conn: u64,
+    clock: u32,
+    json: Arc<str>,
+}
+
+struct Room {
+    doc: DocId,
+    org: OrgId,
+    commands: Commands,
+    rooms: Rooms,
+    ydoc: yrs::Doc,
+    /// The sequence of the last event the document holds.
+    sequence: u64,
+    conns: BTreeMap<u64, mpsc::Sender<Outbound>>,
+    awareness: HashMap<yrs::block::ClientID, Seen>,
+}
+
+/// An update waiting to be stored.
+struct Pending {
+    conn: u64,
+    author: Author,
+    update: Vec<u8>,
+}
+
+impl Room {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>, inbox: mpsc::Sender<Request>) {
+        if let Err(e) = self.load().await {
+            tracing::warn!(doc = %self.doc, error = %e, "could not load the document");
+            self.rooms.close(self.doc, &inbox);
+            requests.close();
+            while let Some(request) = requests.recv().await {
+                if let Request::Join { joined, .. } = request {
+                    let _ = joined.send(false);
+                }
+            }
+            return;
+        }
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            let received = if self.conns.is_empty() {
+                // Idle that long: unload (0, as if the inbox had closed).
+                tokio::time::timeout(IDLE, requests.recv_many(&mut batch, 64))
+                    .await
+                    .unwrap_or(0)
+            } else {
+                requests.recv_many(&mut batch, 64).await
+            };
+            if received == 0 {
+                break;
+            }
+            let mut pending = Vec::new();
+            for request in batch.drain(..) {
+                self.handle(request, &mut pending);
+            }
+            if !pending.is_empty() {
+                self.store(pending).await;
+            }
+        }
+        // Unload: no new joiner finds this room any more; whoever raced in is told to retry.
+        self.rooms.close(self.doc, &inbox);
+        requests.close();
+        while let Some(request) = requests.recv().await {
+            if let Request::Join { joined, .. } = request {
+                let _ = joined.send(false);
+            }
+        }
+    }
+
+    async fn load(&mut self) -> Result<(), projections::read_models::documents::ContentError> {
+        let (ydoc, sequence) =
+            projections::read_models::documents::load(self.commands.store(), self.doc, None)
+                .await?;
+        self.ydoc = ydoc;
+        self.sequence = sequence;
+        Ok(())
+    }
+
+    fn handle(&mut self, request: Request, pending: &mut Vec<Pending>) {
+        match request {
+            Request::Join { conn, tx, joined } => {
+                let step1 =
+                    Message::Sync(SyncMessage::SyncStep1(self.ydoc.transact().state_vector()));
+                let _ = tx.try_send(Outbound::Frame(step1.encode_v1()));
+                if let Some(everyone) = self.awareness_of_all() {
+                    let _ = tx.try_send(Outbound::Frame(everyone));
+                }
+                self.conns.insert(conn, tx);
+                let _ = joined.send(true);
+            }
+            Request::Leave { conn } => self.leave(conn),
+            Request::SyncStep1 { conn, state } => {
+                let diff = self.ydoc.transact().encode_diff_v1(&state);
+                let step2 = Message::Sync(SyncMessage::SyncStep2(diff));
+                self.send(conn, step2.encode_v1());
+            }
+            Request::Update {
+                conn,
+                author,
+                update,
+            } => pending.push(Pending {
+                conn,
+                author,
+                update,
+            }),
+            Request::Awareness { conn, update } => {
+                for (client, entry) in &update.clients {
+                    self.awareness.insert(
+                        *client,
+                        Seen {
+                            conn,
+                            clock: entry.clock,
+                            json: entry.json.clone(),
+                        },
+                    );
+                }
+                let frame = Message::Awareness(update).encode_v1();
+                self.broadcast(Some(conn), &frame);
+            }
+            Request::QueryAwareness { conn } => {
+                if let Some(everyone) = self.awareness_of_all() {
+                    self.send(conn, everyone);
+                }
+            }
+        }
+    }
+
+    /// Stores `pending` (one command per author, in arrival order), then applies, broadcasts
+    /// and keeps what was stored. An update that is no Yjs update closes its connection.
+    async fn store(&mut self, pending: Vec<Pending>) {
+        let mut valid = Vec::with_capacity(pending.len());
+        for p in pending {
+            let decoded = (p.update.len() <= UPDATE_MAX)
+                .then(|| yrs::Update::decode_v1(&p.update).ok())
+                .flatten();
+            match decoded {
+                Some(update) if update.is_empty() => {}
+                Some(update) => valid.push((p, update)),
+                None => self.drop_conn(p.conn, "not a Yjs update of at most 1 MiB"),
+            }
+        }
+        // Group consecutive updates of one author into one command.
+        let mut groups: Vec<(Author, Vec<(Pending, yrs::Update)>)> = Vec::new();
+        for (p, update) in valid {
+            match groups.last_mut() {
+                Some((author, items)) if author.user == p.author.user => items.push((p, update)),
+                _ => groups.push((p.author.clone(), vec![(p, update)])),
+            }
+        }
+        for (author, items) in groups {
+            let updates: Vec<Bytes> = items
+                .iter()
+                .map(|(p, _)| Bytes::from(p.update.clone()))
+                .collect();
+            let request = DocumentRequest {
+                grant: author.grant.clone(),
+                known: Placement::default(),
+                command: DocumentCommand::Edit { updates },
+            };
+            let meta = Metadata::new(Actor::User(author.user)).in_org(self.org);
+            match self
+                .commands
+                .execute::<Document>(&self.doc.to_string(), request, &meta)
+                .await
+            {
+                Ok(receipt) => {
+                    if let Some(last) = receipt.events.last() {
+                        self.sequence = last.sequence as u64;
+                    }
+                    for (p, update) in items {
+                        let applied = self.ydoc.transact_mut().apply_update(update);
+                        if let Err(e) = applied {
+                            // Stored, but yrs could not apply it: the stream is the truth;
+                            // read it again.
+                            tracing::warn!(doc = %self.doc, error = %e, "a stored update did not apply; reloading");
+                            self.reload().await;
+                        }
+                        let frame = Message::Sync(SyncMessage::Update(p.update)).encode_v1();
+                        self.broadcast(Some(p.conn), &frame);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(doc = %self.doc, error = %e, "an edit could not be stored");
+                    for (p, _) in items {
+                        self.drop_conn(p.conn, "the edit could not be stored; reconnect");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        if let Err(e) = self.load().await {
+            tracing::warn!(doc = %self.doc, error = %e, "could not reload the document");
+        }
+    }
+
+    fn send(&mut self, conn: u64, frame: Vec<u8>) {
+        let full = match self.conns.get(&conn) {
+            Some(tx) => tx.try_send(Outbound::Frame(frame)).is_err(),
+            None => false,
+        };
+        if full {
+            self.leave(conn);
+        }
+    }
+
+    /// Sends `frame` to every connection but `except`; one that cannot take it leaves.
+    fn broadcast(&mut self, except: Option<u64>, frame: &[u8]) {
+        let slow: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(id, _)| Some(**id) != except)
+            .filter(|(_, tx)| tx.try_send(Outbound::Frame(frame.to_vec())).is_err())
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in slow {
+            self.leave(conn);
+        }
+    }
+
+    fn drop_conn(&mut self, conn: u64, why: &'static str) {
+        if let Some(tx) = self.conns.get(&conn) {
+            let _ = tx.try_send(Outbound::Close(why));
+        }
+        self.leave(conn);
+    }
+
+    /// Forgets `conn` and tells the others its clients' awareness is gone.
+    fn leave(&mut self, conn: u64) {
+        self.conns.remove(&conn);
+        let gone: HashMap<yrs::block::ClientID, AwarenessUpdateEntry> = self
+            .awareness
+            .iter()
+            .filter(|(_, seen)| seen.conn == conn)
+            .map(|(client, seen)| {
+                (
+                    *client,
+                    AwarenessUpdateEntry {
+                        clock: seen.clock + 1,
+                        json: Arc::from("null"),
+                    },
+                )
+            })
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for client in gone.keys() {
+            self.awareness.remove(client);
+        }
+        let frame = Message::Awareness(AwarenessUpdate { clients: gone }).encode_v1();
+        self.broadcast(None, &frame);
+    }
+
+    fn awareness_of_all(&self) -> Option<Vec<u8>> {
+        if self.awareness.is_empty() {
+            return None;
+        }
+        let clients = self
+            .awareness
+            .iter()
+            .map(|(client, seen)| {
+                (
+                    *client,
+                    AwarenessUpdateEntry {
+                        clock: seen.clock,
+                        json: seen.json.clone(),
+                    },
+                )
+            })
+            .collect();
+        Some(Message::Awareness(AwarenessUpdate { clients }).encode_v1())
+    }
+}

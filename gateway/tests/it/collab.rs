@@ -1,0 +1,271 @@
+//! `/collab/{doc}` with real yrs clients over real WebSockets, speaking the y-websocket
+//! protocol: two writers converge, a late joiner gets the whole document, a read-only member's
+//! edits never reach the store, a stranger is refused with the auth message, and a restarted
+//! server still has every edit a peer saw.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::encoding::read::Cursor;
+use yrs::sync::{Message, MessageReader, SyncMessage};
+use yrs::updates::decoder::{Decode, DecoderV1};
+use yrs::updates::encoder::Encode;
+use yrs::{GetString, ReadTxn, Text, TextRef, Transact};
+
+use crate::support::{self, json_with, key_with, member_with, spawn_app, str_of, TestApp};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A y-websocket client: a yrs document kept in sync with the server's over one socket.
+struct Client {
+    ws: Socket,
+    doc: yrs::Doc,
+    text: TextRef,
+    /// Set when the server refused with the auth message.
+    denied: Option<String>,
+}
+
+impl Client {
+    async fn connect(app: &TestApp, key: &str, doc: &str) -> Self {
+        Self::connect_to(&app.url(""), key, doc).await
+    }
+
+    /// A client of the server at `base` (`http://host:port`).
+    async fn connect_to(base: &str, key: &str, doc: &str) -> Self {
+        let mut request = format!("{base}/collab/{doc}")
+            .replacen("http://", "ws://", 1)
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("header"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("connect");
+        let ydoc = yrs::Doc::new();
+        let text = ydoc.get_or_insert_text("content");
+        let mut client = Self {
+            ws,
+            doc: ydoc,
+            text,
+            denied: None,
+        };
+        // As the y-websocket provider does: announce what it has. (A refused client's socket
+        // may already be closing: the refusal is what it then reads.)
+        let step1 = Message::Sync(SyncMessage::SyncStep1(client.doc.transact().state_vector()));
+        let _ = client
+            .ws
+            .send(WsMessage::Binary(step1.encode_v1().into()))
+            .await;
+        client
+    }
+
+    async fn send(&mut self, message: Message) {
+        self.ws
+            .send(WsMessage::Binary(message.encode_v1().into()))
+            .await
+            .expect("send");
+    }
+
+    /// Types `text` at `index` and sends the update.
+    async fn type_at(&mut self, index: u32, text: &str) {
+        let before = self.doc.transact().state_vector();
+        self.text.insert(&mut self.doc.transact_mut(), index, text);
+        let update = self.doc.transact().encode_state_as_update_v1(&before);
+        self.send(Message::Sync(SyncMessage::Update(update))).await;
+    }
+
+    fn content(&self) -> String {
+        self.text.get_string(&self.doc.transact())
+    }
+
+    /// Handles frames until `done` holds (or 10 s pass, which fails the test).
+    async fn until(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done(self) {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("timed out waiting for {what}; have {:?}", self.content())
+                });
+            match frame {
+                Some(Ok(WsMessage::Binary(bytes))) => self.handle(&bytes).await,
+                Some(Ok(WsMessage::Close(_))) | None => {
+                    assert!(done(self), "closed while waiting for {what}");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("socket error waiting for {what}: {e}"),
+            }
+        }
+    }
+
+    async fn handle(&mut self, frame: &[u8]) {
+        let mut decoder = DecoderV1::new(Cursor::new(frame));
+        let messages: Vec<Message> = MessageReader::new(&mut decoder)
+            .collect::<Result<_, _>>()
+            .expect("y-protocol frame");
+        for message in messages {
+            match message {
+                Message::Sync(SyncMessage::SyncStep1(state)) => {
+                    let diff = self.doc.transact().encode_diff_v1(&state);
+                    self.send(Message::Sync(SyncMessage::SyncStep2(diff))).await;
+                }
+                Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                    self.doc
+                        .transact_mut()
+                        .apply_update(yrs::Update::decode_v1(&update).expect("update"))
+                        .expect("apply");
+                }
+                Message::Auth(reason) => self.denied = reason,
+                _ => {}
+            }
+        }
+    }
+}
+
+async fn new_doc(app: &TestApp, client: &reqwest::Client, org: &str) -> String {
+    let created = app
+        .post_as(
+            client,
+            &format!("/api/v1/orgs/{org}/docs"),
+            json!({"title": "Notes"}),
+        )
+        .await;
+    let cursor = support::cursor_of(&created);
+    let doc = str_of(&json_with(created, 201).await, "id");
+    // The socket looks the document up in the tree read model.
+    let tree = client
+        .get(app.url(&format!("/api/v1/orgs/{org}/docs?after={cursor}")))
+        .send()
+        .await
+        .expect("tree");
+    json_with(tree, 200).await;
+    doc
+}
+
+/// The document's text as stored (rebuilt from its events).
+async fn stored_text(app: &TestApp, client: &reqwest::Client, org: &str, doc: &str) -> String {
+    let content = client
+        .get(app.url(&format!("/api/v1/orgs/{org}/docs/{doc}/content")))
+        .send()
+        .await
+        .expect("content");
+    assert_eq!(content.status(), 200);
+    content.text().await.expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_converge_late_joiners_catch_up_and_readers_only_read() {
+    let app = spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let doc = new_doc(&app, &ada, &org).await;
+    let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
+
+    let mut one = Client::connect(&app, &key, &doc).await;
+    let mut two = Client::connect(&app, &key, &doc).await;
+    one.type_at(0, "Hello").await;
+    two.until("the first edit", |c| c.content() == "Hello")
+        .await;
+    two.type_at(5, ", world").await;
+    one.until("the second edit", |c| c.content() == "Hello, world")
+        .await;
+    // Concurrent edits at the same place converge on both sides.
+    one.type_at(0, "A").await;
+    two.type_at(0, "B").await;
+    one.until("both concurrent edits", |c| c.content().len() == 14)
+        .await;
+    two.until("both concurrent edits", |c| c.content().len() == 14)
+        .await;
+    assert_eq!(one.content(), two.content());
+    let agreed = one.content();
+
+    // A late joiner gets the whole document from its first sync.
+    let mut late = Client::connect(&app, &key, &doc).await;
+    late.until("the whole document", |c| c.content() == agreed)
+        .await;
+    assert_eq!(stored_text(&app, &ada, &org, &doc).await, agreed);
+
+    // A member without docs.edit reads live but writes nothing.
+    let (reader, _) = member_with(&app, &org, &ada, &[]).await;
+    let reader_key = key_with(&app, &reader, &["docs:read", "docs:write"]).await;
+    let mut read_only = Client::connect(&app, &reader_key, &doc).await;
+    read_only
+        .until("the document", |c| c.content() == agreed)
+        .await;
+    let events = app.event_count().await;
+    read_only.type_at(0, "nope ").await;
+    one.type_at(0, "yes ").await;
+    read_only
+        .until("the writer's edit", |c| c.content().contains("yes "))
+        .await;
+    two.until("the writer's edit", |c| c.content().contains("yes "))
+        .await;
+    assert!(!two.content().contains("nope"), "{}", two.content());
+    let stored = stored_text(&app, &ada, &org, &doc).await;
+    assert!(
+        stored.starts_with("yes ") && !stored.contains("nope"),
+        "{stored}"
+    );
+    assert_eq!(
+        app.event_count().await,
+        events + 1,
+        "only the writer's edit is stored"
+    );
+
+    // A stranger is refused with the auth message.
+    let bob = app.sign_in("bob@example.com").await;
+    let bob_key = key_with(&app, &bob, &["docs:read"]).await;
+    let mut stranger = Client::connect(&app, &bob_key, &doc).await;
+    stranger.until("the refusal", |c| c.denied.is_some()).await;
+    assert!(stranger
+        .denied
+        .as_deref()
+        .is_some_and(|r| r.starts_with("permission-denied")));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_no_edit_a_peer_saw() {
+    let app = spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let doc = new_doc(&app, &ada, &org).await;
+    let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
+    // Another `cairn serve` on the same database serves the editors, then dies by SIGKILL.
+    let node = crate::nodes::Node::start(&app.db.url(), "collab-b", &[]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{}/readyz", node.base()))
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node B never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut writer = Client::connect_to(&node.base(), &key, &doc).await;
+    let mut peer = Client::connect_to(&node.base(), &key, &doc).await;
+    for word in ["one ", "two ", "three "] {
+        let at = writer.content().len() as u32;
+        writer.type_at(at, word).await;
+    }
+    peer.until("every edit", |c| c.content() == "one two three ")
+        .await;
+    node.kill().await;
+    // The peer saw them, so they were stored first: this server has every one.
+    let mut after = Client::connect(&app, &key, &doc).await;
+    after
+        .until("every edit after the kill", |c| {
+            c.content() == "one two three "
+        })
+        .await;
+    app.stop().await;
+}
