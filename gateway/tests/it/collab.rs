@@ -1,7 +1,8 @@
-//! `/collab/{doc}` with real yrs clients over real WebSockets, speaking the y-websocket
-//! protocol: two writers converge, a late joiner gets the whole document, a read-only member's
-//! edits never reach the store, a stranger is refused with the auth message, and a restarted
-//! server still has every edit a peer saw.
+//! `/collab/{doc}` with real clients over real WebSockets, speaking the y-websocket protocol:
+//! yrs clients (two writers converge, a late joiner gets the whole document, a read-only
+//! member's edits never reach the store, a stranger is refused with the auth message, a killed
+//! server still has every edit a peer saw) and the stock JavaScript `y-websocket` provider
+//! under Node, editing beside a yrs client.
 
 use std::time::Duration;
 
@@ -267,5 +268,67 @@ async fn a_killed_server_loses_no_edit_a_peer_saw() {
             c.content() == "one two three "
         })
         .await;
+    app.stop().await;
+}
+
+/// `gateway/tests/js`, with its pinned packages installed (`npm ci`, once per test run, when
+/// `node_modules` is missing: `.ci/run` installs them first).
+async fn js_clients() -> std::path::PathBuf {
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let at = dir.clone();
+    INSTALLED
+        .get_or_init(|| async move {
+            if at.join("node_modules").exists() {
+                return;
+            }
+            let status = tokio::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&at)
+                .status()
+                .await
+                .expect("npm (Node.js) is installed: .ci/run installs it");
+            assert!(status.success(), "npm ci in {}", at.display());
+        })
+        .await;
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_y_websocket_provider_edits_beside_a_yrs_client() {
+    let app = spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let doc = new_doc(&app, &ada, &org).await;
+    let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
+    let dir = js_clients().await;
+
+    let mut rust = Client::connect(&app, &key, &doc).await;
+    rust.type_at(0, "from yrs; ").await;
+    let js = tokio::process::Command::new("node")
+        .arg("y-websocket-client.mjs")
+        .current_dir(&dir)
+        .env(
+            "CAIRN_URL",
+            app.url("/collab").replacen("http://", "ws://", 1),
+        )
+        .env("CAIRN_DOC", &doc)
+        .env("CAIRN_KEY", &key)
+        .env("CAIRN_TYPE", "from y-websocket")
+        .env("CAIRN_EXPECT", "from yrs; |from y-websocket")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    rust.until("the JavaScript client's edit", |c| {
+        c.content().contains("from y-websocket")
+    })
+    .await;
+    let out = js.wait_with_output().await.expect("node exits");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("node printed no report ({e}): {:?}", out));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["text"].as_str(), Some(rust.content().as_str()));
+    assert_eq!(stored_text(&app, &ada, &org, &doc).await, rust.content());
     app.stop().await;
 }
