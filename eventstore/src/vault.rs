@@ -192,6 +192,20 @@ impl ExposeSecret<[u8; 32]> for MasterKey {
     }
 }
 
+/// An HMAC-SHA256 of `data` under a key derived from `master` for `purpose` (a label such as
+/// `cairn/collab-ticket/v1`): what the server signs and later checks itself (short-lived
+/// tickets), never a secret's storage.
+pub fn mac(master: &MasterKey, purpose: &str, data: &[u8]) -> [u8; 32] {
+    let mut derive = <Hmac<Sha256> as Mac>::new_from_slice(master.expose_secret())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    derive.update(purpose.as_bytes());
+    let key: [u8; 32] = derive.finalize().into_bytes().into();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
 /// The key vault.
 #[derive(Clone)]
 pub struct Vault {

@@ -44,6 +44,7 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
     (Method::PUT, "/orgs/{org}/docs/{doc}/publication"),
     (Method::DELETE, "/orgs/{org}/docs/{doc}/publication"),
     (Method::GET, "/orgs/{org}/docs/{doc}/content"),
+    (Method::POST, "/orgs/{org}/docs/{doc}/ticket"),
 ];
 
 /// The operations of [`router`], for the OpenAPI document.
@@ -58,7 +59,8 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
     restore_doc,
     publish_doc,
     unpublish_doc,
-    doc_content
+    doc_content,
+    doc_ticket
 ))]
 pub(super) struct Doc;
 
@@ -77,6 +79,7 @@ pub fn router() -> Router<AppState> {
             axum::routing::put(publish_doc).delete(unpublish_doc),
         )
         .route("/orgs/{org}/docs/{doc}/content", get(doc_content))
+        .route("/orgs/{org}/docs/{doc}/ticket", post(doc_ticket))
 }
 
 // ---- bodies ----
@@ -332,6 +335,43 @@ async fn doc_content(
         .headers_mut()
         .insert("cairn-document-sequence", sequence);
     Ok(response)
+}
+
+/// A ticket for `/collab/{doc}?ticket=…`.
+#[derive(Debug, Serialize, ToSchema)]
+struct Ticket {
+    /// Pass as `?ticket=` (with y-websocket: `params: { ticket }`).
+    ticket: String,
+    /// When it stops opening the document (RFC 3339): 60 s from now.
+    expires_at: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/orgs/{org}/docs/{doc}/ticket",
+    tag = "documents",
+    operation_id = "createDocumentTicket",
+    summary = "A 60-second ticket that opens this document on /collab as the caller (any member; scope docs:read)",
+    params(("org" = Uuid, Path, description = "The organization"), ("doc" = Uuid, Path, description = "The document")),
+    responses((status = 200, description = "The ticket", body = Ticket), BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, Unavailable)
+)]
+async fn doc_ticket(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath((org, doc)): ApiPath<(String, String)>,
+) -> Result<Json<Ticket>, ApiError> {
+    let ready = state.ready()?;
+    let org = docs_readable(ready, &org, &caller, None).await?;
+    let doc: DocId = parse_id(&doc, "document")?;
+    match read::document(ready.store.pool(), org, doc).await? {
+        Some(row) if !row.deleted => {}
+        _ => return Err(not_found()),
+    }
+    let (ticket, expires) = crate::collab::ticket::issue(state.secret_key(), doc, &caller);
+    Ok(Json(Ticket {
+        ticket,
+        expires_at: at(expires),
+    }))
 }
 
 /// `?at=`: a sequence (digits) or an RFC 3339 time; 400 `invalid_query` otherwise.

@@ -19,7 +19,7 @@ use yrs::sync::{Message, MessageReader, SyncMessage};
 use yrs::updates::decoder::DecoderV1;
 use yrs::updates::encoder::Encode;
 
-use crate::http::extract::ApiPath;
+use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::principal::{MaybeAuth, Principal};
 use crate::state::AppState;
 
@@ -43,18 +43,38 @@ struct Allowed {
     author: Option<Author>,
 }
 
+/// `?ticket=`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketQuery {
+    ticket: Option<String>,
+}
+
 async fn upgrade(
     State(state): State<AppState>,
     MaybeAuth(principal): MaybeAuth,
     ApiPath(doc): ApiPath<String>,
+    ApiQuery(query): ApiQuery<TicketQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    // A cookie rides along on cross-site WebSocket handshakes too: only a page of our own
-    // origin (or a client with an API key) is signed in here.
-    let principal = principal
-        .filter(|p| p.is_api_key() || crate::ws::connection::same_origin(&state, &headers));
-    let decided = admit(&state, principal.as_ref(), &doc).await;
+    let decided = match query.ticket {
+        // A ticket names its document and its holder; it stands in for any other credential.
+        Some(ticket) => match doc.parse() {
+            Ok(id) => match super::ticket::redeem(state.secret_key(), id, &ticket) {
+                Ok(holder) => admit(&state, Some(&holder), &doc).await,
+                Err(reason) => Err(reason),
+            },
+            Err(_) => Err("no such document"),
+        },
+        None => {
+            // A cookie rides along on cross-site WebSocket handshakes too: only a page of our
+            // own origin (or a client with an API key) is signed in here.
+            let principal = principal
+                .filter(|p| p.is_api_key() || crate::ws::connection::same_origin(&state, &headers));
+            admit(&state, principal.as_ref(), &doc).await
+        }
+    };
     ws.max_message_size(UPDATE_MAX + 64 * 1024)
         .on_upgrade(move |socket| async move {
             match decided {

@@ -3,8 +3,8 @@
 //!
 //! - Frames are binary y-protocol messages: sync (step 1, step 2, update), awareness,
 //!   query-awareness, auth.
-//! - Who: the session cookie (from a page of Cairn's own origin, as `/ws`) or an API key with
-//!   `docs:read`. The access policy decides, as for every read: members of the document's
+//! - Who: the session cookie (from a page of Cairn's own origin, as `/ws`), an API key with
+//!   `docs:read`, or `?ticket=` ([`ticket`]). The access policy decides, as for every read: members of the document's
 //!   organization read it. Writers also need `docs.edit` there (and `docs:write` for a key);
 //!   everyone else is read-only, and their updates are dropped, never stored.
 //! - Refused: the `auth` message `permission-denied` with a reason, then the socket closes.
@@ -14,6 +14,7 @@
 
 pub mod connection;
 pub mod room;
+pub mod ticket;
 
 pub use connection::router;
 pub use room::Rooms;

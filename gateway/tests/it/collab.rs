@@ -28,6 +28,8 @@ struct Client {
     text: TextRef,
     /// Set when the server refused with the auth message.
     denied: Option<String>,
+    /// Set once the server's sync step 1 arrived.
+    synced: bool,
 }
 
 impl Client {
@@ -37,14 +39,25 @@ impl Client {
 
     /// A client of the server at `base` (`http://host:port`).
     async fn connect_to(base: &str, key: &str, doc: &str) -> Self {
-        let mut request = format!("{base}/collab/{doc}")
+        Self::open(&format!("{base}/collab/{doc}"), Some(key)).await
+    }
+
+    /// A client with a ticket and no other credential.
+    async fn with_ticket(app: &TestApp, doc: &str, ticket: &str) -> Self {
+        Self::open(&app.url(&format!("/collab/{doc}?ticket={ticket}")), None).await
+    }
+
+    async fn open(url: &str, key: Option<&str>) -> Self {
+        let mut request = url
             .replacen("http://", "ws://", 1)
             .into_client_request()
             .expect("request");
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {key}").parse().expect("header"),
-        );
+        if let Some(key) = key {
+            request.headers_mut().insert(
+                "authorization",
+                format!("Bearer {key}").parse().expect("header"),
+            );
+        }
         let (ws, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("connect");
@@ -55,6 +68,7 @@ impl Client {
             doc: ydoc,
             text,
             denied: None,
+            synced: false,
         };
         // As the y-websocket provider does: announce what it has. (A refused client's socket
         // may already be closing: the refusal is what it then reads.)
@@ -114,6 +128,7 @@ impl Client {
         for message in messages {
             match message {
                 Message::Sync(SyncMessage::SyncStep1(state)) => {
+                    self.synced = true;
                     let diff = self.doc.transact().encode_diff_v1(&state);
                     self.send(Message::Sync(SyncMessage::SyncStep2(diff))).await;
                 }
@@ -330,5 +345,62 @@ async fn the_stock_y_websocket_provider_edits_beside_a_yrs_client() {
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["text"].as_str(), Some(rust.content().as_str()));
     assert_eq!(stored_text(&app, &ada, &org, &doc).await, rust.content());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_opens_its_one_document_for_whoever_asked_for_it() {
+    let app = spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let doc = new_doc(&app, &ada, &org).await;
+    let other = new_doc(&app, &ada, &org).await;
+    let issued = app
+        .post_as(
+            &ada,
+            &format!("/api/v1/orgs/{org}/docs/{doc}/ticket"),
+            json!({}),
+        )
+        .await;
+    let ticket = str_of(&json_with(issued, 200).await, "ticket");
+
+    // No cookie, no key: the ticket alone, and its holder (a session with docs.edit) writes.
+    let mut holder = Client::with_ticket(&app, &doc, &ticket).await;
+    // Synced: the server's first sync step came (a refusal would come instead).
+    holder
+        .until("the first sync", |c| {
+            assert_eq!(c.denied, None, "the ticket was refused");
+            c.synced
+        })
+        .await;
+    holder.type_at(0, "by ticket").await;
+    let key = key_with(&app, &ada, &["docs:read"]).await;
+    let mut reader = Client::connect(&app, &key, &doc).await;
+    reader
+        .until("the ticket holder's edit", |c| c.content() == "by ticket")
+        .await;
+
+    // Another document, or a ticket altered by one character, opens nothing.
+    let mut elsewhere = Client::with_ticket(&app, &other, &ticket).await;
+    elsewhere.until("the refusal", |c| c.denied.is_some()).await;
+    let mut forged = ticket.clone().into_bytes();
+    forged[3] = if forged[3] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    let mut forger = Client::with_ticket(&app, &doc, &forged).await;
+    forger.until("the refusal", |c| c.denied.is_some()).await;
+
+    // A stranger gets no ticket.
+    let bob = app.sign_in("bob@example.com").await;
+    let refused = app
+        .post_as(
+            &bob,
+            &format!("/api/v1/orgs/{org}/docs/{doc}/ticket"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        support::error_code(refused, 404).await,
+        "organization_not_found"
+    );
     app.stop().await;
 }
