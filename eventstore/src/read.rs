@@ -216,6 +216,35 @@ impl Store {
             .await?)
     }
 
+    /// The sequence of the newest event of type `event_type` in a stream, at or before
+    /// sequence `at_most` and recorded at or before `recorded_by` when given (`None`: there is
+    /// none). It walks the stream back from its end (or from `at_most`), so its cost is the
+    /// length of the tail after that event: for a snapshot-like event (`document.compacted`),
+    /// short.
+    pub async fn last_of_type(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        at_most: Option<i64>,
+        recorded_by: Option<OffsetDateTime>,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT sequence FROM events
+              WHERE aggregate_type = $1 AND aggregate_id = $2 AND event_type = $3
+                AND ($4::int8 IS NULL OR sequence <= $4)
+                AND ($5::timestamptz IS NULL OR recorded_at <= $5)
+              ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(event_type)
+        .bind(at_most)
+        .bind(recorded_by)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     /// One stream's events from `from_sequence` on (inclusive), at most `limit` of them.
     pub async fn read_stream(
         &self,

@@ -112,6 +112,10 @@ pub struct Config {
     /// `CAIRN_WS_PRESENCE_LIMIT`: `USER_SUBSCRIBED` / `USER_UNSUBSCRIBED` are sent only while
     /// a room has at most this many members on this node (0: never).
     pub ws_presence_limit: usize,
+    /// `CAIRN_COLLAB_COMPACT_EVERY`: a document's room records its whole state
+    /// (`document.compacted`) once this many updates were stored since the last time (or
+    /// 4 MiB of them), so opening it reads one snapshot and a short tail.
+    pub collab_compact_every: u64,
 }
 
 impl Config {
@@ -260,6 +264,12 @@ impl Config {
                 match v.parse::<usize>() {
                     Ok(n) if n <= 1_000_000 => Ok(n),
                     _ => Err("expected a number of members from 0 to 1000000".to_owned()),
+                }
+            })?,
+            collab_compact_every: parse(&get, "CAIRN_COLLAB_COMPACT_EVERY", "1000", |v| {
+                match v.parse::<u64>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                    _ => Err("expected a number of updates from 1 to 1000000".to_owned()),
                 }
             })?,
         })

@@ -70,6 +70,7 @@ impl AppState {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         let limits = Limits::new(&config);
+        let rooms = crate::collab::Rooms::new(config.collab_compact_every);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -81,7 +82,7 @@ impl AppState {
                 link_workers: Arc::new(tokio::sync::Semaphore::new(64)),
                 bus,
                 hub: Hub::default(),
-                rooms: crate::collab::Rooms::default(),
+                rooms,
                 renewing: std::sync::Mutex::default(),
                 shutdown,
                 tasks: tokio_util::task::TaskTracker::new(),

@@ -101,13 +101,26 @@ pub enum Request {
     },
 }
 
+/// A room compacts after this many bytes of updates too, whatever their number.
+pub const COMPACT_BYTES: u64 = 4 << 20;
+
 /// The rooms of this node, by document.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Rooms {
     open: Arc<Mutex<HashMap<DocId, mpsc::Sender<Request>>>>,
+    /// Updates after which a room records the whole state.
+    compact_every: u64,
 }
 
 impl Rooms {
+    /// No room open yet; each compacts after `compact_every` updates (or [`COMPACT_BYTES`]).
+    pub fn new(compact_every: u64) -> Self {
+        Self {
+            open: Arc::default(),
+            compact_every: compact_every.max(1),
+        }
+    }
+
     /// The inbox of `doc`'s room, opening the room (loading the document) if it is not open.
     pub fn room(&self, doc: DocId, org: OrgId, commands: &Commands) -> mpsc::Sender<Request> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,6 +138,8 @@ impl Rooms {
             rooms: self.clone(),
             ydoc: yrs::Doc::new(),
             sequence: 0,
+            updates_since: 0,
+            bytes_since: 0,
             conns: BTreeMap::new(),
             awareness: HashMap::new(),
         };
@@ -167,6 +182,9 @@ struct Room {
     ydoc: yrs::Doc,
     /// The sequence of the last event the document holds.
     sequence: u64,
+    /// Updates stored since the last compaction, and their bytes.
+    updates_since: u64,
+    bytes_since: u64,
     conns: BTreeMap<u64, mpsc::Sender<Outbound>>,
     awareness: HashMap<yrs::block::ClientID, Seen>,
 }
@@ -210,6 +228,11 @@ impl Room {
             }
             if !pending.is_empty() {
                 self.store(pending).await;
+                if self.updates_since >= self.rooms.compact_every
+                    || self.bytes_since >= COMPACT_BYTES
+                {
+                    self.compact().await;
+                }
             }
         }
         // Unload: no new joiner finds this room any more; whoever raced in is told to retry.
@@ -223,11 +246,13 @@ impl Room {
     }
 
     async fn load(&mut self) -> Result<(), projections::read_models::documents::ContentError> {
-        let (ydoc, sequence) =
+        let loaded =
             projections::read_models::documents::load(self.commands.store(), self.doc, None)
                 .await?;
-        self.ydoc = ydoc;
-        self.sequence = sequence;
+        self.ydoc = loaded.doc;
+        self.sequence = loaded.sequence;
+        self.updates_since = loaded.updates_since;
+        self.bytes_since = loaded.bytes_since;
         Ok(())
     }
 
@@ -322,6 +347,11 @@ impl Room {
                     if let Some(last) = receipt.events.last() {
                         self.sequence = last.sequence as u64;
                     }
+                    self.updates_since += items.len() as u64;
+                    self.bytes_since += items
+                        .iter()
+                        .map(|(p, _)| p.update.len() as u64)
+                        .sum::<u64>();
                     for (p, update) in items {
                         let applied = self.ydoc.transact_mut().apply_update(update);
                         if let Err(e) = applied {
@@ -341,6 +371,36 @@ impl Room {
                     }
                 }
             }
+        }
+    }
+
+    /// Records the whole state as of the last stored event (`document.compacted`, by the
+    /// system), so that opening the document reads it and the updates after it. The state is
+    /// the room's document, which holds exactly the stored events: nothing is written that was
+    /// not stored already. A failure is logged and tried again after the next updates.
+    async fn compact(&mut self) {
+        let state = projections::read_models::documents::state_of(&self.ydoc);
+        let request = DocumentRequest {
+            grant: Grant::system(self.org),
+            known: Placement::default(),
+            command: DocumentCommand::Compact {
+                state: Bytes::from(state),
+                covers: self.sequence,
+            },
+        };
+        let meta = Metadata::new(Actor::System).in_org(self.org);
+        match self
+            .commands
+            .execute::<Document>(&self.doc.to_string(), request, &meta)
+            .await
+        {
+            Ok(receipt) => {
+                if let Some(last) = receipt.events.last() {
+                    self.sequence = last.sequence as u64;
+                }
+                (self.updates_since, self.bytes_since) = (0, 0);
+            }
+            Err(e) => tracing::warn!(doc = %self.doc, error = %e, "could not compact the document"),
         }
     }
 

@@ -404,3 +404,59 @@ async fn a_ticket_opens_its_one_document_for_whoever_asked_for_it() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_the_content_and_history_and_opening_reads_the_snapshot() {
+    let app = support::spawn_app_with(&[("CAIRN_COLLAB_COMPACT_EVERY", "10".to_owned())]).await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let doc = new_doc(&app, &ada, &org).await;
+    let key = key_with(&app, &ada, &["docs:read", "docs:write", "events:read"]).await;
+    let mut writer = Client::connect(&app, &key, &doc).await;
+    let mut peer = Client::connect(&app, &key, &doc).await;
+    let mut expected = String::new();
+    for i in 0..25 {
+        let word = format!("w{i} ");
+        writer.type_at(expected.len() as u32, &word).await;
+        expected.push_str(&word);
+        // One update per stored batch: wait for each, so the room counts 25 updates.
+        peer.until("the edit", |c| c.content() == expected).await;
+    }
+    // The stream holds compactions, each covering the stream up to the event before it.
+    let history = support::with_key(&key)
+        .get(app.url(&format!("/api/v1/streams/document/{doc}/events?limit=1000")))
+        .send()
+        .await
+        .expect("history");
+    let history = json_with(history, 200).await;
+    let events = history["events"].as_array().expect("events");
+    let compactions: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "document.compacted")
+        .collect();
+    assert_eq!(compactions.len(), 2, "after 10 and 20 updates");
+    for c in &compactions {
+        assert_eq!(
+            c["data"]["covers"].as_u64(),
+            c["sequence"].as_u64().map(|s| s - 1)
+        );
+    }
+    // Content is the same however it is read: now (from the last snapshot and its tail), by a
+    // new client (a room that unloads reads it the same way), and as it was before compacting.
+    assert_eq!(stored_text(&app, &ada, &org, &doc).await, expected);
+    let mut late = Client::connect(&app, &key, &doc).await;
+    late.until("the whole document", |c| c.content() == expected)
+        .await;
+    let first_compaction = compactions[0]["sequence"].as_u64().expect("sequence");
+    let before = ada
+        .get(app.url(&format!(
+            "/api/v1/orgs/{org}/docs/{doc}/content?at={}",
+            first_compaction - 1
+        )))
+        .send()
+        .await
+        .expect("content");
+    let words: String = (0..10).map(|i| format!("w{i} ")).collect();
+    assert_eq!(before.text().await.expect("text"), words);
+    app.stop().await;
+}

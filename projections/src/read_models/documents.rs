@@ -286,25 +286,47 @@ pub async fn content(
     doc: DocId,
     at: Option<At>,
 ) -> Result<Content, ContentError> {
-    let (ydoc, sequence) = load(store, doc, at).await?;
+    let loaded = load(store, doc, at).await?;
     Ok(Content {
-        state: state_of(&ydoc),
-        text: text_of(&ydoc),
-        sequence,
+        state: state_of(&loaded.doc),
+        text: text_of(&loaded.doc),
+        sequence: loaded.sequence,
     })
 }
 
-/// Document `doc` as a `yrs::Doc` ([`content`] reads it so), with the sequence of the last
-/// event it includes.
+/// Document `doc` as [`load`] found it.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The document.
+    pub doc: yrs::Doc,
+    /// The sequence of the last event it includes (0 if none).
+    pub sequence: u64,
+    /// Updates stored after the compaction it started from (all of them if none).
+    pub updates_since: u64,
+    /// Their bytes.
+    pub bytes_since: u64,
+}
+
+/// Document `doc` as a `yrs::Doc`, now or [`At`] an earlier point: from its last
+/// `document.compacted` at or before that point (which holds the whole state), then every
+/// update after it. Opening a compacted document reads one snapshot and a short tail.
 pub async fn load(
     store: &eventstore::Store,
     doc: DocId,
     at: Option<At>,
-) -> Result<(yrs::Doc, u64), ContentError> {
+) -> Result<Loaded, ContentError> {
     let id = doc.to_string();
+    let (at_most, recorded_by) = match at {
+        Some(At::Sequence(n)) => (Some(i64::try_from(n).unwrap_or(i64::MAX)), None),
+        Some(At::Time(t)) => (None, Some(t)),
+        None => (None, None),
+    };
+    let mut from = store
+        .last_of_type("document", &id, "document.compacted", at_most, recorded_by)
+        .await?
+        .unwrap_or(1);
     let mut updates: Vec<Vec<u8>> = Vec::new();
-    let mut sequence = 0;
-    let mut from = 1;
+    let (mut sequence, mut updates_since, mut bytes_since) = (0, 0, 0);
     'pages: loop {
         let page = store
             .read_stream("document", &id, from, CONTENT_PAGE)
@@ -324,8 +346,13 @@ pub async fn load(
                 why,
             };
             match crate::decode::<DocumentEvent>(event).map_err(|e| corrupt(e.to_string()))? {
-                DocumentEvent::Edited { update } => updates.push(update.as_slice().to_vec()),
+                DocumentEvent::Edited { update } => {
+                    updates_since += 1;
+                    bytes_since += update.len() as u64;
+                    updates.push(update.as_slice().to_vec());
+                }
                 DocumentEvent::Compacted { state, .. } => {
+                    (updates_since, bytes_since) = (0, 0);
                     updates.clear();
                     updates.push(state.as_slice().to_vec());
                 }
@@ -354,7 +381,12 @@ pub async fn load(
                 .map_err(|e| corrupt(e.to_string()))?;
         }
     }
-    Ok((ydoc, sequence))
+    Ok(Loaded {
+        doc: ydoc,
+        sequence,
+        updates_since,
+        bytes_since,
+    })
 }
 
 /// The organization of document `doc` and whether it is deleted (`None`: no such document).
