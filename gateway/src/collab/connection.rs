@@ -31,16 +31,17 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The close code for a connection that broke the protocol or could not be served.
-const POLICY: u16 = 1008;
+pub(super) const POLICY: u16 = 1008;
 
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+/// Connection numbers, unique in this process (a Hocuspocus socket takes one per document).
+pub(super) static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// What a connection may do with its document.
-struct Allowed {
-    doc: DocId,
-    org: domain::OrgId,
+pub(super) struct Allowed {
+    pub(super) doc: DocId,
+    pub(super) org: domain::OrgId,
     /// `Some` if it may write.
-    author: Option<Author>,
+    pub(super) author: Option<Author>,
 }
 
 /// `?ticket=`.
@@ -86,7 +87,7 @@ async fn upgrade(
 }
 
 /// Whether `principal` may open document `doc`, and whether it may write.
-async fn admit(
+pub(super) async fn admit(
     state: &AppState,
     principal: Option<&Principal>,
     doc: &str,
@@ -178,6 +179,8 @@ async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
                         return;
                     }
                 }
+                // y-websocket has no acknowledgement.
+                Outbound::Stored => {}
                 Outbound::Close(reason) => {
                     let _ = sink
                         .send(WsMessage::Close(Some(CloseFrame {
@@ -238,6 +241,7 @@ async fn forward(
                         conn,
                         author: author.clone(),
                         update,
+                        ack: false,
                     },
                     // Read-only: dropped, never stored.
                     None => continue,

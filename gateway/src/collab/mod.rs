@@ -1,5 +1,6 @@
 //! `/collab/{doc_id}`: collaborative documents over the y-websocket protocol, so a stock
-//! `y-websocket` `WebsocketProvider` connects as it is.
+//! `y-websocket` `WebsocketProvider` connects as it is; and `/collab`, the Hocuspocus protocol
+//! over the same rooms ([`hocuspocus`]).
 //!
 //! - Frames are binary y-protocol messages: sync (step 1, step 2, update), awareness,
 //!   query-awareness, auth.
@@ -13,6 +14,7 @@
 //!   and a connection that lets it fill is closed.
 
 pub mod connection;
+pub mod hocuspocus;
 pub mod room;
 pub mod ticket;
 

@@ -43,6 +43,9 @@ pub enum Outbound {
     /// The room drops this connection (an update it could not store, one that is not a Yjs
     /// update): the socket closes with this reason.
     Close(&'static str),
+    /// An update this connection sent (that asked for it) is stored: Hocuspocus's
+    /// `SyncStatus`. Sent in the order the updates arrived.
+    Stored,
 }
 
 /// Who sent an update: the person, and their grant in the organization when they joined.
@@ -86,6 +89,8 @@ pub enum Request {
         author: Author,
         /// A Yjs update (v1).
         update: Vec<u8>,
+        /// Whether the connection wants [`Outbound::Stored`] once it is stored.
+        ack: bool,
     },
     /// An awareness update, relayed to the others.
     Awareness {
@@ -194,6 +199,7 @@ struct Pending {
     conn: u64,
     author: Author,
     update: Vec<u8>,
+    ack: bool,
 }
 
 impl Room {
@@ -278,10 +284,12 @@ impl Room {
                 conn,
                 author,
                 update,
+                ack,
             } => pending.push(Pending {
                 conn,
                 author,
                 update,
+                ack,
             }),
             Request::Awareness { conn, update } => {
                 for (client, entry) in &update.clients {
@@ -308,6 +316,9 @@ impl Room {
     /// Stores `pending` (one command per author, in arrival order), then applies, broadcasts
     /// and keeps what was stored. An update that is no Yjs update closes its connection.
     async fn store(&mut self, pending: Vec<Pending>) {
+        // Acknowledged after the whole batch, in arrival order: an empty update's ack must not
+        // overtake one stored after it.
+        let acks: Vec<u64> = pending.iter().filter(|p| p.ack).map(|p| p.conn).collect();
         let mut valid = Vec::with_capacity(pending.len());
         for p in pending {
             let decoded = (p.update.len() <= UPDATE_MAX)
@@ -369,6 +380,14 @@ impl Room {
                     for (p, _) in items {
                         self.drop_conn(p.conn, "the edit could not be stored; reconnect");
                     }
+                }
+            }
+        }
+        for conn in acks {
+            // A connection dropped above (its update not stored) gets none.
+            if let Some(tx) = self.conns.get(&conn) {
+                if tx.try_send(Outbound::Stored).is_err() {
+                    self.leave(conn);
                 }
             }
         }

@@ -157,6 +157,36 @@ pub async fn authenticate(
     response
 }
 
+/// The person an API key stands for (401 `invalid_credentials` for a key that is malformed,
+/// unknown or revoked). Also how `/collab`'s Hocuspocus tokens that are keys sign in.
+pub(crate) async fn principal_of_key(state: &AppState, key: &str) -> Result<Principal, ApiError> {
+    let invalid = || {
+        ApiError::new(
+            ErrorCode::InvalidCredentials,
+            "the API key is malformed, unknown or revoked".to_owned(),
+        )
+    };
+    let parts = parse_api_key(key).ok_or_else(invalid)?;
+    let ready = state.ready()?;
+    let found = ready
+        .api_keys
+        .live(parts.prefix)
+        .await?
+        .ok_or_else(invalid)?;
+    if !same_digest(&found.key_hash, digest(key).as_bytes()) {
+        return Err(invalid());
+    }
+    let scopes = found.scopes.iter().filter_map(|s| s.parse().ok()).collect();
+    Ok(Principal {
+        user_id: UserId::from_uuid(found.user_id),
+        via: Via::ApiKey {
+            key_id: ApiKeyId::from_uuid(found.key_id),
+            prefix: parts.prefix.to_owned(),
+            scopes,
+        },
+    })
+}
+
 /// The caller, and a renewed session cookie to send back if the session was renewed.
 async fn resolve(
     state: &AppState,
@@ -175,28 +205,7 @@ async fn resolve(
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(invalid)?;
-        let parts = parse_api_key(key).ok_or_else(invalid)?;
-        let ready = state.ready()?;
-        let found = ready
-            .api_keys
-            .live(parts.prefix)
-            .await?
-            .ok_or_else(invalid)?;
-        if !same_digest(&found.key_hash, digest(key).as_bytes()) {
-            return Err(invalid());
-        }
-        let scopes = found.scopes.iter().filter_map(|s| s.parse().ok()).collect();
-        return Ok((
-            Some(Principal {
-                user_id: UserId::from_uuid(found.user_id),
-                via: Via::ApiKey {
-                    key_id: ApiKeyId::from_uuid(found.key_id),
-                    prefix: parts.prefix.to_owned(),
-                    scopes,
-                },
-            }),
-            None,
-        ));
+        return Ok((Some(principal_of_key(state, key).await?), None));
     }
     let Some(token) = cookie(headers, cookie_name(state)) else {
         return Ok((None, None));

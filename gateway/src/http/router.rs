@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::pages::router())
         .merge(ws::router())
         .merge(crate::collab::router())
+        .merge(crate::collab::hocuspocus::router())
         // Applies to the routes registered so far; the API sets its own.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .nest("/api/v1", api)

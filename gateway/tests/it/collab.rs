@@ -460,3 +460,81 @@ async fn compaction_keeps_the_content_and_history_and_opening_reads_the_snapshot
     assert_eq!(before.text().await.expect("text"), words);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stock_hocuspocus_provider_edits_beside_a_yrs_client_and_is_acked_only_once_stored() {
+    let app = spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let doc = new_doc(&app, &ada, &org).await;
+    let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
+    let dir = js_clients().await;
+    let hocuspocus = |token: String, typed: &'static str, expect: &'static str| {
+        tokio::process::Command::new("node")
+            .arg("hocuspocus-client.mjs")
+            .current_dir(&dir)
+            .env(
+                "CAIRN_URL",
+                app.url("/collab").replacen("http://", "ws://", 1),
+            )
+            .env("CAIRN_DOC", &doc)
+            .env("CAIRN_TOKEN", token)
+            .env("CAIRN_TYPE", typed)
+            .env("CAIRN_EXPECT", expect)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs")
+    };
+
+    let mut rust = Client::connect(&app, &key, &doc).await;
+    rust.type_at(0, "from yrs; ").await;
+    // The token is a ticket from ada's session.
+    let issued = app
+        .post_as(
+            &ada,
+            &format!("/api/v1/orgs/{org}/docs/{doc}/ticket"),
+            json!({}),
+        )
+        .await;
+    let ticket = str_of(&json_with(issued, 200).await, "ticket");
+    let js = hocuspocus(ticket, "from hocuspocus", "from yrs; |from hocuspocus");
+    let out = js.wait_with_output().await.expect("node exits");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("node printed no report ({e}): {out:?}"));
+    assert_eq!(report["ok"], true, "{report}");
+    rust.until("the Hocuspocus client's edit", |c| {
+        c.content().contains("from hocuspocus")
+    })
+    .await;
+    assert_eq!(report["scope"], "read-write", "{report}");
+    assert_eq!(report["unsynced"], 0, "{report}");
+    // No unsynced changes means stored: the store has its edit.
+    let stored = stored_text(&app, &ada, &org, &doc).await;
+    assert!(stored.contains("from hocuspocus"), "{stored}");
+    assert_eq!(report["text"].as_str(), Some(rust.content().as_str()));
+
+    // A read-only key's provider is told so; a token that is nothing is refused.
+    let (reader, _) = member_with(&app, &org, &ada, &[]).await;
+    let reader_key = key_with(&app, &reader, &["docs:read"]).await;
+    let out = hocuspocus(reader_key, "", "from hocuspocus")
+        .wait_with_output()
+        .await
+        .expect("node exits");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(report["scope"], "readonly", "{report}");
+    let out = hocuspocus("nonsense".to_owned(), "x", "x")
+        .wait_with_output()
+        .await
+        .expect("node exits");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(
+        report["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no ticket")),
+        "{report}"
+    );
+    app.stop().await;
+}
