@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use gateway::config::Config;
 
+mod collab;
 mod fanout;
 mod tasks;
 
@@ -40,6 +41,9 @@ pub enum Which {
     /// Commit → WebSocket delivery latency with 1,000 and 10,000 subscribed clients, and the
     /// server's memory per idle connection.
     Fanout(fanout::FanoutArgs),
+    /// Documents typed into live over `/collab`: persisted updates/s, update -> peer delivery
+    /// latency, CPU per update, and opening a long compacted document.
+    Collab(collab::CollabArgs),
     /// The clients of `bench fanout`, in their own process (started by it).
     #[command(hide = true)]
     FanoutClients(fanout::FanoutClientArgs),
@@ -85,6 +89,7 @@ pub async fn run(config: &Config, which: Which) -> anyhow::Result<()> {
         Which::Write(args) => write(config, args).await,
         Which::Replay(args) => replay(config, args).await,
         Which::Fanout(args) => fanout::fanout(config, args).await,
+        Which::Collab(args) => collab::collab(config, args).await,
         Which::FanoutClients(args) => fanout::clients(args).await,
     }
 }

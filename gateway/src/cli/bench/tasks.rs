@@ -248,7 +248,7 @@ pub(super) async fn through_http(
 
 /// Waits until every projection and consumer on `config`'s database has applied every
 /// committed event, showing how far behind they are.
-async fn caught_up(config: &Config) -> anyhow::Result<()> {
+pub(super) async fn caught_up(config: &Config) -> anyhow::Result<()> {
     let pool = eventstore::connect(config.database.clone(), 1).await?;
     let store = Store::new(pool, StoreOptions::default());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
@@ -322,7 +322,7 @@ impl Connection {
     }
 }
 
-async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
@@ -341,13 +341,25 @@ async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
 /// Registers a bench user (through a sign-in link, as anyone registers) and issues an API key
 /// with the scopes the phase needs, recorded as events like any other.
 async fn api_key(config: &Config, key: MasterKey) -> anyhow::Result<String> {
+    api_key_with(
+        config,
+        key,
+        &[Scope::Admin, Scope::TasksRead, Scope::TasksWrite],
+    )
+    .await
+}
+
+/// A bench user's API key with `scopes`.
+pub(super) async fn api_key_with(
+    config: &Config,
+    key: MasterKey,
+    scopes: &[Scope],
+) -> anyhow::Result<String> {
     let pool = eventstore::connect(config.database.clone(), 2).await?;
     let store = Store::new(pool.clone(), StoreOptions::default());
     let identity = Identity::new(Commands::new(store), Vault::new(pool, key));
     let email = Email::parse(&format!("bench-{}@example.com", Uuid::now_v7().simple()))?;
-    let scopes: BTreeSet<Scope> = [Scope::Admin, Scope::TasksRead, Scope::TasksWrite]
-        .into_iter()
-        .collect();
+    let scopes: BTreeSet<Scope> = scopes.iter().copied().collect();
     let (_, issued) =
         crate::cli::keys::issue(&identity, &email, Name::parse("name", "bench")?, scopes).await?;
     Ok(issued.key)
