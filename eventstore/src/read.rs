@@ -218,9 +218,9 @@ impl Store {
 
     /// The sequence of the newest event of type `event_type` in a stream, at or before
     /// sequence `at_most` and recorded at or before `recorded_by` when given (`None`: there is
-    /// none). It walks the stream back from its end (or from `at_most`), so its cost is the
-    /// length of the tail after that event: for a snapshot-like event (`document.compacted`),
-    /// short.
+    /// none). The type is written into the statement, so that a partial index on it
+    /// (`migrations/0009`, for `document.compacted`) serves the lookup whatever the stream's
+    /// length; it must be a `noun.verb` name.
     pub async fn last_of_type(
         &self,
         aggregate_type: &str,
@@ -229,16 +229,25 @@ impl Store {
         at_most: Option<i64>,
         recorded_by: Option<OffsetDateTime>,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        let safe = !event_type.is_empty()
+            && event_type
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_');
+        if !safe {
+            return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                "`{event_type}` is not an event type"
+            ))));
+        }
+        Ok(sqlx::query_scalar(&format!(
             "SELECT sequence FROM events
-              WHERE aggregate_type = $1 AND aggregate_id = $2 AND event_type = $3
-                AND ($4::int8 IS NULL OR sequence <= $4)
-                AND ($5::timestamptz IS NULL OR recorded_at <= $5)
-              ORDER BY sequence DESC LIMIT 1",
-        )
+              WHERE aggregate_type = $1 AND aggregate_id = $2
+                AND event_type = '{event_type}'
+                AND ($3::int8 IS NULL OR sequence <= $3)
+                AND ($4::timestamptz IS NULL OR recorded_at <= $4)
+              ORDER BY sequence DESC LIMIT 1"
+        ))
         .bind(aggregate_type)
         .bind(aggregate_id)
-        .bind(event_type)
         .bind(at_most)
         .bind(recorded_by)
         .fetch_optional(self.pool())
