@@ -12,7 +12,7 @@ use axum::Router;
 use domain::document::UPDATE_MAX;
 use domain::{DocId, Permission, Scope};
 use futures::{SinkExt, StreamExt};
-use projections::read_models::access::Class;
+use projections::read_models::access::{Change, Class};
 use tokio::sync::{mpsc, oneshot};
 use yrs::encoding::read::Cursor;
 use yrs::sync::{Message, MessageReader, SyncMessage};
@@ -33,11 +33,16 @@ pub fn router() -> Router<AppState> {
 /// The close code for a connection that broke the protocol or could not be served.
 pub(super) const POLICY: u16 = 1008;
 
+/// The close code when access ends mid-session (as `/ws` and Hocuspocus: 4403, forbidden).
+pub(super) const ACCESS_ENDED: u16 = 4403;
+
 /// Connection numbers, unique in this process (a Hocuspocus socket takes one per document).
 pub(super) static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// What a connection may do with its document.
 pub(super) struct Allowed {
+    /// Who.
+    pub(super) principal: Principal,
     pub(super) doc: DocId,
     pub(super) org: domain::OrgId,
     /// `Some` if it may write.
@@ -121,6 +126,7 @@ pub(super) async fn admit(
         .map_err(|_| "the server could not check permissions")?;
     let writes = principal.require(Scope::DocsWrite).is_ok() && grant.allows(Permission::EditDocs);
     Ok(Allowed {
+        principal: principal.clone(),
         doc,
         org,
         author: writes.then_some(Author {
@@ -140,6 +146,72 @@ async fn deny(mut socket: WebSocket, reason: &'static str) {
             reason: reason.into(),
         })))
         .await;
+}
+
+/// What an access change means for an open document.
+pub(super) enum Verdict {
+    /// Nothing changed for it.
+    Keep,
+    /// It may still read, no longer write: its updates are dropped from now on.
+    ReadOnly,
+    /// It may not read any more: the connection ends, with this reason.
+    End(&'static str),
+}
+
+/// Decides again, after a bus event, whether `allowed` still stands. Only events that change
+/// access are looked at (the access policy's [`Change`]); a credential that ended, or its
+/// holder leaving the organization, ends it at once; a change of rights is decided from the
+/// read models once they include the change (failing closed if they do not in time). A bus
+/// that lost events (`None`) makes it decide again from scratch.
+pub(super) async fn reconsider(
+    state: &AppState,
+    allowed: &Allowed,
+    event: Option<&projections::consumers::bus::CloudEvent>,
+) -> Verdict {
+    let reader = allowed.principal.reader();
+    let user = allowed.principal.user_id.as_uuid();
+    let org = allowed.org.as_uuid();
+    let at = match event {
+        Some(event) => {
+            let stored = event.stored_type();
+            let (aggregate_type, aggregate_id) = event.stream();
+            let Some(change) =
+                Change::of_event(aggregate_type, aggregate_id, &stored, event.data.get())
+            else {
+                return Verdict::Keep;
+            };
+            match change {
+                Change::CredentialEnded { .. } if change.ends(&reader) => {
+                    return Verdict::End("your sign-in ended")
+                }
+                Change::LeftOrganization { org: o, user: u } if o == org && u == user => {
+                    return Verdict::End("no longer a member")
+                }
+                Change::RightsChanged { org: o, user: u }
+                    if o == org && u.is_none_or(|u| u == user) => {}
+                _ => return Verdict::Keep,
+            }
+            event.cursor()
+        }
+        None => None,
+    };
+    let Ok(ready) = state.ready() else {
+        return Verdict::End("the server could not check access");
+    };
+    if let Some(at) = at {
+        if ready
+            .caught_up(projections::read_models::memberships::NAME, at)
+            .await
+            .is_err()
+        {
+            return Verdict::End("access could not be checked in time");
+        }
+    }
+    match admit(state, Some(&allowed.principal), &allowed.doc.to_string()).await {
+        Ok(now) if now.author.is_none() && allowed.author.is_some() => Verdict::ReadOnly,
+        Ok(_) => Verdict::Keep,
+        Err(reason) => Verdict::End(reason),
+    }
 }
 
 async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
@@ -171,8 +243,30 @@ async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
         return;
     };
     let (mut sink, mut stream) = socket.split();
+    // Access ended: the writer tells the client why (the protocol's auth message), then closes.
+    let (ended, mut end) = oneshot::channel::<&'static str>();
+    let mut ended = Some(ended);
     let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
+        loop {
+            let out = tokio::select! {
+                // The reason first: ending drops this connection from its room too.
+                biased;
+                reason = &mut end => {
+                    if let Ok(reason) = reason {
+                        let denied = Message::Auth(Some(format!("permission-denied: {reason}")));
+                        let _ = sink.send(WsMessage::Binary(denied.encode_v1().into())).await;
+                        let _ = sink
+                            .send(WsMessage::Close(Some(CloseFrame {
+                                code: ACCESS_ENDED,
+                                reason: reason.into(),
+                            })))
+                            .await;
+                    }
+                    return;
+                }
+                out = rx.recv() => out,
+            };
+            let Some(out) = out else { break };
             match out {
                 Outbound::Frame(frame) => {
                     if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
@@ -201,9 +295,31 @@ async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
             .await;
     });
     let shutdown = state.shutdown().clone();
+    let mut bus = state.bus().subscribe();
+    let mut allowed = allowed;
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
+            event = bus.recv() => {
+                let verdict = match &event {
+                    Ok(event) => reconsider(&state, &allowed, Some(event)).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        reconsider(&state, &allowed, None).await
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => Verdict::Keep,
+                };
+                match verdict {
+                    Verdict::Keep => {}
+                    Verdict::ReadOnly => allowed.author = None,
+                    Verdict::End(reason) => {
+                        if let Some(ended) = ended.take() {
+                            let _ = ended.send(reason);
+                        }
+                        break;
+                    }
+                }
+                continue;
+            }
             () = shutdown.cancelled() => break,
         };
         let Some(Ok(message)) = next else { break };

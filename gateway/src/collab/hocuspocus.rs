@@ -37,7 +37,7 @@ use yrs::updates::decoder::{Decode, DecoderV1};
 
 use crate::state::AppState;
 
-use super::connection::{admit, Allowed, NEXT_CONN};
+use super::connection::{admit, reconsider, Allowed, Verdict, NEXT_CONN};
 use super::room::{self, Outbound, Request};
 
 /// Messages kept for a document whose token has not been checked yet.
@@ -105,9 +105,21 @@ async fn serve(state: AppState, socket: WebSocket) {
     });
     let mut docs: HashMap<String, Doc> = HashMap::new();
     let shutdown = state.shutdown().clone();
+    let mut bus = state.bus().subscribe();
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
+            event = bus.recv() => {
+                let event = match &event {
+                    Ok(event) => Some(event.as_ref()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => continue,
+                };
+                if !enforce(&state, &out, &mut docs, event).await {
+                    break;
+                }
+                continue;
+            }
             () = shutdown.cancelled() => break,
         };
         let Some(Ok(message)) = next else { break };
@@ -223,6 +235,37 @@ async fn serve(state: AppState, socket: WebSocket) {
     }
     drop(out);
     let _ = writer.await;
+}
+
+/// Decides every open document again after a bus event ([`reconsider`]): one that may no
+/// longer be read gets `PermissionDenied` and leaves its room; one that may no longer be
+/// written becomes read-only. `false` if the socket is gone.
+async fn enforce(
+    state: &AppState,
+    out: &mpsc::Sender<WsMessage>,
+    docs: &mut HashMap<String, Doc>,
+    event: Option<&projections::consumers::bus::CloudEvent>,
+) -> bool {
+    let mut ended = Vec::new();
+    for (name, doc) in docs.iter_mut() {
+        let Doc::Open { allowed, .. } = doc else {
+            continue;
+        };
+        match reconsider(state, allowed, event).await {
+            Verdict::Keep => {}
+            Verdict::ReadOnly => allowed.author = None,
+            Verdict::End(reason) => ended.push((name.clone(), reason)),
+        }
+    }
+    for (name, reason) in ended {
+        if let Some(Doc::Open { inbox, conn, .. }) = docs.remove(&name) {
+            let _ = inbox.send(Request::Leave { conn }).await;
+        }
+        if !send(out, deny(&name, reason)).await {
+            return false;
+        }
+    }
+    true
 }
 
 fn deny(name: &str, reason: &str) -> Vec<u8> {

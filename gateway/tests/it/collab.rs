@@ -538,3 +538,53 @@ async fn the_stock_hocuspocus_provider_edits_beside_a_yrs_client_and_is_acked_on
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_access_ends_the_document_stops_arriving() {
+    let app = spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let doc = new_doc(&app, &ada, &org).await;
+    let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
+    let mut writer = Client::connect(&app, &key, &doc).await;
+
+    // A key revoked mid-session: its socket is told and closed.
+    let issued = app
+        .post_as(
+            &ada,
+            "/api/v1/me/api-keys",
+            json!({"name": "short-lived", "scopes": ["docs:read"]}),
+        )
+        .await;
+    let issued = json_with(issued, 201).await;
+    let mut revoked = Client::connect(&app, &str_of(&issued, "key"), &doc).await;
+    revoked.until("the first sync", |c| c.synced).await;
+    let gone = ada
+        .delete(app.url(&format!("/api/v1/me/api-keys/{}", str_of(&issued, "id"))))
+        .send()
+        .await
+        .expect("revoke");
+    assert!(gone.status().is_success(), "{}", gone.status());
+    revoked.until("the refusal", |c| c.denied.is_some()).await;
+
+    // A member removed from the organization: the same.
+    let (member, member_id) = member_with(&app, &org, &ada, &["docs.edit"]).await;
+    let member_key = key_with(&app, &member, &["docs:read", "docs:write"]).await;
+    let mut removed = Client::connect(&app, &member_key, &doc).await;
+    removed.until("the first sync", |c| c.synced).await;
+    let left = ada
+        .delete(app.url(&format!("/api/v1/orgs/{org}/members/{member_id}")))
+        .send()
+        .await
+        .expect("remove");
+    assert!(left.status().is_success(), "{}", left.status());
+    removed.until("the refusal", |c| c.denied.is_some()).await;
+
+    // The others carry on.
+    writer.type_at(0, "still here").await;
+    let mut reader = Client::connect(&app, &key, &doc).await;
+    reader
+        .until("the edit", |c| c.content() == "still here")
+        .await;
+    app.stop().await;
+}
