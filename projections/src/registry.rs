@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::changes::Changes;
 use crate::checkpoint;
 use crate::read_models::board::{self, BoardProjection};
+use crate::read_models::document_text::{self, DocumentTextProjection};
 use crate::read_models::documents::{self, DocumentsProjection};
 use crate::read_models::identity::{self, IdentityProjection};
 use crate::read_models::memberships::{self, MembershipsProjection};
@@ -25,6 +26,7 @@ pub const NAMES: &[&str] = &[
     memberships::NAME,
     board::NAME,
     documents::NAME,
+    document_text::NAME,
 ];
 
 /// The consumers that keep a checkpoint in the event log (never rebuilt by a replay).
@@ -70,6 +72,13 @@ pub fn spawn_all(store: &Store, shutdown: &CancellationToken, tasks: &TaskTracke
     spawn(&mut running, store, MembershipsProjection, shutdown, tasks);
     spawn(&mut running, store, BoardProjection, shutdown, tasks);
     spawn(&mut running, store, DocumentsProjection, shutdown, tasks);
+    spawn(
+        &mut running,
+        store,
+        DocumentTextProjection::new(store.clone()),
+        shutdown,
+        tasks,
+    );
     running
 }
 
@@ -166,6 +175,9 @@ pub async fn replay(
         memberships::NAME => replay_one(store, MembershipsProjection, progress).await,
         board::NAME => replay_one(store, BoardProjection, progress).await,
         documents::NAME => replay_one(store, DocumentsProjection, progress).await,
+        document_text::NAME => {
+            replay_one(store, DocumentTextProjection::new(store.clone()), progress).await
+        }
         other => Err(ReplayError::Unknown {
             name: other.to_owned(),
             known: NAMES.join(", "),

@@ -45,6 +45,7 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
     (Method::DELETE, "/orgs/{org}/docs/{doc}/publication"),
     (Method::GET, "/orgs/{org}/docs/{doc}/content"),
     (Method::POST, "/orgs/{org}/docs/{doc}/ticket"),
+    (Method::GET, "/orgs/{org}/docs/{doc}/backlinks"),
 ];
 
 /// The operations of [`router`], for the OpenAPI document.
@@ -60,7 +61,8 @@ pub(super) const ROUTES: &[(Method, &str)] = &[
     publish_doc,
     unpublish_doc,
     doc_content,
-    doc_ticket
+    doc_ticket,
+    doc_backlinks
 ))]
 pub(super) struct Doc;
 
@@ -80,6 +82,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/orgs/{org}/docs/{doc}/content", get(doc_content))
         .route("/orgs/{org}/docs/{doc}/ticket", post(doc_ticket))
+        .route("/orgs/{org}/docs/{doc}/backlinks", get(doc_backlinks))
 }
 
 // ---- bodies ----
@@ -335,6 +338,68 @@ async fn doc_content(
         .headers_mut()
         .insert("cairn-document-sequence", sequence);
     Ok(response)
+}
+
+/// The live documents that link to a document.
+#[derive(Debug, Serialize, ToSchema)]
+struct Backlinks {
+    /// By title (at most 1,000).
+    documents: Vec<BacklinkView>,
+}
+
+/// A document that links to another.
+#[derive(Debug, Serialize, ToSchema)]
+struct BacklinkView {
+    /// Its id.
+    id: Uuid,
+    /// Its title.
+    title: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/orgs/{org}/docs/{doc}/backlinks",
+    tag = "documents",
+    operation_id = "listDocumentBacklinks",
+    summary = "The documents that link to this one with [[Title]] or /docs/<id> (any member; scope docs:read)",
+    params(("org" = Uuid, Path, description = "The organization"), ("doc" = Uuid, Path, description = "The document"), ReadQuery),
+    responses((status = 200, description = "The backlinks", body = Backlinks), BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, Unavailable)
+)]
+async fn doc_backlinks(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    ApiPath((org, doc)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<ReadQuery>,
+) -> Result<Json<Backlinks>, ApiError> {
+    let ready = state.ready()?;
+    require_docs_scope(&caller)?;
+    let org = readable_as(
+        ready,
+        &org,
+        &caller,
+        q.after.as_deref(),
+        projections::read_models::document_text::NAME,
+        Class::Docs,
+    )
+    .await?;
+    let doc: DocId = parse_id(&doc, "document")?;
+    if read::document(ready.store.pool(), org, doc)
+        .await?
+        .is_none()
+    {
+        return Err(not_found());
+    }
+    let rows =
+        projections::read_models::document_text::backlinks(ready.store.pool(), org, doc).await?;
+    Ok(Json(Backlinks {
+        documents: rows
+            .into_iter()
+            .map(|b| BacklinkView {
+                id: b.doc_id,
+                title: b.title,
+            })
+            .collect(),
+    }))
 }
 
 /// A ticket for `/collab/{doc}?ticket=…`.

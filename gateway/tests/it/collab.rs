@@ -588,3 +588,78 @@ async fn when_access_ends_the_document_stops_arriving() {
         .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlink_appears_once_one_document_links_another() {
+    let app = spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let handbook = new_doc_titled(&app, &ada, &org, "Handbook").await;
+    let notes = new_doc_titled(&app, &ada, &org, "Notes").await;
+    let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
+    let backlinks = || async {
+        let answer = ada
+            .get(app.url(&format!("/api/v1/orgs/{org}/docs/{handbook}/backlinks")))
+            .send()
+            .await
+            .expect("backlinks");
+        json_with(answer, 200).await["documents"]
+            .as_array()
+            .expect("documents")
+            .iter()
+            .map(|d| str_of(d, "title"))
+            .collect::<Vec<_>>()
+    };
+    assert!(backlinks().await.is_empty());
+    let mut writer = Client::connect(&app, &key, &notes).await;
+    writer.type_at(0, "Read the [[Handbook]] first.").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while backlinks().await != ["Notes"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no backlink from Notes: {:?}",
+            backlinks().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The link goes when the text no longer has it.
+    let len = writer.content().len() as u32;
+    writer
+        .text
+        .remove_range(&mut writer.doc.transact_mut(), 0, len);
+    let update = writer
+        .doc
+        .transact()
+        .encode_state_as_update_v1(&yrs::StateVector::default());
+    writer
+        .send(Message::Sync(SyncMessage::Update(update)))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !backlinks().await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlink stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+async fn new_doc_titled(app: &TestApp, client: &reqwest::Client, org: &str, title: &str) -> String {
+    let created = app
+        .post_as(
+            client,
+            &format!("/api/v1/orgs/{org}/docs"),
+            json!({ "title": title }),
+        )
+        .await;
+    let cursor = support::cursor_of(&created);
+    let doc = str_of(&json_with(created, 201).await, "id");
+    let tree = client
+        .get(app.url(&format!("/api/v1/orgs/{org}/docs?after={cursor}")))
+        .send()
+        .await
+        .expect("tree");
+    json_with(tree, 200).await;
+    doc
+}

@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod board;
+pub mod document_text;
 pub mod documents;
 pub mod identity;
 pub mod memberships;
