@@ -294,7 +294,7 @@ impl Hub {
                 }
             }
             Change::LeftOrganization { org, user } => {
-                for channel in [Channel::Tasks, Channel::Admin] {
+                for channel in [Channel::Tasks, Channel::Docs, Channel::Admin] {
                     let room = (org.to_string(), channel);
                     self.revoke(&room, |_, m| {
                         m.reader.as_ref().and_then(Reader::user) == Some(user)

@@ -23,6 +23,9 @@ pub enum Channel {
     Tasks,
     /// Administrators: membership and teams.
     Admin,
+    /// Members: the documents' tree (created, renamed, moved, published, deleted); their
+    /// content is live on `/collab`.
+    Docs,
 }
 
 impl Channel {
@@ -31,6 +34,7 @@ impl Channel {
             "public" => Some(Self::Public),
             "tasks" => Some(Self::Tasks),
             "admin" => Some(Self::Admin),
+            "docs" => Some(Self::Docs),
             _ => None,
         }
     }
@@ -40,6 +44,7 @@ impl Channel {
             Self::Public => "public",
             Self::Tasks => "tasks",
             Self::Admin => "admin",
+            Self::Docs => "docs",
         }
     }
 
@@ -49,6 +54,7 @@ impl Channel {
             Self::Public => Class::Public,
             Self::Tasks => Class::Board,
             Self::Admin => Class::Admin,
+            Self::Docs => Class::Docs,
         }
     }
 
@@ -56,6 +62,7 @@ impl Channel {
     pub(crate) fn aggregate_types(self) -> Vec<String> {
         match self {
             Self::Tasks => vec!["task".into(), "label".into(), "category".into()],
+            Self::Docs => vec!["document".into()],
             Self::Public | Self::Admin => vec!["organization".into()],
         }
     }
@@ -76,6 +83,16 @@ pub(crate) fn messages_for(stored: &str) -> Vec<(Channel, String)> {
                 _ => "UPDATE",
             };
             vec![(Channel::Tasks, format!("{action}_{}", noun.to_uppercase()))]
+        }
+        "document" => {
+            let action = match verb {
+                "created" => "CREATE",
+                "deleted" => "DELETE",
+                // Content is for `/collab`: an edit per keystroke has no place on a tree.
+                "edited" | "compacted" => return Vec::new(),
+                _ => "UPDATE",
+            };
+            vec![(Channel::Docs, format!("{action}_DOCUMENT"))]
         }
         "organization" => {
             let mut out = vec![(Channel::Admin, "UPDATE_ORGANIZATION".to_owned())];

@@ -663,3 +663,37 @@ async fn new_doc_titled(app: &TestApp, client: &reqwest::Client, org: &str, titl
     json_with(tree, 200).await;
     doc
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ws_docs_channel_carries_the_tree_and_not_the_keystrokes() {
+    use crate::support::ws as live;
+    let app = spawn_app().await;
+    let (key, ada) =
+        live::key_for(&app, "ada@example.com", json!(["docs:read", "docs:write"])).await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let mut ws = live::connect(&app, Some(&key)).await;
+    assert_eq!(live::next(&mut ws).await["type"], "CONNECTION_STATUS");
+    live::subscribe(&mut ws, &org, "docs").await;
+    // A key without docs:read may not join.
+    let (tasks_key, _) = live::key_for(&app, "ada@example.com", json!(["tasks:read"])).await;
+    let mut other = live::connect(&app, Some(&tasks_key)).await;
+    live::next(&mut other).await;
+    assert_eq!(live::join(&mut other, &org, "docs").await["type"], "ERROR");
+
+    let doc = new_doc(&app, &ada, &org).await;
+    let created = live::until(&mut ws, "CREATE_DOCUMENT").await;
+    assert_eq!(created["data"]["id"], json!(doc), "{created}");
+    let mut writer = Client::connect(&app, &key, &doc).await;
+    writer.type_at(0, "typing is not a tree change").await;
+    let renamed = ada
+        .patch(app.url(&format!("/api/v1/orgs/{org}/docs/{doc}")))
+        .json(&json!({"title": "Renamed"}))
+        .send()
+        .await
+        .expect("rename");
+    assert_eq!(renamed.status(), 200);
+    // The next data message is the rename: the edit before it was not sent here.
+    let next = live::until(&mut ws, "UPDATE_DOCUMENT").await;
+    assert_eq!(next["data"]["changes"]["title"], "Renamed", "{next}");
+    app.stop().await;
+}
