@@ -17,7 +17,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{DocId, Grant, OrgId, Permission, Text, ValueError};
+use crate::{DocId, Grant, OrgId, Permission, Text, UserId, ValueError};
 
 /// The longest title, in characters.
 pub const TITLE_MAX: usize = 200;
@@ -150,6 +150,13 @@ pub enum DocumentCommand {
         /// gives it.
         updates: Vec<Bytes>,
     },
+    /// Append Yjs updates from several people at once, each with its author: a live room's
+    /// batch, one command whatever its authors (the system's: the room admitted each author
+    /// as a writer before relaying their updates).
+    EditAs {
+        /// The updates, in the order they arrived, each with who sent it.
+        updates: Vec<(UserId, Bytes)>,
+    },
     /// Record the whole state as of sequence `covers` (the system's compaction).
     Compact {
         /// The document's state, encoded as one Yjs update.
@@ -175,7 +182,7 @@ impl DocumentCommand {
     /// The permission the command needs (`None`: the system's only).
     pub fn required_permission(&self) -> Option<Permission> {
         match self {
-            Self::Compact { .. } => None,
+            Self::Compact { .. } | Self::EditAs { .. } => None,
             _ => Some(Permission::EditDocs),
         }
     }
@@ -240,6 +247,10 @@ pub enum DocumentEvent {
     Edited {
         /// The update, base64.
         update: Bytes,
+        /// Who sent it, when a live room stored it for them (the command's actor is then the
+        /// system); absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<UserId>,
     },
     /// The whole state as of a sequence: loading starts here.
     #[serde(rename = "document.compacted")]
@@ -465,7 +476,25 @@ impl Document {
                 }
                 updates
                     .into_iter()
-                    .map(|update| V::Edited { update })
+                    .map(|update| V::Edited { update, by: None })
+                    .collect()
+            }
+            C::EditAs { updates } => {
+                if updates.is_empty()
+                    || updates.len() > UPDATES_PER_EDIT
+                    || updates.iter().any(|(_, u)| u.is_empty())
+                {
+                    return Err(E::BadEdit);
+                }
+                if updates.iter().any(|(_, u)| u.len() > UPDATE_MAX) {
+                    return Err(E::TooLarge);
+                }
+                updates
+                    .into_iter()
+                    .map(|(by, update)| V::Edited {
+                        update,
+                        by: Some(by),
+                    })
                     .collect()
             }
             C::Compact { state, covers } => {
@@ -570,7 +599,7 @@ impl Aggregate for Document {
             }
             V::Renamed { title } => self.title = Some(title),
             V::Moved { parent } => self.parent = parent,
-            V::Edited { update } => {
+            V::Edited { update, .. } => {
                 self.bytes_since_compaction += update.len() as u64;
             }
             V::Compacted { covers, .. } => {
@@ -763,10 +792,12 @@ mod tests {
             d.decide(ask(editor(), edit(vec![vec![1, 2], vec![3]]))),
             Ok(vec![
                 V::Edited {
-                    update: vec![1, 2].into()
+                    update: vec![1, 2].into(),
+                    by: None,
                 },
                 V::Edited {
-                    update: vec![3].into()
+                    update: vec![3].into(),
+                    by: None,
                 },
             ])
         );
@@ -785,9 +816,11 @@ mod tests {
             created(1, None),
             V::Edited {
                 update: vec![0; 10].into(),
+                by: None,
             },
             V::Edited {
                 update: vec![0; 5].into(),
+                by: None,
             },
         ]);
         assert_eq!(after.sequence(), 3);
@@ -800,6 +833,7 @@ mod tests {
             created(1, None),
             V::Edited {
                 update: vec![1].into(),
+                by: None,
             },
         ]);
         let compact = |covers| C::Compact {
@@ -922,6 +956,7 @@ mod tests {
             (
                 V::Edited {
                     update: vec![1, 2, 3].into(),
+                    by: None,
                 },
                 r#"{"type":"document.edited","update":"AQID"}"#,
             ),

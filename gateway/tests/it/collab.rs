@@ -435,6 +435,12 @@ async fn compaction_keeps_the_content_and_history_and_opening_reads_the_snapshot
         .filter(|e| e["type"] == "document.compacted")
         .collect();
     assert_eq!(compactions.len(), 2, "after 10 and 20 updates");
+    // Each edit names its author, as the room stored it for them.
+    let me = support::user_id_of(&app, &ada).await;
+    assert!(events
+        .iter()
+        .filter(|e| e["type"] == "document.edited")
+        .all(|e| e["data"]["by"] == json!(me)));
     for c in &compactions {
         assert_eq!(
             c["data"]["covers"].as_u64(),

@@ -78,7 +78,7 @@ impl DocumentTextProjection {
                 use yrs::Transact;
                 for event in events {
                     let update = match crate::decode::<DocumentEvent>(event)? {
-                        DocumentEvent::Edited { update } => update,
+                        DocumentEvent::Edited { update, .. } => update,
                         DocumentEvent::Compacted { state, .. } => state,
                         _ => continue,
                     };

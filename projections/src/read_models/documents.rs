@@ -346,7 +346,7 @@ pub async fn load(
                 why,
             };
             match crate::decode::<DocumentEvent>(event).map_err(|e| corrupt(e.to_string()))? {
-                DocumentEvent::Edited { update } => {
+                DocumentEvent::Edited { update, .. } => {
                     updates_since += 1;
                     bytes_since += update.len() as u64;
                     updates.push(update.as_slice().to_vec());
