@@ -240,6 +240,14 @@ fn not_found() -> ApiError {
     ApiError::new(ErrorCode::DocumentNotFound, "no such document")
 }
 
+/// Document `doc` of `org` as the tree read model has it, deleted or not (404 if `org` has
+/// no such document).
+async fn existing(ready: &Ready, org: OrgId, doc: DocId) -> Result<DocumentRow, ApiError> {
+    read::document(ready.store.pool(), org, doc)
+        .await?
+        .ok_or_else(not_found)
+}
+
 #[utoipa::path(
     get,
     path = "/orgs/{org}/docs",
@@ -292,8 +300,7 @@ async fn get_doc(
     let ready = state.ready()?;
     let org = docs_readable(ready, &org, &caller, q.after.as_deref()).await?;
     let doc: DocId = parse_id(&doc, "document")?;
-    let row = read::document(ready.store.pool(), org, doc).await?;
-    row.map(|d| Json(d.into())).ok_or_else(not_found)
+    Ok(Json(existing(ready, org, doc).await?.into()))
 }
 
 #[utoipa::path(
@@ -318,12 +325,7 @@ async fn doc_content(
     let at = q.at.as_deref().map(parse_at).transpose()?;
     let org = docs_readable(ready, &org, &caller, None).await?;
     let doc: DocId = parse_id(&doc, "document")?;
-    if read::document(ready.store.pool(), org, doc)
-        .await?
-        .is_none()
-    {
-        return Err(not_found());
-    }
+    existing(ready, org, doc).await?;
     let content = read::content(&ready.store, doc, at).await?;
     let sequence = HeaderValue::from(content.sequence);
     let mut response = match q.format.unwrap_or_default() {
@@ -383,12 +385,7 @@ async fn doc_backlinks(
     )
     .await?;
     let doc: DocId = parse_id(&doc, "document")?;
-    if read::document(ready.store.pool(), org, doc)
-        .await?
-        .is_none()
-    {
-        return Err(not_found());
-    }
+    existing(ready, org, doc).await?;
     let rows =
         projections::read_models::document_text::backlinks(ready.store.pool(), org, doc).await?;
     Ok(Json(Backlinks {
@@ -428,9 +425,8 @@ async fn doc_ticket(
     let ready = state.ready()?;
     let org = docs_readable(ready, &org, &caller, None).await?;
     let doc: DocId = parse_id(&doc, "document")?;
-    match read::document(ready.store.pool(), org, doc).await? {
-        Some(row) if !row.deleted => {}
-        _ => return Err(not_found()),
+    if existing(ready, org, doc).await?.deleted {
+        return Err(not_found());
     }
     let (ticket, expires) = crate::collab::ticket::issue(state.secret_key(), doc, &caller);
     Ok(Json(Ticket {

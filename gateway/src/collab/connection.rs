@@ -220,23 +220,10 @@ async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
     };
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel(room::QUEUE);
-    // Join, retrying if the room was just unloading.
-    let mut inbox = None;
-    for _ in 0..3 {
-        let candidate = state
-            .rooms()
-            .room(allowed.doc, allowed.org, &ready.commands);
-        let (joined, answer) = oneshot::channel();
-        let request = Request::Join {
-            conn,
-            tx: tx.clone(),
-            joined,
-        };
-        if candidate.send(request).await.is_ok() && answer.await.unwrap_or(false) {
-            inbox = Some(candidate);
-            break;
-        }
-    }
+    let inbox = state
+        .rooms()
+        .join(allowed.doc, allowed.org, &ready.commands, conn, &tx)
+        .await;
     // Only the room holds the queue's sender: when it drops this connection, `rx` ends.
     drop(tx);
     let Some(inbox) = inbox else {

@@ -28,7 +28,7 @@ use axum::Router;
 use domain::document::UPDATE_MAX;
 use domain::DocId;
 use futures::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
 use yrs::sync::awareness::AwarenessUpdate;
@@ -322,45 +322,37 @@ async fn join(
     let ready = state.ready().ok()?;
     let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel(room::QUEUE);
-    for _ in 0..3 {
-        let inbox = state
-            .rooms()
-            .room(allowed.doc, allowed.org, &ready.commands);
-        let (joined, answer) = oneshot::channel();
-        let request = Request::Join {
-            conn,
-            tx: tx.clone(),
-            joined,
-        };
-        if inbox.send(request).await.is_ok() && answer.await.unwrap_or(false) {
-            let out = out.clone();
-            let name = name.to_owned();
-            tokio::spawn(async move {
-                while let Some(message) = rx.recv().await {
-                    let framed = match message {
-                        // The room speaks y-protocols; Hocuspocus numbers sync and awareness
-                        // the same, behind the document's name.
-                        Outbound::Frame(bytes) => frame(&name, |f| f.extend_from_slice(&bytes)),
-                        Outbound::Stored => frame(&name, |f| {
-                            f.write_var(SYNC_STATUS);
-                            f.write_var(1i64);
-                        }),
-                        Outbound::Close(reason) => {
-                            let _ = out
-                                .send(WsMessage::Binary(deny(&name, reason).into()))
-                                .await;
-                            return;
-                        }
-                    };
-                    if out.send(WsMessage::Binary(framed.into())).await.is_err() {
-                        return;
-                    }
+    let inbox = state
+        .rooms()
+        .join(allowed.doc, allowed.org, &ready.commands, conn, &tx)
+        .await?;
+    // Only the room holds the queue's sender: when it drops this document, `rx` ends.
+    drop(tx);
+    let out = out.clone();
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let framed = match message {
+                // The room speaks y-protocols; Hocuspocus numbers sync and awareness the same,
+                // behind the document's name.
+                Outbound::Frame(bytes) => frame(&name, |f| f.extend_from_slice(&bytes)),
+                Outbound::Stored => frame(&name, |f| {
+                    f.write_var(SYNC_STATUS);
+                    f.write_var(1i64);
+                }),
+                Outbound::Close(reason) => {
+                    let _ = out
+                        .send(WsMessage::Binary(deny(&name, reason).into()))
+                        .await;
+                    return;
                 }
-            });
-            return Some((inbox, conn));
+            };
+            if out.send(WsMessage::Binary(framed.into())).await.is_err() {
+                return;
+            }
         }
-    }
-    None
+    });
+    Some((inbox, conn))
 }
 
 /// One message for an open document (`rest` starts with its type); `false` to close the

@@ -152,6 +152,32 @@ impl Rooms {
         inbox
     }
 
+    /// Joins connection `conn` (its queue `tx`) to `doc`'s room, opening the room if needed
+    /// and trying again if the room was just unloading; the room's inbox, or `None` if it
+    /// would not take the connection.
+    pub async fn join(
+        &self,
+        doc: DocId,
+        org: OrgId,
+        commands: &Commands,
+        conn: u64,
+        tx: &mpsc::Sender<Outbound>,
+    ) -> Option<mpsc::Sender<Request>> {
+        for _ in 0..3 {
+            let inbox = self.room(doc, org, commands);
+            let (joined, answer) = oneshot::channel();
+            let request = Request::Join {
+                conn,
+                tx: tx.clone(),
+                joined,
+            };
+            if inbox.send(request).await.is_ok() && answer.await.unwrap_or(false) {
+                return Some(inbox);
+            }
+        }
+        None
+    }
+
     /// How many rooms are open.
     pub fn len(&self) -> usize {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -146,23 +146,7 @@ impl Client {
 }
 
 async fn new_doc(app: &TestApp, client: &reqwest::Client, org: &str) -> String {
-    let created = app
-        .post_as(
-            client,
-            &format!("/api/v1/orgs/{org}/docs"),
-            json!({"title": "Notes"}),
-        )
-        .await;
-    let cursor = support::cursor_of(&created);
-    let doc = str_of(&json_with(created, 201).await, "id");
-    // The socket looks the document up in the tree read model.
-    let tree = client
-        .get(app.url(&format!("/api/v1/orgs/{org}/docs?after={cursor}")))
-        .send()
-        .await
-        .expect("tree");
-    json_with(tree, 200).await;
-    doc
+    new_doc_titled(app, client, org, "Notes").await
 }
 
 /// The document's text as stored (rebuilt from its events).
@@ -651,6 +635,8 @@ async fn a_backlink_appears_once_one_document_links_another() {
     app.stop().await;
 }
 
+/// Creates a document titled `title` and waits until the tree read model (which the socket
+/// looks documents up in) has it.
 async fn new_doc_titled(app: &TestApp, client: &reqwest::Client, org: &str, title: &str) -> String {
     let created = app
         .post_as(
