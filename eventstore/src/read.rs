@@ -75,9 +75,17 @@ impl Store {
     /// running are returned ([`Store::settled_below`]), so an event that commits late can
     /// never land behind a cursor a reader has already passed. The price: a long-running
     /// writer in Cairn's database holds the tail back (one in another database does not).
+    ///
+    /// Served from this process's window of recent events ([`Recent`]) when it holds events
+    /// after `after`.
     pub async fn tail(&self, after: Cursor, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        if let Some(events) = self.recent().serve(after, limit) {
+            return Ok(events);
+        }
         let below = self.settled_below().await?;
-        tail_below(self.pool(), after, limit, &below).await
+        let events = tail_below(self.pool(), after, limit, &below).await?;
+        self.recent().record(after, &events);
+        Ok(events)
     }
 
     /// [`Store::tail`] on a connection the caller holds (a consumer's own, which it reads
@@ -85,7 +93,8 @@ impl Store {
     /// other tailer of this process.
     ///
     /// `wanted`: the newest commit the caller knows of (from [`Store::commits`]), if it is
-    /// after `after` (see [`Store::settled_below_covering`]).
+    /// after `after` (see [`Store::settled_below_covering`]). Served from this process's window
+    /// of recent events ([`Recent`]) when it holds events after `after`.
     pub async fn tail_on(
         &self,
         connection: &mut PgConnection,
@@ -93,8 +102,13 @@ impl Store {
         limit: i64,
         wanted: Option<Cursor>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if let Some(events) = self.recent().serve(after, limit) {
+            return Ok(events);
+        }
         let below = self.settled_below_covering(wanted.map(|c| c.xid())).await?;
-        tail_below(connection, after, limit, &below).await
+        let events = tail_below(connection, after, limit, &below).await?;
+        self.recent().record(after, &events);
+        Ok(events)
     }
 
     /// The transaction id below which every transaction of *this database* has finished: the
@@ -457,6 +471,87 @@ impl EventFilter {
     }
 }
 
+/// The newest stretch of the log this process has read, kept so that the other tailers of
+/// this process (every projection, the relay, the mailer) need not read it again.
+///
+/// Every tailer wakes after the same commits and reads the same events; each of those reads
+/// was a statement, plus a bound lookup, with every row decoded again. Now the first tailer
+/// to read a stretch from the table records it here, and the others are served from memory.
+///
+/// What is kept is always one contiguous stretch of the gapless tail, `(after, end]`: every
+/// event with a cursor in it, in cursor order, nothing missing. It comes only from gapless
+/// reads ([`Store::tail`], [`Store::tail_on`]): a read after `a` that returned events up to
+/// `e` proves that nothing else lies in `(a, e]`, now or later (a transaction committing later
+/// has a transaction id above the read's bound, hence above `e`). A read that continues the
+/// stretch extends it; one that starts past its end, with newer events, replaces it; older
+/// reads (a rebuild from the start) leave it alone. The oldest events give way beyond
+/// [`Recent::CAPACITY`].
+///
+/// A reader whose cursor lies inside the stretch is served from it, up to its end: possibly
+/// fewer events than the table holds by now, which costs nothing, since a tailer reads again
+/// until a read comes back empty (and a reader at the stretch's end reads the table, which
+/// extends the stretch for the others).
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    window: std::sync::Mutex<Window>,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    /// The cursor just before the first event kept.
+    after: Cursor,
+    events: std::collections::VecDeque<RecordedEvent>,
+}
+
+impl Window {
+    fn end(&self) -> Cursor {
+        self.events.back().map_or(self.after, RecordedEvent::cursor)
+    }
+}
+
+impl Recent {
+    /// The most events kept.
+    pub(crate) const CAPACITY: usize = 4096;
+
+    /// Up to `limit` events after `after` from memory; `None` if none is kept there (read
+    /// the table).
+    pub(crate) fn serve(&self, after: Cursor, limit: i64) -> Option<Vec<RecordedEvent>> {
+        let window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if after < window.after || after >= window.end() {
+            return None;
+        }
+        let first = window.events.partition_point(|e| e.cursor() <= after);
+        let limit = usize::try_from(limit).unwrap_or(0).max(1);
+        Some(window.events.range(first..).take(limit).cloned().collect())
+    }
+
+    /// Keeps what a gapless read after `after` returned.
+    pub(crate) fn record(&self, after: Cursor, events: &[RecordedEvent]) {
+        let Some(last) = events.last() else {
+            return;
+        };
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let end = window.end();
+        if last.cursor() <= end {
+            return;
+        }
+        if after >= window.after && after <= end {
+            // Continues the stretch (possibly overlapping it): keep what is new.
+            let new = events.partition_point(|e| e.cursor() <= end);
+            window.events.extend(events[new..].iter().cloned());
+        } else {
+            // A gap before it, or the stretch is older than it: start again from here.
+            window.after = after;
+            window.events = events.iter().cloned().collect();
+        }
+        while window.events.len() > Self::CAPACITY {
+            if let Some(oldest) = window.events.pop_front() {
+                window.after = oldest.cursor();
+            }
+        }
+    }
+}
+
 /// The state behind [`Store::settled_below`]'s sharing.
 #[derive(Debug, Default)]
 pub(crate) struct Horizon {
@@ -535,7 +630,75 @@ async fn tail_below<'e>(
 
 #[cfg(test)]
 mod tests {
-    use super::EventFilter;
+    use super::{EventFilter, Recent, RecordedEvent};
+    use crate::Cursor;
+
+    fn event(xid: u64, position: i64) -> RecordedEvent {
+        RecordedEvent {
+            event_id: uuid::Uuid::nil(),
+            aggregate_type: "task".into(),
+            aggregate_id: "t1".into(),
+            sequence: position,
+            event_type: "task.created".into(),
+            event_version: "1".into(),
+            payload: serde_json::value::RawValue::from_string("{}".into()).expect("json"),
+            metadata: serde_json::value::RawValue::from_string("{}".into()).expect("json"),
+            global_position: position,
+            transaction_id: xid as i64,
+            recorded_at: time::OffsetDateTime::UNIX_EPOCH,
+            org_id: None,
+            prev_hash: None,
+            hash: vec![],
+        }
+    }
+
+    fn cursors(events: &[RecordedEvent]) -> Vec<i64> {
+        events.iter().map(|e| e.global_position).collect()
+    }
+
+    #[test]
+    fn the_recent_window_serves_only_what_a_read_of_the_table_returned() {
+        let recent = Recent::default();
+        let at = |p: i64| Cursor::new(10 + p as u64, p);
+        // Nothing kept yet: read the table.
+        assert!(recent.serve(Cursor::START, 10).is_none());
+        recent.record(at(0), &[event(11, 1), event(12, 2), event(13, 3)]);
+        // From the reader's cursor on, at most the limit.
+        assert_eq!(cursors(&recent.serve(at(1), 10).expect("served")), [2, 3]);
+        assert_eq!(cursors(&recent.serve(at(0), 2).expect("served")), [1, 2]);
+        // At or past the end, or before the start: read the table.
+        assert!(recent.serve(at(3), 10).is_none());
+        assert!(recent.serve(Cursor::START, 10).is_none());
+        // A read continuing the stretch (overlapping it) extends it without repeats.
+        recent.record(at(2), &[event(13, 3), event(14, 4)]);
+        assert_eq!(
+            cursors(&recent.serve(at(0), 10).expect("served")),
+            [1, 2, 3, 4]
+        );
+        // An older read (a rebuild) changes nothing.
+        recent.record(Cursor::START, &[event(11, 1)]);
+        assert_eq!(
+            cursors(&recent.serve(at(0), 10).expect("served")),
+            [1, 2, 3, 4]
+        );
+        // A newer read after a gap starts the stretch again: nothing before it is served.
+        recent.record(at(6), &[event(17, 7)]);
+        assert!(recent.serve(at(4), 10).is_none());
+        assert_eq!(cursors(&recent.serve(at(6), 10).expect("served")), [7]);
+    }
+
+    #[test]
+    fn the_recent_window_forgets_its_oldest_events_beyond_its_capacity() {
+        let recent = Recent::default();
+        let n = Recent::CAPACITY as i64 + 10;
+        let events: Vec<_> = (1..=n).map(|p| event(p as u64, p)).collect();
+        recent.record(Cursor::START, &events);
+        assert!(recent.serve(Cursor::new(5, 5), 1_000_000).is_none());
+        let served = recent
+            .serve(Cursor::new(10, 10), 1_000_000)
+            .expect("served");
+        assert_eq!(served.len(), Recent::CAPACITY);
+    }
 
     #[test]
     fn a_filter_matches_what_its_tail_would_return() {

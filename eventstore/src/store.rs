@@ -48,6 +48,8 @@ struct Inner {
     commits: Arc<Commits>,
     /// The shared computation of [`Store::settled_below`].
     horizon: crate::read::Horizon,
+    /// The newest stretch of the log read here, shared by this process's tailers.
+    recent: crate::read::Recent,
 }
 
 impl Store {
@@ -67,6 +69,7 @@ impl Store {
                 appender,
                 commits,
                 horizon: crate::read::Horizon::default(),
+                recent: crate::read::Recent::default(),
             }),
         }
     }
@@ -83,6 +86,10 @@ impl Store {
 
     pub(crate) fn horizon(&self) -> &crate::read::Horizon {
         &self.inner.horizon
+    }
+
+    pub(crate) fn recent(&self) -> &crate::read::Recent {
+        &self.inner.recent
     }
 
     /// The options this store was built with.

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{drive, fresh_org, Op, Outcome};
+use super::{fresh_org, Op};
 
 /// The last task each client created (an edit goes to it).
 type LastTasks = Arc<Vec<Mutex<Option<String>>>>;
@@ -45,9 +45,8 @@ fn title(client: usize, i: u64) -> anyhow::Result<Text> {
 pub(super) async fn through_commands(
     pool: &PgPool,
     clients: usize,
-    duration: Duration,
     writers: usize,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Op> {
     let options = StoreOptions {
         writers,
         ..StoreOptions::default()
@@ -114,7 +113,7 @@ pub(super) async fn through_commands(
             Ok(())
         })
     });
-    drive("commands (tasks)", clients, duration, None, op).await
+    Ok(op)
 }
 
 fn new_task(org: OrgId, client: usize, i: u64) -> anyhow::Result<NewTask> {
@@ -130,120 +129,167 @@ fn new_task(org: OrgId, client: usize, i: u64) -> anyhow::Result<NewTask> {
     })
 }
 
-/// Task writes through HTTP: a Cairn server on `database`, in this process, on a free port.
-pub(super) async fn through_http(
-    config: &Config,
-    database: sqlx::postgres::PgConnectOptions,
-    clients: usize,
-    duration: Duration,
-) -> anyhow::Result<Outcome> {
-    let data_dir = std::env::temp_dir().join(format!("cairn-bench-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&data_dir).context("create the bench server's data dir")?;
-    let mut config = config.clone();
-    config.database = database;
-    config.bind = "127.0.0.1:0".parse()?;
-    config.data_dir = data_dir.clone();
-    config.nats_url = None;
-    config.smtp_url = None;
-    config.api_rate = u32::MAX / 2;
-    config.db_pool = config.db_pool.max(clients as u32 + 4);
-    let key = gateway::secret_key(&config)?;
-    config.secret_key = Some(key.clone());
-    let app = App::build(config.clone()).await?;
-    let app_addr = app.local_addr();
-    let base = format!("http://{app_addr}");
-    let shutdown = app.shutdown_token();
-    let server = tokio::spawn(app.run());
-    let result = async {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(clients)
-            .build()?;
-        wait_ready(&http, &base).await?;
-        let api_key = api_key(&config, key).await?;
-        let auth = format!("Bearer {api_key}");
-        // The key works once the identity read model has it.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while http
-            .get(format!("{base}/api/v1/me"))
-            .header("authorization", &auth)
-            .send()
-            .await?
-            .status()
-            != 200
-        {
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "the bench key never worked"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let created: Value = http
-            .post(format!("{base}/api/v1/orgs"))
-            .header("authorization", &auth)
-            .json(&json!({"name": "Bench HTTP"}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let org = created["id"]
-            .as_str()
-            .context("organization id in the answer")?
-            .to_owned();
-        // Measure the steady state: the server's projections and relay first work through
-        // what the earlier phases wrote to this database.
-        caught_up(&config).await?;
-        // One keep-alive connection per client, spoken to with hyper's bare HTTP/1.1 client
-        // and requests built from prepared parts: the load generator shares the machine's
-        // cores with the server it measures, so it should cost as little as it can.
-        let address = app_addr;
-        let mut connections = Vec::with_capacity(clients);
-        for _ in 0..clients {
-            connections.push(tokio::sync::Mutex::new(Connection::open(address).await?));
-        }
-        let connections = Arc::new(connections);
-        let auth = axum::http::HeaderValue::from_str(&auth)?;
-        let tasks_path: Arc<str> = format!("/api/v1/orgs/{org}/tasks").into();
-        let last = last_tasks(clients);
-        let op: Op = Arc::new(move |client, i| {
-            let (connections, auth, tasks_path, last) = (
-                connections.clone(),
-                auth.clone(),
-                tasks_path.clone(),
-                last.clone(),
-            );
-            Box::pin(async move {
-                let previous = last[client]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                let body = format!(r#"{{"title":"Task {client} {i}"}}"#);
-                let mut connection = connections[client].lock().await;
-                match previous.filter(|_| i % 2 == 1) {
-                    Some(task) => {
-                        let path = format!("{tasks_path}/{task}");
-                        connection
-                            .send(axum::http::Method::PATCH, &path, &auth, body)
-                            .await?;
-                    }
-                    None => {
-                        let answer = connection
-                            .send(axum::http::Method::POST, &tasks_path, &auth, body)
-                            .await?;
-                        let created: Created = serde_json::from_slice(&answer)?;
-                        *last[client].lock().unwrap_or_else(|p| p.into_inner()) = Some(created.id);
-                    }
-                }
-                Ok(())
-            })
+/// A Cairn server in this process, on its own database and a free port, with an API key, an
+/// organization, and the operation that writes tasks to it over HTTP.
+pub(super) struct HttpServer {
+    /// Creates a task or edits the client's last one, through the server's HTTP API.
+    pub(super) op: Op,
+    config: Config,
+    shutdown: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    data_dir: std::path::PathBuf,
+}
+
+impl HttpServer {
+    /// Starts a server on `database` (created and migrated if missing) for `clients` clients.
+    pub(super) async fn start(
+        config: &Config,
+        database: sqlx::postgres::PgConnectOptions,
+        clients: usize,
+    ) -> anyhow::Result<Self> {
+        let data_dir =
+            std::env::temp_dir().join(format!("cairn-bench-{}", Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&data_dir).context("create the bench server's data dir")?;
+        let mut config = config.clone();
+        config.database = database;
+        config.bind = "127.0.0.1:0".parse()?;
+        config.data_dir = data_dir.clone();
+        config.nats_url = None;
+        config.smtp_url = None;
+        config.api_rate = u32::MAX / 2;
+        config.db_pool = config.db_pool.max(clients as u32 + 4);
+        let key = gateway::secret_key(&config)?;
+        config.secret_key = Some(key.clone());
+        let app = App::build(config.clone()).await?;
+        let address = app.local_addr();
+        let shutdown = app.shutdown_token();
+        let server = tokio::spawn(async move {
+            if let Err(e) = app.run().await {
+                eprintln!("  the bench server stopped: {e}");
+            }
         });
-        drive("http (tasks)", clients, duration, None, op).await
+        let mut this = Self {
+            op: Arc::new(|_, _| Box::pin(async { Ok(()) })),
+            config,
+            shutdown,
+            server,
+            data_dir,
+        };
+        match task_writes(&this.config, key, address, clients).await {
+            Ok(op) => {
+                this.op = op;
+                Ok(this)
+            }
+            Err(e) => {
+                this.stop().await;
+                Err(e)
+            }
+        }
     }
-    .await;
-    shutdown.cancel();
-    let _ = server.await;
-    let _ = std::fs::remove_dir_all(&data_dir);
-    result
+
+    /// Waits until the server's projections and consumers have applied everything written.
+    pub(super) async fn settle(&self) -> anyhow::Result<()> {
+        caught_up(&self.config).await
+    }
+
+    /// The server's configuration (its database among it).
+    pub(super) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Stops the server and removes its data directory (its database stays for the caller).
+    pub(super) async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+async fn task_writes(
+    config: &Config,
+    key: MasterKey,
+    address: std::net::SocketAddr,
+    clients: usize,
+) -> anyhow::Result<Op> {
+    let base = format!("http://{address}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    wait_ready(&http, &base).await?;
+    let api_key = api_key(config, key).await?;
+    let auth = format!("Bearer {api_key}");
+    // The key works once the identity read model has it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{base}/api/v1/me"))
+        .header("authorization", &auth)
+        .send()
+        .await?
+        .status()
+        != 200
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the bench key never worked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let created: Value = http
+        .post(format!("{base}/api/v1/orgs"))
+        .header("authorization", &auth)
+        .json(&json!({"name": "Bench HTTP"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let org = created["id"]
+        .as_str()
+        .context("organization id in the answer")?
+        .to_owned();
+    // One keep-alive connection per client, spoken to with hyper's bare HTTP/1.1 client and
+    // requests built from prepared parts: the load generator shares the machine's cores with
+    // the server it measures, so it should cost as little as it can.
+    let mut connections = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connections.push(tokio::sync::Mutex::new(Connection::open(address).await?));
+    }
+    let connections = Arc::new(connections);
+    let auth = axum::http::HeaderValue::from_str(&auth)?;
+    let tasks_path: Arc<str> = format!("/api/v1/orgs/{org}/tasks").into();
+    let last = last_tasks(clients);
+    Ok(Arc::new(move |client, i| {
+        let (connections, auth, tasks_path, last) = (
+            connections.clone(),
+            auth.clone(),
+            tasks_path.clone(),
+            last.clone(),
+        );
+        Box::pin(async move {
+            let previous = last[client]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let body = format!(r#"{{"title":"Task {client} {i}"}}"#);
+            let mut connection = connections[client].lock().await;
+            match previous.filter(|_| i % 2 == 1) {
+                Some(task) => {
+                    let path = format!("{tasks_path}/{task}");
+                    connection
+                        .send(axum::http::Method::PATCH, &path, &auth, body)
+                        .await?;
+                }
+                None => {
+                    let answer = connection
+                        .send(axum::http::Method::POST, &tasks_path, &auth, body)
+                        .await?;
+                    let created: Created = serde_json::from_slice(&answer)?;
+                    *last[client].lock().unwrap_or_else(|p| p.into_inner()) = Some(created.id);
+                }
+            }
+            Ok(())
+        })
+    }))
 }
 
 /// Waits until every projection and consumer on `config`'s database has applied every
@@ -309,7 +355,11 @@ impl Connection {
             .header(axum::http::header::AUTHORIZATION, auth)
             .header(axum::http::header::CONTENT_TYPE, "application/json")
             .body(http_body_util::Full::new(axum::body::Bytes::from(body)))?;
-        self.sender.ready().await?;
+        if self.sender.ready().await.is_err() {
+            // The server closed an idle connection (between slices): open another.
+            *self = Self::open(self.address).await?;
+            self.sender.ready().await?;
+        }
         let answer = self.sender.send_request(request).await?;
         let status = answer.status();
         let body = answer.into_body().collect().await?.to_bytes();
