@@ -70,7 +70,7 @@ impl AppState {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         let limits = Limits::new(&config);
-        let rooms = crate::collab::Rooms::new(config.collab_compact_every);
+        let rooms = crate::collab::Rooms::new(config.collab_compact_every, bus.clone());
         Self {
             inner: Arc::new(Inner {
                 config,

@@ -14,15 +14,32 @@
 //! Each connection's queue is bounded: a connection that cannot keep up is dropped from the
 //! room (its socket closes), and nobody else waits for it. A room with no connections unloads
 //! after [`IDLE`].
+//!
+//! **Several nodes.** Each node with the document open has a room for it; the rooms meet on the
+//! bus's core subject `<prefix>.collab.<doc_id>` ([`Bus::signal`]). After each append a room
+//! sends what it stored, with the sequences it follows and reaches ([`Peer::Stored`]); a room
+//! at exactly that `from` applies the updates and passes them to its connections, and one that
+//! finds a gap (a lost message, or a node it had not heard from) reads the document again from
+//! the event store and passes on the difference. Both rooms may append at once: the loser's
+//! command is retried after the winner's events (the store's optimistic concurrency), and a
+//! room whose events do not directly follow what it held reads the store likewise. So the
+//! store stays the one truth, a lost signal costs a reload, never an edit. Awareness crosses
+//! over the same subject ([`Peer::Awareness`]). With the in-process bus there is no other node,
+//! and nothing is sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use commands::{Actor, Commands, Metadata};
 use domain::document::{Bytes, Document, DocumentCommand, DocumentRequest, Placement, UPDATE_MAX};
 use domain::{DocId, Grant, OrgId, UserId};
+use futures::StreamExt;
+use projections::consumers::bus::{Bus, Signals};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::decoder::Decode;
@@ -109,20 +126,56 @@ pub enum Request {
 /// A room compacts after this many bytes of updates too, whatever their number.
 pub const COMPACT_BYTES: u64 = 4 << 20;
 
+/// What a room tells the same document's rooms on other nodes (JSON on
+/// `<prefix>.collab.<doc_id>`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Peer {
+    /// The sending node stored the events `from + 1 ..= to` of the document's stream; `updates`
+    /// are the Yjs updates among them (base64), in order (none for a compaction).
+    Stored {
+        /// The sending node.
+        node: Uuid,
+        /// The sequence the events follow.
+        from: u64,
+        /// The last event's sequence.
+        to: u64,
+        /// The updates, base64.
+        updates: Vec<String>,
+    },
+    /// An awareness frame (the y-protocol message, base64) from the sending node's clients.
+    Awareness {
+        /// The sending node.
+        node: Uuid,
+        /// The frame, base64.
+        frame: String,
+    },
+}
+
+/// The connection id under which awareness from other nodes is kept.
+const REMOTE: u64 = u64::MAX;
+
 /// The rooms of this node, by document.
 #[derive(Debug, Clone)]
 pub struct Rooms {
     open: Arc<Mutex<HashMap<DocId, mpsc::Sender<Request>>>>,
     /// Updates after which a room records the whole state.
     compact_every: u64,
+    /// Where rooms meet their peers on other nodes.
+    bus: Arc<dyn Bus>,
+    /// This node, in what its rooms send.
+    node: Uuid,
 }
 
 impl Rooms {
-    /// No room open yet; each compacts after `compact_every` updates (or [`COMPACT_BYTES`]).
-    pub fn new(compact_every: u64) -> Self {
+    /// No room open yet; each compacts after `compact_every` updates (or [`COMPACT_BYTES`])
+    /// and meets the other nodes' rooms on `bus`.
+    pub fn new(compact_every: u64, bus: Arc<dyn Bus>) -> Self {
         Self {
             open: Arc::default(),
             compact_every: compact_every.max(1),
+            bus,
+            node: Uuid::new_v4(),
         }
     }
 
@@ -147,6 +200,7 @@ impl Rooms {
             bytes_since: 0,
             conns: BTreeMap::new(),
             awareness: HashMap::new(),
+            outbox: Vec::new(),
         };
         tokio::spawn(room.run(requests, inbox.clone()));
         inbox
@@ -218,6 +272,8 @@ struct Room {
     bytes_since: u64,
     conns: BTreeMap<u64, mpsc::Sender<Outbound>>,
     awareness: HashMap<yrs::block::ClientID, Seen>,
+    /// What to send the other nodes' rooms next.
+    outbox: Vec<Peer>,
 }
 
 /// An update waiting to be stored.
@@ -230,6 +286,16 @@ struct Pending {
 
 impl Room {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>, inbox: mpsc::Sender<Request>) {
+        // Listen before loading: whatever peers store meanwhile is either in what is loaded
+        // or heard of here (and skipped if it is both).
+        let topic = self.doc.to_string();
+        let mut peers: Option<Signals> = match self.rooms.bus.listen(&topic).await {
+            Ok(peers) => peers,
+            Err(e) => {
+                tracing::warn!(doc = %self.doc, error = %e, "cannot hear other nodes; the room stays local");
+                None
+            }
+        };
         if let Err(e) = self.load().await {
             tracing::warn!(doc = %self.doc, error = %e, "could not load the document");
             self.rooms.close(self.doc, &inbox);
@@ -242,30 +308,39 @@ impl Room {
             return;
         }
         let mut batch = Vec::with_capacity(64);
+        let mut idle_until = None;
         loop {
-            let received = if self.conns.is_empty() {
-                // Idle that long: unload (0, as if the inbox had closed).
-                tokio::time::timeout(IDLE, requests.recv_many(&mut batch, 64))
-                    .await
-                    .unwrap_or(0)
+            // Idle (no connection here) for IDLE: unload, whatever the other nodes do.
+            if self.conns.is_empty() {
+                idle_until.get_or_insert_with(|| tokio::time::Instant::now() + IDLE);
             } else {
-                requests.recv_many(&mut batch, 64).await
-            };
-            if received == 0 {
-                break;
+                idle_until = None;
             }
-            let mut pending = Vec::new();
-            for request in batch.drain(..) {
-                self.handle(request, &mut pending);
-            }
-            if !pending.is_empty() {
-                self.store(pending).await;
-                if self.updates_since >= self.rooms.compact_every
-                    || self.bytes_since >= COMPACT_BYTES
-                {
-                    self.compact().await;
+            tokio::select! {
+                received = requests.recv_many(&mut batch, 64) => {
+                    if received == 0 {
+                        break;
+                    }
+                    let mut pending = Vec::new();
+                    for request in batch.drain(..) {
+                        self.handle(request, &mut pending);
+                    }
+                    if !pending.is_empty() {
+                        self.store(pending).await;
+                        if self.updates_since >= self.rooms.compact_every
+                            || self.bytes_since >= COMPACT_BYTES
+                        {
+                            self.compact().await;
+                        }
+                    }
                 }
+                signal = next_signal(&mut peers) => match signal {
+                    Some(payload) => self.heard(&payload).await,
+                    None => peers = None,
+                },
+                () = sleep_until(idle_until) => break,
             }
+            self.tell_peers(&topic).await;
         }
         // Unload: no new joiner finds this room any more; whoever raced in is told to retry.
         self.rooms.close(self.doc, &inbox);
@@ -274,6 +349,130 @@ impl Room {
             if let Request::Join { joined, .. } = request {
                 let _ = joined.send(false);
             }
+        }
+    }
+
+    /// Sends the outbox to the other nodes' rooms. A lost signal costs a peer a reload (it
+    /// sees a gap), never an edit.
+    async fn tell_peers(&mut self, topic: &str) {
+        for message in std::mem::take(&mut self.outbox) {
+            let Ok(payload) = serde_json::to_vec(&message) else {
+                continue;
+            };
+            if let Err(e) = self.rooms.bus.signal(topic, payload).await {
+                tracing::debug!(doc = %self.doc, error = %e, "could not tell the other nodes");
+            }
+        }
+    }
+
+    /// What another node's room sent.
+    async fn heard(&mut self, payload: &[u8]) {
+        let message: Peer = match serde_json::from_slice(payload) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(doc = %self.doc, error = %e, "undecodable message from another node");
+                return;
+            }
+        };
+        match message {
+            Peer::Stored { node, .. } | Peer::Awareness { node, .. } if node == self.rooms.node => {
+            }
+            Peer::Stored {
+                from, to, updates, ..
+            } => {
+                if to <= self.sequence {
+                    return; // Already here (loaded, or caught up).
+                }
+                let decoded: Option<Vec<(Vec<u8>, yrs::Update)>> = (from == self.sequence)
+                    .then(|| {
+                        updates
+                            .iter()
+                            .map(|u| {
+                                let bytes = BASE64.decode(u).ok()?;
+                                let update = yrs::Update::decode_v1(&bytes).ok()?;
+                                Some((bytes, update))
+                            })
+                            .collect()
+                    })
+                    .flatten();
+                let Some(decoded) = decoded else {
+                    // A gap (a lost signal, a node not heard from): the store has it all.
+                    self.catch_up().await;
+                    return;
+                };
+                for (bytes, update) in decoded {
+                    if self.ydoc.transact_mut().apply_update(update).is_err() {
+                        self.catch_up().await;
+                        return;
+                    }
+                    let frame = Message::Sync(SyncMessage::Update(bytes)).encode_v1();
+                    self.broadcast(None, &frame);
+                }
+                self.sequence = to;
+            }
+            Peer::Awareness { frame, .. } => {
+                let Ok(bytes) = BASE64.decode(&frame) else {
+                    return;
+                };
+                let Ok(Message::Awareness(update)) = Message::decode_v1(&bytes) else {
+                    return;
+                };
+                for (client, entry) in &update.clients {
+                    if &*entry.json == "null" {
+                        self.awareness.remove(client);
+                    } else {
+                        self.awareness.insert(
+                            *client,
+                            Seen {
+                                conn: REMOTE,
+                                clock: entry.clock,
+                                json: entry.json.clone(),
+                            },
+                        );
+                    }
+                }
+                self.broadcast(None, &bytes);
+            }
+        }
+    }
+
+    /// Reads the document again from the store and passes what this room lacked to its
+    /// connections.
+    async fn catch_up(&mut self) {
+        let before = self.ydoc.transact().state_vector();
+        match projections::read_models::documents::load(self.commands.store(), self.doc, None).await
+        {
+            Ok(loaded) => {
+                let diff = loaded.doc.transact().encode_diff_v1(&before);
+                self.ydoc = loaded.doc;
+                self.sequence = loaded.sequence;
+                self.updates_since = loaded.updates_since;
+                self.bytes_since = loaded.bytes_since;
+                let empty = yrs::Update::decode_v1(&diff).map_or(true, |u| u.is_empty());
+                if !empty {
+                    let frame = Message::Sync(SyncMessage::Update(diff)).encode_v1();
+                    self.broadcast(None, &frame);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(doc = %self.doc, error = %e, "could not read the document again")
+            }
+        }
+    }
+
+    /// After this room's events `first ..= last` were stored: tells the peers, and reads the
+    /// store if they do not directly follow what the room held (another node appended first).
+    async fn stored(&mut self, first: u64, last: u64, updates: Vec<String>) {
+        let gap = first != self.sequence + 1;
+        self.sequence = self.sequence.max(last);
+        self.outbox.push(Peer::Stored {
+            node: self.rooms.node,
+            from: first - 1,
+            to: last,
+            updates,
+        });
+        if gap {
+            self.catch_up().await;
         }
     }
 
@@ -330,6 +529,7 @@ impl Room {
                 }
                 let frame = Message::Awareness(update).encode_v1();
                 self.broadcast(Some(conn), &frame);
+                self.share_awareness(&frame);
             }
             Request::QueryAwareness { conn } => {
                 if let Some(everyone) = self.awareness_of_all() {
@@ -375,9 +575,15 @@ impl Room {
                 .await
             {
                 Ok(receipt) => {
-                    if let Some(last) = receipt.events.last() {
-                        self.sequence = last.sequence as u64;
-                    }
+                    let span = receipt.events.first().zip(receipt.events.last());
+                    let span = span.map(|(a, b)| (a.sequence as u64, b.sequence as u64));
+                    let shared = span.map(|_| {
+                        valid
+                            .iter()
+                            .map(|(p, _)| BASE64.encode(&p.update))
+                            .collect::<Vec<_>>()
+                    });
+                    let before = self.sequence;
                     self.updates_since += valid.len() as u64;
                     self.bytes_since += valid
                         .iter()
@@ -393,6 +599,11 @@ impl Room {
                         }
                         let frame = Message::Sync(SyncMessage::Update(p.update)).encode_v1();
                         self.broadcast(Some(p.conn), &frame);
+                    }
+                    if let (Some((first, last)), Some(updates)) = (span, shared) {
+                        // A reload above may have moved the sequence already.
+                        self.sequence = before;
+                        self.stored(first, last, updates).await;
                     }
                 }
                 Err(e) => {
@@ -434,8 +645,9 @@ impl Room {
             .await
         {
             Ok(receipt) => {
-                if let Some(last) = receipt.events.last() {
-                    self.sequence = last.sequence as u64;
+                if let (Some(first), Some(last)) = (receipt.events.first(), receipt.events.last()) {
+                    self.stored(first.sequence as u64, last.sequence as u64, Vec::new())
+                        .await;
                 }
                 (self.updates_since, self.bytes_since) = (0, 0);
             }
@@ -444,9 +656,7 @@ impl Room {
     }
 
     async fn reload(&mut self) {
-        if let Err(e) = self.load().await {
-            tracing::warn!(doc = %self.doc, error = %e, "could not reload the document");
-        }
+        self.catch_up().await;
     }
 
     fn send(&mut self, conn: u64, frame: Vec<u8>) {
@@ -505,6 +715,14 @@ impl Room {
         }
         let frame = Message::Awareness(AwarenessUpdate { clients: gone }).encode_v1();
         self.broadcast(None, &frame);
+        self.share_awareness(&frame);
+    }
+
+    fn share_awareness(&mut self, frame: &[u8]) {
+        self.outbox.push(Peer::Awareness {
+            node: self.rooms.node,
+            frame: BASE64.encode(frame),
+        });
     }
 
     fn awareness_of_all(&self) -> Option<Vec<u8>> {
@@ -525,5 +743,21 @@ impl Room {
             })
             .collect();
         Some(Message::Awareness(AwarenessUpdate { clients }).encode_v1())
+    }
+}
+
+/// The next signal from the other nodes' rooms; never, without them.
+async fn next_signal(peers: &mut Option<Signals>) -> Option<axum::body::Bytes> {
+    match peers {
+        Some(peers) => peers.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `until`; forever if `None`.
+async fn sleep_until(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
     }
 }

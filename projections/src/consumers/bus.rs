@@ -161,7 +161,28 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
     /// The store this bus refills from when it finds it missed messages (given once the
     /// database is ready). The in-process bus cannot miss any and ignores it.
     fn refill_from(&self, _store: Store) {}
+
+    /// Sends `payload` to the other nodes on the core subject `<prefix>.collab.<topic>`: at
+    /// most once and never stored, for what each node can recover from the event store
+    /// anyway (a document room's stored updates, and its awareness). The in-process bus has
+    /// no other node and drops it.
+    fn signal<'a>(
+        &'a self,
+        _topic: &'a str,
+        _payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// What is sent on `<prefix>.collab.<topic>` from now on (this node's own signals too);
+    /// `None` where there is no other node (the in-process bus).
+    fn listen<'a>(&'a self, _topic: &'a str) -> BoxFuture<'a, Result<Option<Signals>, BusError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
+
+/// The payloads sent on one [`Bus::listen`] subject, until dropped (which unsubscribes).
+pub type Signals = futures::stream::BoxStream<'static, bytes::Bytes>;
 
 /// Capacity of each node's live channel.
 const LIVE_CAPACITY: usize = 16_384;
@@ -552,6 +573,34 @@ impl Bus for NatsBus {
 
     fn refill_from(&self, store: Store) {
         self.store.send_replace(Some(store));
+    }
+
+    fn signal<'a>(
+        &'a self,
+        topic: &'a str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(async move {
+            let subject = format!("{}.collab.{topic}", self.options.prefix);
+            self.jetstream
+                .client()
+                .publish(subject, payload.into())
+                .await
+                .map_err(|e| BusError(format!("signal: {e}")))
+        })
+    }
+
+    fn listen<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<Option<Signals>, BusError>> {
+        Box::pin(async move {
+            let subject = format!("{}.collab.{topic}", self.options.prefix);
+            let subscriber = self
+                .jetstream
+                .client()
+                .subscribe(subject)
+                .await
+                .map_err(|e| BusError(format!("listen: {e}")))?;
+            Ok(Some(subscriber.map(|message| message.payload).boxed()))
+        })
     }
 }
 
