@@ -82,6 +82,9 @@ async fn upgrade(
         }
     };
     ws.max_message_size(UPDATE_MAX + 64 * 1024)
+        // tungstenite zeroes its read buffer (128 KiB by default) on every read: with many
+        // small frames that was over a third of the server's CPU (`bench collab`).
+        .read_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move {
             match decided {
                 Ok(allowed) => serve(state, allowed, socket).await,

@@ -284,7 +284,12 @@ type Socket =
 async fn connect(url: &str, auth: &str) -> anyhow::Result<Socket> {
     let mut request = url.into_client_request()?;
     request.headers_mut().insert("authorization", auth.parse()?);
-    let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+    // Small buffers, as a browser's would be (tungstenite zeroes its read buffer, 128 KiB by
+    // default, on every read).
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(4096);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
     Ok(ws)
 }
 
