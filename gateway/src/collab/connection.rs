@@ -285,14 +285,14 @@ async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
             .await;
     });
     let shutdown = state.shutdown().clone();
-    let mut bus = state.bus().subscribe();
+    let mut changes = state.rooms().access_changes();
     let mut allowed = allowed;
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
-            event = bus.recv() => {
-                let verdict = match &event {
-                    Ok(event) => reconsider(&state, &allowed, Some(event)).await,
+            change = changes.recv() => {
+                let verdict = match &change {
+                    Ok(event) => reconsider(&state, &allowed, event.as_deref()).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         reconsider(&state, &allowed, None).await
                     }

@@ -108,13 +108,13 @@ async fn serve(state: AppState, socket: WebSocket) {
     });
     let mut docs: HashMap<String, Doc> = HashMap::new();
     let shutdown = state.shutdown().clone();
-    let mut bus = state.bus().subscribe();
+    let mut changes = state.rooms().access_changes();
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
-            event = bus.recv() => {
-                let event = match &event {
-                    Ok(event) => Some(event.as_ref()),
+            change = changes.recv() => {
+                let event = match &change {
+                    Ok(event) => event.as_deref(),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => continue,
                 };

@@ -344,6 +344,12 @@ pub enum Change {
 }
 
 impl Change {
+    /// Whether events of streams of `aggregate_type` can change access at all (accounts and
+    /// organizations): a cheap first filter for those who follow every event.
+    pub fn may_come_from(aggregate_type: &str) -> bool {
+        matches!(aggregate_type, "account" | "organization")
+    }
+
     /// The access change an event of `event_type` makes, if any. `payload` is its JSON.
     pub fn of_event(
         aggregate_type: &str,
@@ -357,7 +363,7 @@ impl Change {
             key_id: Option<Uuid>,
             session_id: Option<Uuid>,
         }
-        if !matches!(aggregate_type, "account" | "organization") {
+        if !Self::may_come_from(aggregate_type) {
             return None;
         }
         let id = Uuid::parse_str(aggregate_id).ok()?;
