@@ -795,3 +795,94 @@ async fn two_nodes_converge_under_concurrent_edits() {
     drop(other);
     app.stop().await;
 }
+
+/// A writer whose team loses `docs.edit` mid-session stays connected and reads on, but what it
+/// types from then on is never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_who_loses_docs_edit_becomes_read_only() {
+    let app = spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let doc = new_doc(&app, &ada, &org).await;
+    let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
+    let (member, member_id) = member_with(&app, &org, &ada, &[]).await;
+    let base = format!("/api/v1/orgs/{org}");
+    let team = app
+        .post_as(&ada, &format!("{base}/teams"), json!({"name": "Editors"}))
+        .await;
+    let team = str_of(&json_with(team, 201).await, "id");
+    let permissions = |list: Vec<&'static str>| {
+        let ada = ada.clone();
+        let url = app.url(&format!("{base}/teams/{team}/permissions"));
+        async move {
+            let set = ada
+                .put(url)
+                .json(&json!({ "permissions": list }))
+                .send()
+                .await
+                .expect("set permissions");
+            json_with(set, 200).await;
+        }
+    };
+    permissions(vec!["docs.edit"]).await;
+    let joined = app
+        .post_as(
+            &ada,
+            &format!("{base}/teams/{team}/members"),
+            json!({ "user_id": member_id }),
+        )
+        .await;
+    json_with(joined, 200).await;
+    let member_key = key_with(&app, &member, &["docs:read", "docs:write"]).await;
+
+    let mut writer = Client::connect(&app, &key, &doc).await;
+    let mut editor = Client::connect(&app, &member_key, &doc).await;
+    editor.until("the first sync", |c| c.synced).await;
+    editor.type_at(0, "while an editor; ").await;
+    writer
+        .until("the editor's edit", |c| {
+            c.content().contains("while an editor")
+        })
+        .await;
+
+    permissions(vec![]).await;
+    // The change reaches the read models (the member can no longer create a document)...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tried = member
+            .post(app.url(&format!("{base}/docs")))
+            .json(&json!({"title": "Mine"}))
+            .send()
+            .await
+            .expect("create");
+        if tried.status() == 403 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "docs.edit never went"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... and the open connection follows: it reads on, but its edits are dropped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = app.event_count().await;
+    editor.type_at(0, "nope ").await;
+    writer.type_at(0, "yes ").await;
+    editor
+        .until("the writer's edit", |c| c.content().contains("yes "))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stored = stored_text(&app, &ada, &org, &doc).await;
+    assert!(
+        stored.contains("yes ") && !stored.contains("nope"),
+        "{stored}"
+    );
+    assert!(stored.contains("while an editor"), "{stored}");
+    assert_eq!(
+        app.event_count().await,
+        events + 1,
+        "only the writer's edit"
+    );
+    app.stop().await;
+}
