@@ -47,6 +47,20 @@ impl Client {
         Self::open(&app.url(&format!("/collab/{doc}?ticket={ticket}")), None).await
     }
 
+    /// The same client (its document, with whatever was typed while away) over a new socket.
+    async fn reconnect(self, app: &TestApp, key: &str, doc: &str) -> Self {
+        let Self {
+            doc: ydoc, text, ..
+        } = self;
+        let mut client = Self::connect(app, key, doc).await;
+        // `connect` announced an empty document; announce the real one (as a provider does).
+        client.doc = ydoc;
+        client.text = text;
+        let step1 = Message::Sync(SyncMessage::SyncStep1(client.doc.transact().state_vector()));
+        client.send(step1).await;
+        client
+    }
+
     async fn open(url: &str, key: Option<&str>) -> Self {
         let mut request = url
             .replacen("http://", "ws://", 1)
@@ -884,5 +898,39 @@ async fn a_writer_who_loses_docs_edit_becomes_read_only() {
         events + 1,
         "only the writer's edit"
     );
+    app.stop().await;
+}
+
+/// A client that edits while disconnected uploads those edits when it reconnects (its sync
+/// step 2 answers the server's step 1), and they are stored like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_uploads_its_offline_edits() {
+    let app = spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let doc = new_doc(&app, &ada, &org).await;
+    let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
+
+    let mut away = Client::connect(&app, &key, &doc).await;
+    away.until("the first sync", |c| c.synced).await;
+    away.type_at(0, "online. ").await;
+    let mut peer = Client::connect(&app, &key, &doc).await;
+    peer.until("the online edit", |c| c.content() == "online. ")
+        .await;
+    away.ws.close(None).await.expect("close");
+
+    // Offline: typed into the local document only.
+    let end = away.content().len() as u32;
+    away.text
+        .insert(&mut away.doc.transact_mut(), end, "typed offline.");
+    peer.type_at(0, "Meanwhile: ").await;
+
+    let mut back = away.reconnect(&app, &key, &doc).await;
+    let whole = "Meanwhile: online. typed offline.";
+    back.until("the peer's edit", |c| c.content() == whole)
+        .await;
+    peer.until("the offline edit", |c| c.content() == whole)
+        .await;
+    assert_eq!(stored_text(&app, &ada, &org, &doc).await, whole);
     app.stop().await;
 }
