@@ -9,7 +9,7 @@
 
 use cqrs_es::Aggregate;
 use domain::account::AccountCommand;
-use domain::document::DocumentRequest;
+use domain::document::{DocumentCommand, DocumentRequest};
 use domain::label::TagRequest;
 use domain::task::TaskRequest;
 use domain::Request;
@@ -22,6 +22,13 @@ use uuid::Uuid;
 pub trait Asked {
     /// What was asked, as JSON.
     fn asked(&self) -> Result<Value, serde_json::Error>;
+
+    /// Whether to fingerprint it under a command id the server made (a client's key is always
+    /// fingerprinted). There the fingerprint only catches a caller that reuses one `Metadata`
+    /// for two commands; `false` for what is never sent that way and costly to serialize.
+    fn fingerprinted(&self) -> bool {
+        true
+    }
 }
 
 impl Asked for TaskRequest {
@@ -33,6 +40,16 @@ impl Asked for TaskRequest {
 impl Asked for DocumentRequest {
     fn asked(&self) -> Result<Value, serde_json::Error> {
         serde_json::to_value(&self.command)
+    }
+
+    /// A document room's batches of updates and its compactions are the system's, each with
+    /// a fresh id from the room: fingerprinting them would serialize every update (or the
+    /// whole state) once more on the per-update path.
+    fn fingerprinted(&self) -> bool {
+        !matches!(
+            self.command,
+            DocumentCommand::EditAs { .. } | DocumentCommand::Compact { .. }
+        )
     }
 }
 
@@ -126,6 +143,24 @@ mod tests {
             known,
             command,
         }
+    }
+
+    #[test]
+    fn a_rooms_edits_and_compactions_are_not_fingerprinted_under_a_server_id() {
+        use domain::document::{Bytes, DocumentCommand as D, Placement};
+        let request = |command| DocumentRequest {
+            grant: Grant::system(org()),
+            known: Placement::default(),
+            command,
+        };
+        let updates = vec![(
+            UserId::from_uuid(Uuid::from_u128(2)),
+            Bytes::from(vec![0, 0]),
+        )];
+        assert!(!request(D::EditAs { updates }).fingerprinted());
+        let state = Bytes::from(vec![0, 0]);
+        assert!(!request(D::Compact { state, covers: 1 }).fingerprinted());
+        assert!(request(D::Delete).fingerprinted());
     }
 
     fn text_of(command: &impl Asked) -> String {

@@ -99,10 +99,15 @@ where
         let command_id = metadata.command_id.id();
         // Stored with the receipt, so a command id reused for a different command (a client's
         // key, or a caller's bug) is refused rather than answered with another command's receipt.
-        let fingerprint = Some(
-            fingerprint::<A>(aggregate_id, &command)
-                .map_err(|e| CommandError::Store(StoreError::Serde(e)))?,
-        );
+        // (Not for a server-made id of a command that opts out: `Asked::fingerprinted`.)
+        let fingerprint = if metadata.command_id.from_client() || command.fingerprinted() {
+            Some(
+                fingerprint::<A>(aggregate_id, &command)
+                    .map_err(|e| CommandError::Store(StoreError::Serde(e)))?,
+            )
+        } else {
+            None
+        };
         if metadata.command_id.from_client() {
             let stored = self
                 .store
