@@ -235,26 +235,18 @@ async fn paired(
         b: Outcome::empty()?,
         ratios: Vec::with_capacity(rounds),
     };
+    let (labels, ops) = ([label_a, label_b], [a, b]);
     for round in 0..rounds {
         eprintln!("  round {}/{rounds}", round + 1);
-        let run = |label: &'static str| {
-            let (label_x, op) = if label == "a" {
-                (label_a, a.clone())
-            } else {
-                (label_b, b.clone())
-            };
-            async move {
-                let outcome = drive(label_x, clients, slice, None, op).await?;
-                settle().await?;
-                anyhow::Ok(outcome)
-            }
-        };
-        let (oa, ob) = if round % 2 == 0 {
-            let oa = run("a").await?;
-            (oa, run("b").await?)
-        } else {
-            let ob = run("b").await?;
-            (run("a").await?, ob)
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut outcomes: [Option<Outcome>; 2] = [None, None];
+        for side in order {
+            let outcome = drive(labels[side], clients, slice, None, ops[side].clone()).await?;
+            settle().await?;
+            outcomes[side] = Some(outcome);
+        }
+        let [Some(oa), Some(ob)] = outcomes else {
+            anyhow::bail!("a slice did not run");
         };
         paired.ratios.push(ob.rate() / oa.rate());
         paired.a.absorb(oa)?;

@@ -236,6 +236,7 @@ impl Rooms {
             conns: BTreeMap::new(),
             awareness: HashMap::new(),
             outbox: Vec::new(),
+            peered: false,
         };
         tokio::spawn(room.run(requests, inbox.clone()));
         inbox
@@ -309,6 +310,9 @@ struct Room {
     awareness: HashMap<yrs::block::ClientID, Seen>,
     /// What to send the other nodes' rooms next.
     outbox: Vec<Peer>,
+    /// Whether there are other nodes to tell (not on the in-process bus): without them nothing
+    /// is encoded for them.
+    peered: bool,
 }
 
 /// An update waiting to be stored.
@@ -331,6 +335,7 @@ impl Room {
                 None
             }
         };
+        self.peered = peers.is_some();
         if let Err(e) = self.load().await {
             tracing::warn!(doc = %self.doc, error = %e, "could not load the document");
             self.rooms.close(self.doc, &inbox);
@@ -500,12 +505,14 @@ impl Room {
     async fn stored(&mut self, first: u64, last: u64, updates: Vec<String>) {
         let gap = first != self.sequence + 1;
         self.sequence = self.sequence.max(last);
-        self.outbox.push(Peer::Stored {
-            node: self.rooms.node,
-            from: first - 1,
-            to: last,
-            updates,
-        });
+        if self.peered {
+            self.outbox.push(Peer::Stored {
+                node: self.rooms.node,
+                from: first - 1,
+                to: last,
+                updates,
+            });
+        }
         if gap {
             self.catch_up().await;
         }
@@ -612,7 +619,7 @@ impl Room {
                 Ok(receipt) => {
                     let span = receipt.events.first().zip(receipt.events.last());
                     let span = span.map(|(a, b)| (a.sequence as u64, b.sequence as u64));
-                    let shared = span.map(|_| {
+                    let shared = span.filter(|_| self.peered).map(|_| {
                         valid
                             .iter()
                             .map(|(p, _)| BASE64.encode(&p.update))
@@ -630,15 +637,15 @@ impl Room {
                             // Stored, but yrs could not apply it: the stream is the truth;
                             // read it again.
                             tracing::warn!(doc = %self.doc, error = %e, "a stored update did not apply; reloading");
-                            self.reload().await;
+                            self.catch_up().await;
                         }
                         let frame = Message::Sync(SyncMessage::Update(p.update)).encode_v1();
                         self.broadcast(Some(p.conn), &frame);
                     }
-                    if let (Some((first, last)), Some(updates)) = (span, shared) {
+                    if let Some((first, last)) = span {
                         // A reload above may have moved the sequence already.
                         self.sequence = before;
-                        self.stored(first, last, updates).await;
+                        self.stored(first, last, shared.unwrap_or_default()).await;
                     }
                 }
                 Err(e) => {
@@ -688,10 +695,6 @@ impl Room {
             }
             Err(e) => tracing::warn!(doc = %self.doc, error = %e, "could not compact the document"),
         }
-    }
-
-    async fn reload(&mut self) {
-        self.catch_up().await;
     }
 
     fn send(&mut self, conn: u64, frame: Vec<u8>) {
@@ -754,6 +757,9 @@ impl Room {
     }
 
     fn share_awareness(&mut self, frame: &[u8]) {
+        if !self.peered {
+            return;
+        }
         self.outbox.push(Peer::Awareness {
             node: self.rooms.node,
             frame: BASE64.encode(frame),
