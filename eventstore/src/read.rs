@@ -163,7 +163,7 @@ impl Store {
             Some(connection) => connection,
             None => turn.insert(self.pool().acquire().await?.detach()),
         };
-        let bound = match look_up_settled_below(connection).await {
+        let bound = match look_up_settled_below(connection, wanted).await {
             Ok(bound) => bound,
             Err(e) => {
                 *turn = None;
@@ -581,9 +581,21 @@ struct Bound {
 }
 
 /// The lookup behind [`Store::settled_below`].
-async fn look_up_settled_below(connection: &mut PgConnection) -> Result<String, StoreError> {
+///
+/// With `wanted` (a commit the caller knows of), the cluster-wide `pg_snapshot_xmin` comes
+/// first: it is always a safe bound, costs nothing to compute, and under a steady write load
+/// it is usually above that commit already (the oldest transaction still running anywhere is
+/// younger than it). Only when it is not (something older is still open, perhaps in another
+/// database) is `pg_stat_activity` read, in the same statement: PostgreSQL evaluates a `CASE`
+/// branch's subqueries only when it takes that branch.
+async fn look_up_settled_below(
+    connection: &mut PgConnection,
+    wanted: Option<u64>,
+) -> Result<String, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT CASE
+                      WHEN pg_snapshot_xmin(snap.s)::text::int8 > $1
+                      THEN pg_snapshot_xmin(snap.s)::text
                       WHEN EXISTS (SELECT 1 FROM pg_stat_activity
                                     WHERE datname = current_database()
                                       AND backend_type = 'client backend' AND state IS NULL)
@@ -602,6 +614,7 @@ async fn look_up_settled_below(connection: &mut PgConnection) -> Result<String, 
                FROM (SELECT pg_current_snapshot() AS s) AS snap,
                     LATERAL (SELECT pg_snapshot_xmax(snap.s)::text::int8 AS n) AS next",
     )
+    .bind(wanted.and_then(|xid| i64::try_from(xid).ok()))
     .fetch_one(connection)
     .await?)
 }

@@ -497,6 +497,16 @@ async fn a_long_transaction_in_another_database_does_not_stall_the_tail() {
         "a transaction ({held}) in another database held the tail back"
     );
     assert!(tail[0].transaction_id > held.parse::<i64>().expect("xid"));
+    // A tailer that knows of that commit (a consumer woken for it) asks with its id, and the
+    // cluster-wide bound, held back by the other database, is not taken for an answer.
+    let wanted = tail[0].transaction_id as u64;
+    let bound: u64 = store
+        .settled_below_covering(Some(wanted))
+        .await
+        .expect("bound")
+        .parse()
+        .expect("a transaction id");
+    assert!(bound > wanted, "{bound} does not cover {wanted}");
     elsewhere.rollback().await.expect("rollback");
     other_pool.close().await;
 }
@@ -532,6 +542,23 @@ async fn a_slow_transaction_in_this_database_is_never_skipped() {
     assert!(
         filtered.is_empty(),
         "the filtered tail keeps the same bound"
+    );
+    // Nor for a tailer that knows of the fast commit: its bound stays below the slow one.
+    let fast: i64 = sqlx::query_scalar(
+        "SELECT transaction_id::text::int8 FROM events WHERE aggregate_id = 'fast'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("the fast event's transaction");
+    let bound: i64 = store
+        .settled_below_covering(Some(fast as u64))
+        .await
+        .expect("bound")
+        .parse()
+        .expect("a transaction id");
+    assert!(
+        bound < fast,
+        "bound {bound} lets the fast event ({fast}) pass the slow one"
     );
     slow.commit().await.expect("commit");
     let tail = store.tail(Cursor::START, 10).await.expect("tail");

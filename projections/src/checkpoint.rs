@@ -113,8 +113,10 @@ pub(crate) async fn advance<'c>(
     compare_and_set(conn, "", name, from, to).await
 }
 
-/// [`advance`] on its own, for a batch with nothing to apply: one statement instead of a
-/// transaction of four, committed asynchronously like every batch ([`lock`]).
+/// [`advance`] as a statement of its own, committed asynchronously like every batch
+/// ([`lock`]): for a read model's batch with nothing to apply (one statement instead of a
+/// transaction of four), and for the relay after it published a batch (a checkpoint lost to a
+/// PostgreSQL crash only makes it publish that batch again, which it may always do).
 pub(crate) async fn advance_alone(
     connection: &mut PgConnection,
     name: &str,

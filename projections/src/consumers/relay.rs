@@ -3,7 +3,7 @@
 //! It is a consumer with a side effect, so it is not a projection. It runs on the shared consumer
 //! loop (`crate::consumer`): it tails the store with the gapless cursor, publishes a batch and
 //! waits for every acknowledgement, and only then moves its checkpoint (`projection_checkpoints`,
-//! name `relay`) by compare-and-set, in a statement of its own. A crash
+//! name `relay`) by compare-and-set, in a statement of its own, committed asynchronously. A crash
 //! between the two publishes the batch again; JetStream drops the repeats by `Nats-Msg-Id`, and
 //! live consumers drop anything at or behind the cursor they have already seen. While the bus is
 //! down the relay retries the same batch with backoff; commands never wait for it. One node
@@ -108,7 +108,7 @@ impl Handler for Publish {
         let events = CloudEvent::chain(from, batch);
         self.bus.publish(&events).await?;
         let to = batch.last().map_or(from, RecordedEvent::cursor);
-        if checkpoint::advance(&mut *connection, NAME, from, to).await? {
+        if checkpoint::advance_alone(connection, NAME, from, to).await? {
             Ok(to)
         } else {
             tracing::warn!("relay checkpoint moved under this node; resuming from it");
