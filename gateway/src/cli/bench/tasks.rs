@@ -1,7 +1,9 @@
 //! `bench write`'s task phases: the same task writes (create a task, then edit its title, in
-//! turn) through `commands` alone, and through the real HTTP path: an API key resolved by the
-//! authentication middleware, the grant looked up in the memberships read model, the command,
-//! and the receipt serialized back, over keep-alive connections to a server in this process.
+//! turn) to one server in this process, through its `commands` directly, and through the real
+//! HTTP path: an API key resolved by the authentication middleware, the grant looked up in the
+//! memberships read model, the command, and the receipt serialized back, over keep-alive
+//! connections. Both sides share the server's database, writer, projections and relay, so what
+//! their rates differ by is the HTTP path.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -20,7 +22,6 @@ use eventstore::{Store, StoreOptions};
 use gateway::config::Config;
 use gateway::App;
 use serde_json::{json, Value};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{fresh_org, Op};
@@ -41,17 +42,9 @@ fn title(client: usize, i: u64) -> anyhow::Result<Text> {
     )?)
 }
 
-/// Task writes through `commands::Commands`, with the grant made in process.
-pub(super) async fn through_commands(
-    pool: &PgPool,
-    clients: usize,
-    writers: usize,
-) -> anyhow::Result<Op> {
-    let options = StoreOptions {
-        writers,
-        ..StoreOptions::default()
-    };
-    let commands = Commands::new(Store::new(pool.clone(), options));
+/// Task writes through `commands`, with the grant made in process (no authentication, no
+/// lookup, no HTTP).
+async fn through_commands(commands: Commands, clients: usize) -> anyhow::Result<Op> {
     let org = fresh_org();
     commands
         .execute::<Organization>(
@@ -134,6 +127,10 @@ fn new_task(org: OrgId, client: usize, i: u64) -> anyhow::Result<NewTask> {
 pub(super) struct HttpServer {
     /// Creates a task or edits the client's last one, through the server's HTTP API.
     pub(super) op: Op,
+    /// The same writes through the server's own `commands::Commands`, in this process: the
+    /// same database, group-commit writer, projections and relay as `op`, without the HTTP
+    /// path (authentication, grant lookup, JSON, receipt).
+    pub(super) commands_op: Op,
     config: Config,
     shutdown: tokio_util::sync::CancellationToken,
     server: tokio::task::JoinHandle<()>,
@@ -161,6 +158,7 @@ impl HttpServer {
         let key = gateway::secret_key(&config)?;
         config.secret_key = Some(key.clone());
         let app = App::build(config.clone()).await?;
+        let state = app.state().clone();
         let address = app.local_addr();
         let shutdown = app.shutdown_token();
         let server = tokio::spawn(async move {
@@ -168,16 +166,26 @@ impl HttpServer {
                 eprintln!("  the bench server stopped: {e}");
             }
         });
+        let nothing: Op = Arc::new(|_, _| Box::pin(async { Ok(()) }));
         let mut this = Self {
-            op: Arc::new(|_, _| Box::pin(async { Ok(()) })),
+            op: nothing.clone(),
+            commands_op: nothing,
             config,
             shutdown,
             server,
             data_dir,
         };
-        match task_writes(&this.config, key, address, clients).await {
-            Ok(op) => {
-                this.op = op;
+        let ops = async {
+            let http = task_writes(&this.config, key, address, clients).await?;
+            // Ready by now: task_writes waited for /readyz.
+            let ready = state.try_ready().context("the bench server is not ready")?;
+            let commands = through_commands(ready.commands.clone(), clients).await?;
+            anyhow::Ok((http, commands))
+        };
+        match ops.await {
+            Ok((http, commands)) => {
+                this.op = http;
+                this.commands_op = commands;
                 Ok(this)
             }
             Err(e) => {
