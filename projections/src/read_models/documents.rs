@@ -35,7 +35,13 @@ impl Projection for DocumentsProjection {
     }
 
     fn relevant(&self, event: &RecordedEvent) -> bool {
+        // Not the edits and compactions: the tree holds none of a document's content, and a
+        // live document appends hundreds of them a second.
         event.aggregate_type == "document"
+            && !matches!(
+                event.event_type.as_str(),
+                "document.edited" | "document.compacted"
+            )
     }
 
     async fn apply(
@@ -43,7 +49,8 @@ impl Projection for DocumentsProjection {
         conn: &mut PgConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if event.aggregate_type != "document" {
+        if !self.relevant(event) {
+            // Not decoded at all (an edit's payload is its update).
             return Ok(());
         }
         let Ok(doc) = Uuid::parse_str(&event.aggregate_id) else {
