@@ -36,7 +36,7 @@ pub use aggregate::{AggregateStore, StoreContext};
 pub use cursor::{Cursor, CursorError};
 pub use db::{connect, ensure_database, parse_url, tune, MIGRATOR};
 pub use error::StoreError;
-pub use read::{EventFilter, RecordedEvent};
+pub use read::{EventFilter, Kept, RecordedEvent};
 pub use receipt::{Appended, BulkAppended, Receipt};
 pub use signal::CommitTime;
 pub use store::{Store, StoreOptions};

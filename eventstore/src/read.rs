@@ -111,6 +111,32 @@ impl Store {
         Ok(events)
     }
 
+    /// [`Store::tail_on`] for a reader that wants only some events (`keep`): up to `limit`
+    /// events are read in the same gapless order, and only those `keep` accepts are returned
+    /// (copied), with where the read ended. A read model that ignores most events (task events,
+    /// for `identity`) then never copies them out of this process's window of recent events.
+    pub async fn tail_on_where(
+        &self,
+        connection: &mut PgConnection,
+        after: Cursor,
+        limit: i64,
+        wanted: Option<Cursor>,
+        keep: &(dyn Fn(&RecordedEvent) -> bool + Sync),
+    ) -> Result<Kept, StoreError> {
+        if let Some(kept) = self.recent().serve_where(after, limit, keep) {
+            return Ok(kept);
+        }
+        let below = self.settled_below_covering(wanted.map(|c| c.xid())).await?;
+        let mut events = tail_below(connection, after, limit, &below).await?;
+        self.recent().record(after, &events);
+        let (read, end) = (
+            events.len(),
+            events.last().map_or(after, RecordedEvent::cursor),
+        );
+        events.retain(|e| keep(e));
+        Ok(Kept { events, read, end })
+    }
+
     /// The transaction id below which every transaction of *this database* has finished: the
     /// bound of the gapless tail (DESIGN "Gapless tailing").
     ///
@@ -525,6 +551,34 @@ impl Recent {
         Some(window.events.range(first..).take(limit).cloned().collect())
     }
 
+    /// [`Recent::serve`] copying only the events `keep` accepts.
+    pub(crate) fn serve_where(
+        &self,
+        after: Cursor,
+        limit: i64,
+        keep: &(dyn Fn(&RecordedEvent) -> bool + Sync),
+    ) -> Option<Kept> {
+        let window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if after < window.after || after >= window.end() {
+            return None;
+        }
+        let first = window.events.partition_point(|e| e.cursor() <= after);
+        let limit = usize::try_from(limit).unwrap_or(0).max(1);
+        let read = window.events.range(first..).take(limit);
+        let mut kept = Kept {
+            read: read.len(),
+            end: after,
+            events: Vec::new(),
+        };
+        for event in read {
+            kept.end = event.cursor();
+            if keep(event) {
+                kept.events.push(event.clone());
+            }
+        }
+        Some(kept)
+    }
+
     /// Keeps what a gapless read after `after` returned.
     pub(crate) fn record(&self, after: Cursor, events: &[RecordedEvent]) {
         let Some(last) = events.last() else {
@@ -550,6 +604,18 @@ impl Recent {
             }
         }
     }
+}
+
+/// What [`Store::tail_on_where`] read.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// The events kept, in order.
+    pub events: Vec<RecordedEvent>,
+    /// How many events were read (kept or not): fewer than the limit means the reader has
+    /// caught up, for now.
+    pub read: usize,
+    /// The cursor after the last event read (the `after` of the read if none was).
+    pub end: Cursor,
 }
 
 /// The state behind [`Store::settled_below`]'s sharing.
@@ -698,6 +764,25 @@ mod tests {
         recent.record(at(6), &[event(17, 7)]);
         assert!(recent.serve(at(4), 10).is_none());
         assert_eq!(cursors(&recent.serve(at(6), 10).expect("served")), [7]);
+    }
+
+    #[test]
+    fn the_recent_window_serves_a_filtered_read_with_where_it_ended() {
+        let recent = Recent::default();
+        let events: Vec<RecordedEvent> = (1..=6).map(|p| event(10, p)).collect();
+        recent.record(Cursor::START, &events);
+        let even = |e: &RecordedEvent| e.global_position % 2 == 0;
+        let kept = recent
+            .serve_where(events[0].cursor(), 3, &even)
+            .expect("in the window");
+        assert_eq!(cursors(&kept.events), [2, 4]);
+        assert_eq!((kept.read, kept.end), (3, events[3].cursor()));
+        let none = recent
+            .serve_where(events[3].cursor(), 10, &|_| false)
+            .expect("in the window");
+        assert!(none.events.is_empty());
+        assert_eq!((none.read, none.end), (2, events[5].cursor()));
+        assert!(recent.serve_where(events[5].cursor(), 10, &even).is_none());
     }
 
     #[test]

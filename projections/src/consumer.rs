@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventstore::{Cursor, RecordedEvent, Store, StoreError};
+use eventstore::{Cursor, Kept, RecordedEvent, Store, StoreError};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -273,10 +273,18 @@ pub(crate) trait Handler: Send + Sync + 'static {
     /// The checkpoint's name.
     fn name(&self) -> &'static str;
 
-    /// Handles `batch`, the events after `from`, and moves the checkpoint from `from` to the
-    /// batch's end. Returns where the checkpoint now is: the batch's end, or the cursor found
-    /// stored if the checkpoint was no longer at `from` (the batch is then read again from
-    /// there, so a side effect may repeat: consumers are at-least-once).
+    /// Whether this consumer wants `event` at all (default: every event). Events it does not
+    /// want are never copied out of the store's window for it: its batches hold only the
+    /// others, and its checkpoint still moves past them.
+    fn wants(&self, _event: &RecordedEvent) -> bool {
+        true
+    }
+
+    /// Handles `batch`, the events it [`wants`](Handler::wants) of those after `from` up to
+    /// and including `to` (possibly none), and moves the checkpoint from `from` to `to`.
+    /// Returns where the checkpoint now is: `to`, or the cursor found stored if the checkpoint
+    /// was no longer at `from` (the batch is then read again from there, so a side effect may
+    /// repeat: consumers are at-least-once).
     ///
     /// `connection` is the one holding the consumer's lock: its writes go there (no pool
     /// checkout per batch, and a write can only happen while the lock is held); `pool` serves
@@ -286,6 +294,7 @@ pub(crate) trait Handler: Send + Sync + 'static {
         connection: &mut PgConnection,
         pool: &PgPool,
         from: Cursor,
+        to: Cursor,
         batch: &[RecordedEvent],
     ) -> impl Future<Output = Result<Cursor, Self::Error>> + Send;
 
@@ -378,7 +387,7 @@ struct Following<'a, H> {
     commits: watch::Receiver<Cursor>,
     unseen: Unseen,
     /// The next batch, read while the last one was handled (when behind).
-    prefetched: Option<Vec<RecordedEvent>>,
+    prefetched: Option<Kept>,
 }
 
 impl<'a, H: Handler> Following<'a, H> {
@@ -402,19 +411,21 @@ impl<H: Handler> Work for Following<'_, H> {
     async fn step(&mut self) -> Result<Step, H::Error> {
         let store = &self.tail.store;
         let size = self.tail.options.batch;
-        let batch = match self.prefetched.take() {
-            Some(batch) => batch,
+        let handler = &self.tail.handler;
+        let read = match self.prefetched.take() {
+            Some(read) => read,
             None => {
                 // A commit this node knows of and has not read yet: a bound already above it
                 // will do (no lookup). After a slow poll, look the bound up afresh.
                 let known = *self.commits.borrow();
                 let wanted = (known > self.cursor).then_some(known);
+                let wants = |e: &RecordedEvent| handler.wants(e);
                 store
-                    .tail_on(&mut *self.lock, self.cursor, size, wanted)
+                    .tail_on_where(&mut *self.lock, self.cursor, size, wanted, &wants)
                     .await?
             }
         };
-        if batch.is_empty() {
+        if read.read == 0 {
             return Ok(match self.unseen.retry(&self.commits, self.cursor) {
                 Some(wait) => Step::Soon(wait),
                 None => Step::Idle,
@@ -424,16 +435,28 @@ impl<H: Handler> Work for Following<'_, H> {
         // A full batch means the consumer is behind (a rebuild, or a burst): read the next
         // batch on another connection, in its own task (so decoding it runs in parallel with
         // this batch), while this one is handled.
-        let end = batch.last().map_or(self.cursor, RecordedEvent::cursor);
-        let full = batch.len() as i64 >= size;
+        let end = read.end;
+        let full = read.read as i64 >= size;
         let next = full.then(|| {
-            let store = store.clone();
-            tokio::spawn(async move { store.tail(end, size).await })
+            let (store, handler) = (store.clone(), handler.clone());
+            tokio::spawn(async move {
+                let mut events = store.tail(end, size).await?;
+                let (read, end) = (
+                    events.len(),
+                    events.last().map_or(end, RecordedEvent::cursor),
+                );
+                events.retain(|e| handler.wants(e));
+                Ok::<_, StoreError>(Kept { events, read, end })
+            })
         });
-        let handled = self
-            .tail
-            .handler
-            .handle(&mut *self.lock, store.pool(), self.cursor, &batch)
+        let handled = handler
+            .handle(
+                &mut *self.lock,
+                store.pool(),
+                self.cursor,
+                end,
+                &read.events,
+            )
             .await;
         let next = match next {
             Some(task) => task.await.ok().and_then(Result::ok),

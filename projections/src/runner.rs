@@ -63,10 +63,11 @@ pub trait Projection: Send + Sync + 'static {
         event: &RecordedEvent,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 
-    /// Whether `event` may change this read model (default: every event may). A batch with
-    /// none is not applied: only its checkpoint moves, and the caches of the read model's
-    /// queries stay valid ([`crate::changes`]). Must be `true` for every event [`apply`]
-    /// would act on.
+    /// Whether `event` may change this read model (default: every event may). Only these
+    /// events reach [`apply`] and [`Projection::apply_batch`] (the others are not even copied
+    /// out of the store's window); a batch with none is not applied: only its checkpoint
+    /// moves, and the caches of the read model's queries stay valid ([`crate::changes`]). Must
+    /// be `true` for every event [`apply`] would act on.
     ///
     /// [`apply`]: Projection::apply
     fn relevant(&self, _event: &RecordedEvent) -> bool {
@@ -183,18 +184,21 @@ impl<P: Projection> Handler for Apply<P> {
         self.changes.leading(now);
     }
 
+    fn wants(&self, event: &RecordedEvent) -> bool {
+        self.projection.relevant(event)
+    }
+
     #[tracing::instrument(skip_all, fields(projection = self.projection.name(), events = batch.len()))]
     async fn handle(
         &self,
         connection: &mut PgConnection,
         _pool: &PgPool,
         from: Cursor,
+        to: Cursor,
         batch: &[RecordedEvent],
     ) -> Result<Cursor, ProjectionError> {
         let name = self.projection.name();
-        let to = batch.last().map_or(from, RecordedEvent::cursor);
-        let relevant = batch.iter().any(|e| self.projection.relevant(e));
-        if !relevant {
+        if batch.is_empty() {
             // Nothing to apply (a burst of task events, for `identity`): the checkpoint alone,
             // still compare-and-set, so a rebuild or another runner is noticed as below.
             if checkpoint::advance_alone(connection, name, from, to).await? {

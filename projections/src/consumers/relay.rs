@@ -102,12 +102,13 @@ impl Handler for Publish {
         connection: &mut PgConnection,
         _pool: &PgPool,
         from: Cursor,
+        to: Cursor,
         batch: &[RecordedEvent],
     ) -> Result<Cursor, RelayError> {
-        // Chained (each names the one before it), so a reader can tell it missed some.
+        // Chained (each names the one before it), so a reader can tell it missed some. The
+        // relay wants every event, so `batch` runs from `from` to `to`.
         let events = CloudEvent::chain(from, batch);
         self.bus.publish(&events).await?;
-        let to = batch.last().map_or(from, RecordedEvent::cursor);
         if checkpoint::advance_alone(connection, NAME, from, to).await? {
             Ok(to)
         } else {

@@ -322,8 +322,7 @@ async fn typist(
         tokio::select! {
             () = stop.cancelled() => break,
             _ = tick.tick() => {
-                let before = doc.transact().state_vector();
-                {
+                let update = {
                     // At the top of the document. yrs finds an index by walking the text's
                     // items from the start, and the four clients' interleaved characters never
                     // merge into longer items: typing at the end cost the load generator, in
@@ -332,8 +331,10 @@ async fn typist(
                     // which integrates an update by the ids it names.
                     let mut txn = doc.transact_mut();
                     text.insert(&mut txn, 0, "x");
-                }
-                let update = doc.transact().encode_state_as_update_v1(&before);
+                    // The transaction's own update, as a Yjs provider sends it (encoding the
+                    // state since a state vector would walk the whole store for deletions).
+                    txn.encode_update_v1()
+                };
                 sends.lock().unwrap_or_else(|p| p.into_inner())
                     .entry(me).or_default().push(Instant::now());
                 ws.send(WsMessage::Binary(Message::Sync(SyncMessage::Update(update)).encode_v1().into())).await?;
