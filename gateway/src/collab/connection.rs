@@ -256,24 +256,36 @@ async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
                 }
                 out = rx.recv() => out,
             };
-            let Some(out) = out else { break };
-            match out {
-                Outbound::Frame(frame) => {
-                    if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+            let Some(mut out) = out else { break };
+            // Whatever else is queued already (a room's batch of updates) goes out in the same
+            // write: frames are fed, and flushed once the queue is empty.
+            loop {
+                match out {
+                    Outbound::Frame(frame) => {
+                        if sink.feed(WsMessage::Binary(frame.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    // y-websocket has no acknowledgement.
+                    Outbound::Stored => {}
+                    Outbound::Close(reason) => {
+                        // Sending flushes what was fed before it.
+                        let _ = sink
+                            .send(WsMessage::Close(Some(CloseFrame {
+                                code: POLICY,
+                                reason: reason.into(),
+                            })))
+                            .await;
                         return;
                     }
                 }
-                // y-websocket has no acknowledgement.
-                Outbound::Stored => {}
-                Outbound::Close(reason) => {
-                    let _ = sink
-                        .send(WsMessage::Close(Some(CloseFrame {
-                            code: POLICY,
-                            reason: reason.into(),
-                        })))
-                        .await;
-                    return;
+                match rx.try_recv() {
+                    Ok(next) => out = next,
+                    Err(_) => break,
                 }
+            }
+            if sink.flush().await.is_err() {
+                return;
             }
         }
         // Dropped by the room (too slow), or the room closed.

@@ -99,9 +99,24 @@ async fn serve(state: AppState, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<WsMessage>(room::QUEUE);
     let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let closing = matches!(message, WsMessage::Close(_));
-            if sink.send(message).await.is_err() || closing {
+        while let Some(mut message) = outgoing.recv().await {
+            // What else is queued already goes out in the same write (fed, flushed once).
+            loop {
+                let closing = matches!(message, WsMessage::Close(_));
+                if closing {
+                    // Sending flushes what was fed before it.
+                    let _ = sink.send(message).await;
+                    return;
+                }
+                if sink.feed(message).await.is_err() {
+                    return;
+                }
+                match outgoing.try_recv() {
+                    Ok(next) => message = next,
+                    Err(_) => break,
+                }
+            }
+            if sink.flush().await.is_err() {
                 return;
             }
         }
