@@ -196,12 +196,21 @@ impl Store {
                 return Err(e);
             }
         };
-        *horizon.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Bound {
+        let mut found = Bound {
             started,
             xid: bound.parse().unwrap_or(0),
-            bound: bound.clone(),
-        });
-        Ok(bound)
+            bound,
+        };
+        let mut last = horizon.last.lock().unwrap_or_else(|p| p.into_inner());
+        // A bound never goes back: a caller answered by this lookup must see everything an
+        // earlier answer showed. (The cluster-wide branch is only taken above a `wanted` that
+        // the last bound did not cover, so it cannot be lower; the check keeps that so.)
+        if let Some(earlier) = last.as_ref().filter(|earlier| earlier.xid > found.xid) {
+            found.xid = earlier.xid;
+            found.bound = earlier.bound.clone();
+        }
+        *last = Some(found.clone());
+        Ok(found.bound)
     }
 
     /// The cursor after the newest committed event ([`Cursor::START`] for an empty store): what

@@ -71,7 +71,7 @@ pub fn spawn_all(store: &Store, shutdown: &CancellationToken, tasks: &TaskTracke
         tasks.spawn(runner.run(shutdown.clone()));
     }
     let mut running = Running::default();
-    let default = || RunnerOptions::default();
+    let default = RunnerOptions::default;
     spawn(
         &mut running,
         store,
