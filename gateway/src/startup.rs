@@ -240,6 +240,12 @@ async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        // No Nagle: a WebSocket frame (a live event, a peer's keystroke) written while an
+        // earlier small write is unacknowledged would otherwise wait for the client's delayed
+        // ACK, up to 40 ms on Linux.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("could not set TCP_NODELAY: {e}");
+        }
         let io = TokioIo::new(Counted {
             io: stream,
             _permit: permit,

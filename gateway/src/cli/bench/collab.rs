@@ -154,6 +154,10 @@ async fn run(
         let ws_base = base.replacen("http://", "ws://", 1);
         let stop = tokio_util::sync::CancellationToken::new();
         let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // When the measured window opened: only updates sent after it count (a client that
+        // connected late receives the warm-up's updates in its first sync, long after they
+        // were sent; that is a late join, not a slow delivery).
+        let window: Arc<std::sync::OnceLock<Instant>> = Arc::default();
         let mut tasks = Vec::new();
         for doc in &docs {
             let sends: Sends = Arc::default();
@@ -166,6 +170,7 @@ async fn run(
                     Duration::from_millis(args.every_ms),
                     stop.clone(),
                     measuring.clone(),
+                    window.clone(),
                 )));
             }
         }
@@ -173,6 +178,7 @@ async fn run(
         let edits_before = edits(&pool).await?;
         let cpu_before = cpu_seconds();
         let started = Instant::now();
+        let _ = window.set(Instant::now());
         measuring.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.tick().await;
@@ -302,6 +308,7 @@ async fn typist(
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
     measuring: Arc<std::sync::atomic::AtomicBool>,
+    window: Arc<std::sync::OnceLock<Instant>>,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut ws = connect(&url, &auth).await?;
@@ -359,12 +366,14 @@ async fn typist(
                 let now = Instant::now();
                 let state = doc.transact().state_vector();
                 let measure = measuring.load(std::sync::atomic::Ordering::Relaxed);
+                let since = window.get().copied();
                 let sends = sends.lock().unwrap_or_else(|p| p.into_inner());
                 for (client, times) in sends.iter().filter(|(c, _)| **c != me) {
                     let reached = state.get(client);
                     let from = seen.entry(*client).or_insert(0);
                     for clock in *from..reached {
-                        if let (true, Some(sent)) = (measure, times.get(clock as usize)) {
+                        let sent = times.get(clock as usize).filter(|sent| since.is_some_and(|s| **sent >= s));
+                        if let (true, Some(sent)) = (measure, sent) {
                             latency.record((now - *sent).as_micros().max(1) as u64)?;
                         }
                     }
