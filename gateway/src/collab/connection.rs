@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use domain::document::UPDATE_MAX;
 use domain::{DocId, Permission, Scope};
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use projections::read_models::access::{Change, Class};
 use tokio::sync::{mpsc, oneshot};
@@ -217,6 +218,20 @@ pub(super) async fn reconsider(
     }
 }
 
+/// Tells the client why its access ended (the protocol's auth message) and closes.
+async fn cut_off(sink: &mut SplitSink<WebSocket, WsMessage>, reason: &'static str) {
+    let denied = Message::Auth(Some(format!("permission-denied: {reason}")));
+    let _ = sink
+        .send(WsMessage::Binary(denied.encode_v1().into()))
+        .await;
+    let _ = sink
+        .send(WsMessage::Close(Some(CloseFrame {
+            code: ACCESS_ENDED,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
 async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
     let Ok(ready) = state.ready() else {
         return;
@@ -243,14 +258,7 @@ async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
                 biased;
                 reason = &mut end => {
                     if let Ok(reason) = reason {
-                        let denied = Message::Auth(Some(format!("permission-denied: {reason}")));
-                        let _ = sink.send(WsMessage::Binary(denied.encode_v1().into())).await;
-                        let _ = sink
-                            .send(WsMessage::Close(Some(CloseFrame {
-                                code: ACCESS_ENDED,
-                                reason: reason.into(),
-                            })))
-                            .await;
+                        cut_off(&mut sink, reason).await;
                     }
                     return;
                 }
@@ -278,6 +286,15 @@ async fn serve(state: AppState, allowed: Allowed, socket: WebSocket) {
                             .await;
                         return;
                     }
+                }
+                // Access may have ended meanwhile: nothing more after the reason.
+                match end.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) => {}
+                    Ok(reason) => {
+                        cut_off(&mut sink, reason).await;
+                        return;
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => return,
                 }
                 match rx.try_recv() {
                     Ok(next) => out = next,
