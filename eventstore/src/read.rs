@@ -79,45 +79,47 @@ impl Store {
     /// Served from this process's window of recent events ([`Recent`]) when it holds events
     /// after `after`.
     pub async fn tail(&self, after: Cursor, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
-        if let Some(events) = self.recent().serve(after, limit) {
-            return Ok(events);
-        }
-        let below = self.settled_below().await?;
-        let events = tail_below(self.pool(), after, limit, &below).await?;
-        self.recent().record(after, &events);
-        Ok(events)
+        let read = self.read_where(self.pool(), after, limit, None, &|_| true);
+        Ok(read.await?.events)
     }
 
-    /// [`Store::tail`] on a connection the caller holds (a consumer's own, which it reads
-    /// batch after batch on). The bound is still looked up through the pool, shared with every
-    /// other tailer of this process.
+    /// [`Store::tail`] for a reader that wants only some events (`keep`): up to `limit`
+    /// events are read in the same gapless order, and only those `keep` accepts are returned
+    /// (copied), with where the read ended. A read model that ignores most events (task events,
+    /// for `identity`) then never copies them out of this process's window of recent events.
+    pub async fn tail_where(
+        &self,
+        after: Cursor,
+        limit: i64,
+        keep: &(dyn Fn(&RecordedEvent) -> bool + Sync),
+    ) -> Result<Kept, StoreError> {
+        self.read_where(self.pool(), after, limit, None, keep).await
+    }
+
+    /// [`Store::tail_where`] on a connection the caller holds (a consumer's own, which it
+    /// reads batch after batch on). The bound is still looked up through the pool, shared with
+    /// every other tailer of this process.
     ///
     /// `wanted`: the newest commit the caller knows of (from [`Store::commits`]), if it is
-    /// after `after` (see [`Store::settled_below_covering`]). Served from this process's window
-    /// of recent events ([`Recent`]) when it holds events after `after`.
-    pub async fn tail_on(
+    /// after `after` (see [`Store::settled_below_covering`]).
+    pub async fn tail_on_where(
         &self,
         connection: &mut PgConnection,
         after: Cursor,
         limit: i64,
         wanted: Option<Cursor>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if let Some(events) = self.recent().serve(after, limit) {
-            return Ok(events);
-        }
-        let below = self.settled_below_covering(wanted.map(|c| c.xid())).await?;
-        let events = tail_below(connection, after, limit, &below).await?;
-        self.recent().record(after, &events);
-        Ok(events)
+        keep: &(dyn Fn(&RecordedEvent) -> bool + Sync),
+    ) -> Result<Kept, StoreError> {
+        self.read_where(connection, after, limit, wanted, keep)
+            .await
     }
 
-    /// [`Store::tail_on`] for a reader that wants only some events (`keep`): up to `limit`
-    /// events are read in the same gapless order, and only those `keep` accepts are returned
-    /// (copied), with where the read ended. A read model that ignores most events (task events,
-    /// for `identity`) then never copies them out of this process's window of recent events.
-    pub async fn tail_on_where(
+    /// The gapless read behind [`Store::tail`], [`Store::tail_where`] and
+    /// [`Store::tail_on_where`]: from the window of recent events if it holds events after
+    /// `after`, else from the table on `executor` (and then kept in the window).
+    async fn read_where<'e>(
         &self,
-        connection: &mut PgConnection,
+        executor: impl sqlx::PgExecutor<'e>,
         after: Cursor,
         limit: i64,
         wanted: Option<Cursor>,
@@ -127,7 +129,7 @@ impl Store {
             return Ok(kept);
         }
         let below = self.settled_below_covering(wanted.map(|c| c.xid())).await?;
-        let mut events = tail_below(connection, after, limit, &below).await?;
+        let mut events = tail_below(executor, after, limit, &below).await?;
         self.recent().record(after, &events);
         let (read, end) = (
             events.len(),
@@ -515,7 +517,7 @@ impl EventFilter {
 ///
 /// What is kept is always one contiguous stretch of the gapless tail, `(after, end]`: every
 /// event with a cursor in it, in cursor order, nothing missing. It comes only from gapless
-/// reads ([`Store::tail`], [`Store::tail_on`]): a read after `a` that returned events up to
+/// reads ([`Store::tail`], [`Store::tail_where`], [`Store::tail_on_where`]): a read after `a` that returned events up to
 /// `e` proves that nothing else lies in `(a, e]`, now or later (a transaction committing later
 /// has a transaction id above the read's bound, hence above `e`). A read that continues the
 /// stretch extends it; one that starts past its end, with newer events, replaces it; older
@@ -550,17 +552,15 @@ impl Recent {
 
     /// Up to `limit` events after `after` from memory; `None` if none is kept there (read
     /// the table).
+    #[cfg(test)]
     pub(crate) fn serve(&self, after: Cursor, limit: i64) -> Option<Vec<RecordedEvent>> {
-        let window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        if after < window.after || after >= window.end() {
-            return None;
-        }
-        let first = window.events.partition_point(|e| e.cursor() <= after);
-        let limit = usize::try_from(limit).unwrap_or(0).max(1);
-        Some(window.events.range(first..).take(limit).cloned().collect())
+        self.serve_where(after, limit, &|_| true)
+            .map(|kept| kept.events)
     }
 
-    /// [`Recent::serve`] copying only the events `keep` accepts.
+    /// Up to `limit` events after `after` from memory, copying only those `keep` accepts, with
+    /// how many were read and where the read ended; `None` if none is kept there (read the
+    /// table).
     pub(crate) fn serve_where(
         &self,
         after: Cursor,

@@ -475,6 +475,25 @@ async fn insert_raw<'e>(executor: impl sqlx::PgExecutor<'e>, id: &str) {
     .expect("insert");
 }
 
+/// The transaction id of stream `counter/<id>`'s event (read straight from the table).
+async fn transaction_of(store: &Store, id: &str) -> i64 {
+    sqlx::query_scalar("SELECT transaction_id::text::int8 FROM events WHERE aggregate_id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .expect("the event's transaction")
+}
+
+/// The tail's bound as a tailer that knows of transaction `wanted` gets it.
+async fn bound_covering(store: &Store, wanted: i64) -> i64 {
+    store
+        .settled_below_covering(Some(wanted as u64))
+        .await
+        .expect("bound")
+        .parse()
+        .expect("a transaction id")
+}
+
 #[tokio::test]
 async fn a_long_transaction_in_another_database_does_not_stall_the_tail() {
     let db = TestDb::new().await;
@@ -491,16 +510,8 @@ async fn a_long_transaction_in_another_database_does_not_stall_the_tail() {
     // A tailer that knows of that commit (a consumer woken for it) asks with its id, before
     // any bound is kept: the cluster-wide one, held back by the other database, is not taken
     // for an answer.
-    let wanted: i64 = sqlx::query_scalar("SELECT transaction_id::text::int8 FROM events")
-        .fetch_one(store.pool())
-        .await
-        .expect("the event's transaction");
-    let bound: i64 = store
-        .settled_below_covering(Some(wanted as u64))
-        .await
-        .expect("bound")
-        .parse()
-        .expect("a transaction id");
+    let wanted = transaction_of(&store, "after-the-other").await;
+    let bound = bound_covering(&store, wanted).await;
     assert!(bound > wanted, "{bound} does not cover {wanted}");
     let tail = store.tail(Cursor::START, 10).await.expect("tail");
     assert_eq!(
@@ -548,18 +559,8 @@ async fn a_slow_transaction_in_this_database_is_never_skipped() {
         "the filtered tail keeps the same bound"
     );
     // Nor for a tailer that knows of the fast commit: its bound stays below the slow one.
-    let fast: i64 = sqlx::query_scalar(
-        "SELECT transaction_id::text::int8 FROM events WHERE aggregate_id = 'fast'",
-    )
-    .fetch_one(store.pool())
-    .await
-    .expect("the fast event's transaction");
-    let bound: i64 = store
-        .settled_below_covering(Some(fast as u64))
-        .await
-        .expect("bound")
-        .parse()
-        .expect("a transaction id");
+    let fast = transaction_of(&store, "fast").await;
+    let bound = bound_covering(&store, fast).await;
     assert!(
         bound < fast,
         "bound {bound} lets the fast event ({fast}) pass the slow one"

@@ -440,13 +440,8 @@ impl<H: Handler> Work for Following<'_, H> {
         let next = full.then(|| {
             let (store, handler) = (store.clone(), handler.clone());
             tokio::spawn(async move {
-                let mut events = store.tail(end, size).await?;
-                let (read, end) = (
-                    events.len(),
-                    events.last().map_or(end, RecordedEvent::cursor),
-                );
-                events.retain(|e| handler.wants(e));
-                Ok::<_, StoreError>(Kept { events, read, end })
+                let wants = |e: &RecordedEvent| handler.wants(e);
+                store.tail_where(end, size, &wants).await
             })
         });
         let handled = handler
