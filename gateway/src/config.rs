@@ -116,6 +116,10 @@ pub struct Config {
     /// (`document.compacted`) once this many updates were stored since the last time (or
     /// 4 MiB of them), so opening it reads one snapshot and a short tail.
     pub collab_compact_every: u64,
+    /// `CAIRN_COLLAB_AWARENESS_TIMEOUT_SECONDS`: awareness (cursors, names) heard from another
+    /// node is forgotten once it is this old without being renewed, so the clients of a node
+    /// that died stop showing (fractions allowed; y-protocols clients renew every 15 s).
+    pub collab_awareness_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -272,6 +276,12 @@ impl Config {
                     _ => Err("expected a number of updates from 1 to 1000000".to_owned()),
                 }
             })?,
+            collab_awareness_timeout: parse(
+                &get,
+                "CAIRN_COLLAB_AWARENESS_TIMEOUT_SECONDS",
+                "30",
+                millis_or_seconds(1000),
+            )?,
         })
     }
 }

@@ -70,7 +70,11 @@ impl AppState {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         let limits = Limits::new(&config);
-        let rooms = crate::collab::Rooms::new(config.collab_compact_every, bus.clone());
+        let rooms = crate::collab::Rooms::new(
+            config.collab_compact_every,
+            config.collab_awareness_timeout,
+            bus.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 config,

@@ -24,8 +24,11 @@
 //! command is retried after the winner's events (the store's optimistic concurrency), and a
 //! room whose events do not directly follow what it held reads the store likewise. So the
 //! store stays the one truth, a lost signal costs a reload, never an edit. Awareness crosses
-//! over the same subject ([`Peer::Awareness`]). With the in-process bus there is no other node,
-//! and nothing is sent.
+//! over the same subject ([`Peer::Awareness`]). A node that dies cannot say its clients left,
+//! so awareness heard from other nodes is forgotten (and the local clients told so) once it is
+//! older than the awareness timeout (30 s, y-protocols' own): a live client renews its state
+//! every 15 s, a dead node's clients fall silent. With the in-process bus there is no other
+//! node, and nothing is sent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -167,6 +170,8 @@ pub struct Rooms {
     node: Uuid,
     /// The bus events that may change someone's access, for the open document connections.
     access: tokio::sync::broadcast::Sender<AccessEvent>,
+    /// How long awareness heard from another node lasts without being renewed.
+    awareness_timeout: Duration,
 }
 
 /// A bus event that may change access ([`Rooms::access_changes`]); `None` when the bus lost
@@ -174,9 +179,10 @@ pub struct Rooms {
 pub type AccessEvent = Option<Arc<projections::consumers::bus::CloudEvent>>;
 
 impl Rooms {
-    /// No room open yet; each compacts after `compact_every` updates (or [`COMPACT_BYTES`])
-    /// and meets the other nodes' rooms on `bus`.
-    pub fn new(compact_every: u64, bus: Arc<dyn Bus>) -> Self {
+    /// No room open yet; each compacts after `compact_every` updates (or [`COMPACT_BYTES`]),
+    /// meets the other nodes' rooms on `bus`, and forgets their clients' awareness once it is
+    /// `awareness_timeout` old.
+    pub fn new(compact_every: u64, awareness_timeout: Duration, bus: Arc<dyn Bus>) -> Self {
         let access = tokio::sync::broadcast::channel(1024).0;
         // One task per node reads every bus event and passes on the few that may change
         // access: a document connection wakes for those, not for every keystroke of every
@@ -206,6 +212,7 @@ impl Rooms {
             bus,
             node: Uuid::new_v4(),
             access,
+            awareness_timeout: awareness_timeout.max(Duration::from_millis(100)),
         }
     }
 
@@ -293,6 +300,8 @@ struct Seen {
     conn: u64,
     clock: u32,
     json: Arc<str>,
+    /// When it was last heard.
+    heard: tokio::time::Instant,
 }
 
 struct Room {
@@ -349,6 +358,8 @@ impl Room {
         }
         let mut batch = Vec::with_capacity(64);
         let mut idle_until = None;
+        let mut sweep = tokio::time::interval(self.rooms.awareness_timeout / 4);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Idle (no connection here) for IDLE: unload, whatever the other nodes do.
             if self.conns.is_empty() {
@@ -379,6 +390,7 @@ impl Room {
                     None => peers = None,
                 },
                 () = sleep_until(idle_until) => break,
+                _ = sweep.tick() => self.expire_awareness(),
             }
             self.tell_peers(&topic).await;
         }
@@ -457,6 +469,7 @@ impl Room {
                 let Ok(Message::Awareness(update)) = Message::decode_v1(&bytes) else {
                     return;
                 };
+                let heard = tokio::time::Instant::now();
                 for (client, entry) in &update.clients {
                     if &*entry.json == "null" {
                         self.awareness.remove(client);
@@ -467,6 +480,7 @@ impl Room {
                                 conn: REMOTE,
                                 clock: entry.clock,
                                 json: entry.json.clone(),
+                                heard,
                             },
                         );
                     }
@@ -559,6 +573,7 @@ impl Room {
                 ack,
             }),
             Request::Awareness { conn, update } => {
+                let heard = tokio::time::Instant::now();
                 for (client, entry) in &update.clients {
                     self.awareness.insert(
                         *client,
@@ -566,6 +581,7 @@ impl Room {
                             conn,
                             clock: entry.clock,
                             json: entry.json.clone(),
+                            heard,
                         },
                     );
                 }
@@ -728,13 +744,32 @@ impl Room {
         self.leave(conn);
     }
 
-    /// Forgets `conn` and tells the others its clients' awareness is gone.
+    /// Forgets `conn` and tells the others (here and on other nodes) its clients' awareness
+    /// is gone.
     fn leave(&mut self, conn: u64) {
         self.conns.remove(&conn);
+        if let Some(frame) = self.forget_awareness(|seen| seen.conn == conn) {
+            self.share_awareness(&frame);
+        }
+    }
+
+    /// Forgets the awareness heard from other nodes that was not renewed within the timeout
+    /// (their node died, or lost its link to the bus), and tells this node's connections.
+    fn expire_awareness(&mut self) {
+        let Some(cutoff) = tokio::time::Instant::now().checked_sub(self.rooms.awareness_timeout)
+        else {
+            return;
+        };
+        self.forget_awareness(|seen| seen.conn == REMOTE && seen.heard <= cutoff);
+    }
+
+    /// Removes the awareness entries `which` picks and sends this node's connections their
+    /// removal; the frame sent, if any.
+    fn forget_awareness(&mut self, which: impl Fn(&Seen) -> bool) -> Option<Vec<u8>> {
         let gone: HashMap<yrs::block::ClientID, AwarenessUpdateEntry> = self
             .awareness
             .iter()
-            .filter(|(_, seen)| seen.conn == conn)
+            .filter(|(_, seen)| which(seen))
             .map(|(client, seen)| {
                 (
                     *client,
@@ -746,14 +781,14 @@ impl Room {
             })
             .collect();
         if gone.is_empty() {
-            return;
+            return None;
         }
         for client in gone.keys() {
             self.awareness.remove(client);
         }
         let frame = Message::Awareness(AwarenessUpdate { clients: gone }).encode_v1();
         self.broadcast(None, &frame);
-        self.share_awareness(&frame);
+        Some(frame)
     }
 
     fn share_awareness(&mut self, frame: &[u8]) {

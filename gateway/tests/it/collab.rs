@@ -134,6 +134,34 @@ impl Client {
         }
     }
 
+    /// Reads frames until an awareness message `done` accepts (other frames are handled as
+    /// usual), at most 10 s.
+    async fn awareness_until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&yrs::sync::AwarenessUpdate) -> bool,
+    ) -> yrs::sync::AwarenessUpdate {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+            match frame {
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    if let Ok(Message::Awareness(update)) = Message::decode_v1(&bytes) {
+                        if done(&update) {
+                            return update;
+                        }
+                    } else {
+                        self.handle(&bytes).await;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended waiting for {what}: {other:?}"),
+            }
+        }
+    }
+
     async fn handle(&mut self, frame: &[u8]) {
         let mut decoder = DecoderV1::new(Cursor::new(frame));
         let messages: Vec<Message> = MessageReader::new(&mut decoder)
@@ -777,37 +805,93 @@ async fn two_nodes_converge_under_concurrent_edits() {
     }
 
     // Awareness crosses nodes: a state set on node two reaches the client on node one.
-    let mut awareness = yrs::sync::Awareness::new(yrs::Doc::with_client_id(4242));
-    awareness
-        .set_local_state(json!({"user": {"name": "Ada on two"}}))
-        .expect("awareness state");
-    let update = awareness.update().expect("awareness update");
-    two.send(Message::Awareness(update)).await;
-    let frame = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match one.ws.next().await {
-                Some(Ok(WsMessage::Binary(bytes))) => {
-                    if let Ok(Message::Awareness(update)) = Message::decode_v1(&bytes) {
-                        if update
-                            .clients
-                            .contains_key(&yrs::block::ClientID::new(4242))
-                        {
-                            return update;
-                        }
-                    }
-                }
-                Some(Ok(_)) => {}
-                other => panic!("socket ended: {other:?}"),
-            }
-        }
-    })
-    .await
-    .expect("the other node's awareness arrives");
+    two.send(Message::Awareness(awareness_of(4242, "Ada on two")))
+        .await;
+    let frame = one
+        .awareness_until("the other node's awareness", |update| {
+            update
+                .clients
+                .contains_key(&yrs::block::ClientID::new(4242))
+        })
+        .await;
     assert!(frame.clients[&yrs::block::ClientID::new(4242)]
         .json
         .contains("Ada on two"));
     drop(other);
     app.stop().await;
+}
+
+/// A node that dies cannot say its clients left: the other node forgets their awareness once
+/// it is older than the awareness timeout (1 s here), tells its own clients it is gone, and
+/// never shows it to a client that joins afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awareness_from_a_node_that_died_is_cleared() {
+    let namespace = support::nats::Namespace::shared();
+    let mut vars = namespace.vars();
+    let db = eventstore::testing::TestDb::new().await;
+    let url = db.url();
+    let two = crate::nodes::Node::start(&url, "collab-dies", &vars).await;
+    vars.push(("CAIRN_COLLAB_AWARENESS_TIMEOUT_SECONDS", "1".to_owned()));
+    let app = support::start_with(db, &vars).await;
+    app.wait_ready(Duration::from_secs(20)).await;
+    let ready = tokio::time::Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{}/readyz", two.base()))
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(
+            tokio::time::Instant::now() < ready,
+            "node two never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "A node dies").await;
+    let doc = new_doc(&app, &ada, &org).await;
+    let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
+
+    let mut here = Client::connect(&app, &key, &doc).await;
+    let mut there = Client::connect_to(&two.base(), &key, &doc).await;
+    there.until("the first sync", |c| c.synced).await;
+    here.until("the first sync", |c| c.synced).await;
+    // The client here has a state too, so that a later joiner is sent the room's awareness.
+    let here_id = yrs::block::ClientID::new(5151);
+    here.send(Message::Awareness(awareness_of(5151, "Ada here")))
+        .await;
+    let there_id = yrs::block::ClientID::new(5252);
+    there
+        .send(Message::Awareness(awareness_of(5252, "Ada there")))
+        .await;
+    here.awareness_until("the other node's client", |u| {
+        u.clients
+            .get(&there_id)
+            .is_some_and(|e| e.json.contains("Ada there"))
+    })
+    .await;
+
+    two.kill().await;
+    let gone = here
+        .awareness_until("the dead node's client to be cleared", |u| {
+            u.clients.get(&there_id).is_some_and(|e| &*e.json == "null")
+        })
+        .await;
+    assert!(!gone.clients.contains_key(&here_id), "{gone:?}");
+    // A client joining now is told about the live client only.
+    let mut late = Client::connect(&app, &key, &doc).await;
+    let everyone = late
+        .awareness_until("the room's awareness", |u| u.clients.contains_key(&here_id))
+        .await;
+    assert!(!everyone.clients.contains_key(&there_id), "{everyone:?}");
+    app.stop().await;
+}
+
+/// An awareness update from client `id` with the user name `name`.
+fn awareness_of(id: u64, name: &str) -> yrs::sync::AwarenessUpdate {
+    let mut awareness = yrs::sync::Awareness::new(yrs::Doc::with_client_id(id));
+    awareness
+        .set_local_state(json!({"user": {"name": name}}))
+        .expect("awareness state");
+    awareness.update().expect("awareness update")
 }
 
 /// A writer whose team loses `docs.edit` mid-session stays connected and reads on, but what it
