@@ -629,9 +629,10 @@ async fn a_backlink_appears_once_one_document_links_another() {
     let handbook = new_doc_titled(&app, &ada, &org, "Handbook").await;
     let notes = new_doc_titled(&app, &ada, &org, "Notes").await;
     let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
-    let backlinks = || async {
-        let answer = ada
-            .get(app.url(&format!("/api/v1/orgs/{org}/docs/{handbook}/backlinks")))
+    let (who, at, org_id) = (&ada, &app, &org);
+    let backlinks_of = move |doc: String| async move {
+        let answer = who
+            .get(at.url(&format!("/api/v1/orgs/{org_id}/docs/{doc}/backlinks")))
             .send()
             .await
             .expect("backlinks");
@@ -642,6 +643,7 @@ async fn a_backlink_appears_once_one_document_links_another() {
             .map(|d| str_of(d, "title"))
             .collect::<Vec<_>>()
     };
+    let backlinks = || backlinks_of(handbook.clone());
     assert!(backlinks().await.is_empty());
     let mut writer = Client::connect(&app, &key, &notes).await;
     writer.type_at(0, "Read the [[Handbook]] first.").await;
@@ -654,6 +656,22 @@ async fn a_backlink_appears_once_one_document_links_another() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A link by id counts too, and a document naming itself is no backlink of its own.
+    let index = new_doc_titled(&app, &ada, &org, "Index").await;
+    let mut indexer = Client::connect(&app, &key, &index).await;
+    indexer
+        .type_at(0, &format!("See /docs/{handbook} and [[Index]]."))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while backlinks().await != ["Index", "Notes"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no backlink from Index: {:?}",
+            backlinks().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(backlinks_of(index.clone()).await.is_empty());
     // The link goes when the text no longer has it.
     let len = writer.content().len() as u32;
     writer
@@ -667,10 +685,11 @@ async fn a_backlink_appears_once_one_document_links_another() {
         .send(Message::Sync(SyncMessage::Update(update)))
         .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !backlinks().await.is_empty() {
+    while backlinks().await != ["Index"] {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the backlink stayed"
+            "the backlink stayed: {:?}",
+            backlinks().await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

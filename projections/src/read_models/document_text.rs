@@ -150,6 +150,11 @@ impl Projection for DocumentTextProjection {
                 None => docs.push((doc, vec![event])),
             }
         }
+        // Every document of the batch in three statements (not three per document: a
+        // batch of live typing touches every open document).
+        let mut texts = Texts::default();
+        let mut titles = Links::<String>::default();
+        let mut ids = Links::<Uuid>::default();
         for (doc, list) in docs {
             let Some(org) = list
                 .iter()
@@ -161,42 +166,102 @@ impl Projection for DocumentTextProjection {
             let Some(ydoc) = self.advance(doc, &list).await? else {
                 continue;
             };
+            let Some(last) = list.last() else {
+                continue;
+            };
             let text = documents::text_of(&ydoc);
-            let at = list.last().map(|e| e.recorded_at);
-            sqlx::query(
-                "INSERT INTO document_text (doc_id, org_id, text, updated_at)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (doc_id) DO UPDATE SET text = EXCLUDED.text,
-                                                    updated_at = EXCLUDED.updated_at",
-            )
-            .bind(doc.as_uuid())
-            .bind(org.as_uuid())
-            .bind(&text)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
-            let (titles, ids) = links_in(&text);
-            sqlx::query("DELETE FROM document_links WHERE from_doc = $1")
-                .bind(doc.as_uuid())
-                .execute(&mut *conn)
-                .await?;
-            let titles: Vec<String> = titles.into_iter().collect();
-            let ids: Vec<Uuid> = ids.into_iter().collect();
-            sqlx::query(
-                "INSERT INTO document_links (org_id, from_doc, to_doc)
-                 SELECT $1, $2, d.doc_id FROM documents d
-                  WHERE d.org_id = $1 AND d.deleted_at IS NULL AND d.doc_id <> $2
-                    AND (d.title = ANY($3) OR d.doc_id = ANY($4))
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(org.as_uuid())
-            .bind(doc.as_uuid())
-            .bind(&titles)
-            .bind(&ids)
-            .execute(&mut *conn)
-            .await?;
+            let (named, linked) = links_in(&text);
+            for title in named {
+                titles.push(org, doc, title);
+            }
+            for id in linked {
+                ids.push(org, doc, id);
+            }
+            texts.doc.push(doc.as_uuid());
+            texts.org.push(org.as_uuid());
+            texts.text.push(text);
+            texts.at.push(last.recorded_at);
         }
+        if texts.doc.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO document_text (doc_id, org_id, text, updated_at)
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
+             ON CONFLICT (doc_id) DO UPDATE SET text = EXCLUDED.text,
+                                                updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&texts.doc)
+        .bind(&texts.org)
+        .bind(&texts.text)
+        .bind(&texts.at)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("DELETE FROM document_links WHERE from_doc = ANY($1)")
+            .bind(&texts.doc)
+            .execute(&mut *conn)
+            .await?;
+        if titles.from.is_empty() && ids.from.is_empty() {
+            return Ok(());
+        }
+        // A `[[Title]]` names the organization's live documents of that title, a `/docs/<id>`
+        // that document if it is the organization's; never the document itself.
+        sqlx::query(
+            "INSERT INTO document_links (org_id, from_doc, to_doc)
+             SELECT l.org_id, l.from_doc, d.doc_id
+               FROM UNNEST($1::uuid[], $2::uuid[], $3::text[]) AS l(org_id, from_doc, title)
+               JOIN documents d ON d.org_id = l.org_id AND d.title = l.title
+              WHERE d.deleted_at IS NULL AND d.doc_id <> l.from_doc
+             UNION
+             SELECT l.org_id, l.from_doc, d.doc_id
+               FROM UNNEST($4::uuid[], $5::uuid[], $6::uuid[]) AS l(org_id, from_doc, to_doc)
+               JOIN documents d ON d.doc_id = l.to_doc AND d.org_id = l.org_id
+              WHERE d.deleted_at IS NULL AND d.doc_id <> l.from_doc
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&titles.org)
+        .bind(&titles.from)
+        .bind(&titles.to)
+        .bind(&ids.org)
+        .bind(&ids.from)
+        .bind(&ids.to)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
+    }
+}
+
+/// A batch's texts, as columns.
+#[derive(Default)]
+struct Texts {
+    doc: Vec<Uuid>,
+    org: Vec<Uuid>,
+    text: Vec<String>,
+    at: Vec<time::OffsetDateTime>,
+}
+
+/// A batch's links of one kind (to a title, or to an id), as columns.
+struct Links<T> {
+    org: Vec<Uuid>,
+    from: Vec<Uuid>,
+    to: Vec<T>,
+}
+
+impl<T> Default for Links<T> {
+    fn default() -> Self {
+        Self {
+            org: Vec::new(),
+            from: Vec::new(),
+            to: Vec::new(),
+        }
+    }
+}
+
+impl<T> Links<T> {
+    fn push(&mut self, org: OrgId, from: DocId, to: T) {
+        self.org.push(org.as_uuid());
+        self.from.push(from.as_uuid());
+        self.to.push(to);
     }
 }
 
