@@ -6,8 +6,9 @@
 //! - update → peer delivery: from the moment a client sends an update to the moment each other
 //!   client of the document has applied it (a receiver knows from its state vector which of a
 //!   sender's updates it now holds);
-//! - CPU per update: the whole process's CPU time (server and clients together) per persisted
-//!   update;
+//! - CPU per update: the server's CPU time per persisted update, and the clients' beside it.
+//!   The clients run on a runtime of their own (threads named [`CLIENT_THREADS`]), so the
+//!   process's CPU time splits by thread: theirs, and the rest (the server's);
 //! - opening a document of `--open-edits` edits, compacted as a room compacts: the first open
 //!   of a cold room over a WebSocket (load, then sync), and the load alone.
 
@@ -74,6 +75,9 @@ pub async fn collab(config: &Config, args: CollabArgs) -> anyhow::Result<()> {
     }
     result
 }
+
+/// The name of the clients' runtime threads, by which their CPU time is told from the server's.
+const CLIENT_THREADS: &str = "bench-client";
 
 /// Each sender's send times, by the clock its update reached (one character each: clock `n`
 /// is the `n`th update), shared by the document's clients.
@@ -158,12 +162,19 @@ async fn run(
         // connected late receives the warm-up's updates in its first sync, long after they
         // were sent; that is a late join, not a slow delivery).
         let window: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+        // The clients on threads of their own, so that their CPU time can be told from the
+        // server's (both still share this machine's cores, as a browser and a server would not).
+        let clients = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(CLIENT_THREADS)
+            .enable_all()
+            .build()?;
         let mut tasks = Vec::new();
         for doc in &docs {
             let sends: Sends = Arc::default();
             for _ in 0..args.clients {
                 let url = format!("{ws_base}/collab/{doc}");
-                tasks.push(tokio::spawn(typist(
+                tasks.push(clients.spawn(typist(
                     url,
                     auth.clone(),
                     sends.clone(),
@@ -177,7 +188,7 @@ async fn run(
         tokio::time::sleep(Duration::from_secs(1)).await;
         let edits_before = edits(&pool).await?;
         let position_before = newest_position(&pool).await?;
-        let cpu_before = cpu_seconds();
+        let (cpu_before, client_cpu_before) = (cpu_seconds(), thread_cpu_seconds(CLIENT_THREADS));
         let started = Instant::now();
         let _ = window.set(Instant::now());
         measuring.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -196,12 +207,15 @@ async fn run(
         measuring.store(false, std::sync::atomic::Ordering::Relaxed);
         let elapsed = started.elapsed().as_secs_f64();
         let stored = (edits(&pool).await? - edits_before) as f64;
-        let cpu = cpu_seconds() - cpu_before;
+        let client_cpu = thread_cpu_seconds(CLIENT_THREADS) - client_cpu_before;
+        let server_cpu = cpu_seconds() - cpu_before - client_cpu;
         stop.cancel();
         let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         for task in tasks {
             latency.add(task.await??)?;
         }
+        // Inside the main runtime: let its threads go without waiting for them here.
+        clients.shutdown_background();
 
         eprintln!(
             "phase 3/3: a document of {} edits, compacted every 1,000",
@@ -228,8 +242,9 @@ async fn run(
             latency.len()
         );
         println!(
-            "CPU per persisted update (server and clients, one process): {:.0} us",
-            cpu / stored.max(1.0) * 1e6
+            "server CPU per persisted update: {:.0} us (the clients: {:.0} us more)",
+            server_cpu / stored.max(1.0) * 1e6,
+            client_cpu / stored.max(1.0) * 1e6
         );
         println!(
             "open, load alone (p50 of 5): {:.1} ms",
@@ -283,10 +298,32 @@ fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
-    // After the command name in parentheses: fields 14 and 15 are utime and stime in ticks.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+    // Linux's USER_HZ is 100 on every architecture it supports.
+    stat.rsplit_once(')')
+        .map_or(0.0, |(_, rest)| stat_ticks(rest) / 100.0)
+}
+
+/// The CPU time (user and system) in seconds of this process's threads named `name`, from
+/// `/proc/self/task/*/stat`.
+fn thread_cpu_seconds(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // `pid (comm) state ...`: the thread's name is between the parentheses.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let (_, comm) = head.split_once('(')?;
+            (comm == name).then(|| stat_ticks(rest))
+        })
+        .sum::<f64>()
+        / 100.0
+}
+
+/// utime + stime, in ticks, from what follows the command name in a `stat` line.
+fn stat_ticks(rest: &str) -> f64 {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
@@ -294,8 +331,8 @@ fn cpu_seconds() -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // Linux's USER_HZ is 100 on every architecture it supports.
-    (ticks(11) + ticks(12)) / 100.0
+    // Fields 14 and 15 of the line (11 and 12 after the name).
+    ticks(11) + ticks(12)
 }
 
 type Socket =
