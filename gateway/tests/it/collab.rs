@@ -2,8 +2,10 @@
 //! yrs clients (two writers converge, a late joiner gets the whole document, a read-only
 //! member's edits never reach the store, a stranger is refused with the auth message, a killed
 //! server still has every edit a peer saw) and the stock JavaScript `y-websocket` provider
-//! under Node, editing beside a yrs client.
+//! under Node, editing beside a yrs client; and `/collab` (Hocuspocus), both through the stock
+//! `@hocuspocus/provider` and spoken by hand (scopes, tokens, queues before a token).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -1035,5 +1037,224 @@ async fn a_reconnecting_client_uploads_its_offline_edits() {
     peer.until("the offline edit", |c| c.content() == whole)
         .await;
     assert_eq!(stored_text(&app, &ada, &org, &doc).await, whole);
+    app.stop().await;
+}
+
+/// One message from the server on `/collab` (the Hocuspocus protocol), by document name.
+#[derive(Debug, PartialEq)]
+enum Hocus {
+    /// `Auth` / `Authenticated` with its scope.
+    Authenticated(String),
+    /// `Auth` / `PermissionDenied` with its reason.
+    Denied(String),
+    /// `SyncStatus`: whether the update was stored.
+    SyncStatus(bool),
+    /// A sync message (step 1, step 2 or update).
+    Sync(SyncMessage),
+    /// Anything else (awareness).
+    Other(u64),
+}
+
+/// `name` then `body`, as one `/collab` frame.
+fn hocus_frame(name: &str, body: impl FnOnce(&mut Vec<u8>)) -> WsMessage {
+    use yrs::encoding::write::Write;
+    let mut out = Vec::new();
+    out.write_string(name);
+    body(&mut out);
+    WsMessage::Binary(out.into())
+}
+
+fn hocus_auth(name: &str, token: &str) -> WsMessage {
+    use yrs::encoding::write::Write;
+    hocus_frame(name, |f| {
+        f.write_var(2u64); // Auth
+        f.write_var(0u64); // Token
+        f.write_string(token);
+    })
+}
+
+fn hocus_sync(name: &str, message: SyncMessage) -> WsMessage {
+    hocus_frame(name, |f| {
+        f.extend_from_slice(&Message::Sync(message).encode_v1())
+    })
+}
+
+/// The next frame's document name and message, at most 10 s away.
+async fn hocus_next(ws: &mut Socket) -> (String, Hocus) {
+    use yrs::encoding::read::Read;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s");
+        let bytes = match frame {
+            Some(Ok(WsMessage::Binary(bytes))) => bytes,
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+            other => panic!("expected a frame, got {other:?}"),
+        };
+        let mut decoder = DecoderV1::new(Cursor::new(&bytes));
+        let name = decoder.read_string().expect("name").to_owned();
+        let message = match decoder.read_var::<u64>().expect("type") {
+            0 => Hocus::Sync(SyncMessage::decode(&mut decoder).expect("sync")),
+            2 => match decoder.read_var::<u64>().expect("auth type") {
+                1 => Hocus::Denied(decoder.read_string().expect("reason").to_owned()),
+                2 => Hocus::Authenticated(decoder.read_string().expect("scope").to_owned()),
+                other => panic!("auth message {other}"),
+            },
+            8 => Hocus::SyncStatus(decoder.read_var::<i64>().expect("status") == 1),
+            other => Hocus::Other(other),
+        };
+        return (name, message);
+    }
+}
+
+/// Reads until `want` for document `name` (other frames are skipped), at most 10 s each.
+async fn hocus_until(ws: &mut Socket, name: &str, want: impl Fn(&Hocus) -> bool) -> Hocus {
+    for _ in 0..100 {
+        let (from, message) = hocus_next(ws).await;
+        if from == name && want(&message) {
+            return message;
+        }
+    }
+    panic!("no such message for {name}");
+}
+
+/// The close code the server ends the socket with (frames before it are skipped).
+async fn close_code(ws: &mut Socket) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("the socket ends within 10 s")
+        {
+            Some(Ok(WsMessage::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+async fn hocus_socket(app: &TestApp) -> Socket {
+    let url = app.url("/collab").replacen("http://", "ws://", 1);
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect")
+        .0
+}
+
+/// The Hocuspocus protocol spoken by hand, for what the stock provider never shows: several
+/// documents on one socket, each with its own token and scope; messages sent before a token
+/// are held and answered after it; a read-only document's update is answered `SyncStatus`
+/// false and never stored; a bad token is `PermissionDenied` with a reason and leaves the
+/// socket open; `Stateless` is accepted; and the queues before a token are bounded (4401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hocuspocus_protocol_by_hand_scopes_queues_and_refusals() {
+    let app = spawn_app().await;
+    let ada = app.sign_in("ada@example.com").await;
+    let org = app.create_org_as(&ada, "Collab").await;
+    let written = new_doc(&app, &ada, &org).await;
+    let read = new_doc_titled(&app, &ada, &org, "Read only").await;
+    let writer_key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
+    let reader_key = key_with(&app, &ada, &["docs:read"]).await;
+
+    let mut ws = hocus_socket(&app).await;
+    // Sync step 1 before the token, as a provider may send it: held, then answered.
+    let empty = yrs::Doc::new();
+    let step1 = || SyncMessage::SyncStep1(empty.transact().state_vector());
+    ws.send(hocus_sync(&written, step1())).await.expect("send");
+    ws.send(hocus_auth(&written, &writer_key))
+        .await
+        .expect("send");
+    ws.send(hocus_auth(&read, &reader_key)).await.expect("send");
+    // Frames for the two documents interleave: gather what each needs.
+    let (mut scopes, mut answered) = (HashMap::new(), false);
+    while scopes.len() < 2 || !answered {
+        match hocus_next(&mut ws).await {
+            (name, Hocus::Authenticated(scope)) => {
+                scopes.insert(name, scope);
+            }
+            (name, Hocus::Sync(SyncMessage::SyncStep2(_))) if name == written => {
+                // Only after the token: the step 1 sent before it was held till then.
+                assert!(scopes.contains_key(&written), "answered before the token");
+                answered = true;
+            }
+            (name, other) => assert!(
+                !matches!(other, Hocus::Denied(_)),
+                "{name} refused: {other:?}"
+            ),
+        }
+    }
+    assert_eq!(scopes[&written], "read-write");
+    assert_eq!(scopes[&read], "readonly");
+
+    // An update to each: stored and acknowledged on the one, refused on the other.
+    let typed = |text: &str| {
+        let doc = yrs::Doc::new();
+        let content = doc.get_or_insert_text("content");
+        content.insert(&mut doc.transact_mut(), 0, text);
+        let update = doc
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        update
+    };
+    ws.send(hocus_sync(&written, SyncMessage::Update(typed("kept"))))
+        .await
+        .expect("send");
+    ws.send(hocus_sync(&read, SyncMessage::Update(typed("dropped"))))
+        .await
+        .expect("send");
+    // Either answer may come first (the refusal needs no store).
+    let (mut kept, mut dropped) = (None, None);
+    while kept.is_none() || dropped.is_none() {
+        match hocus_next(&mut ws).await {
+            (name, Hocus::SyncStatus(stored)) if name == written => kept = Some(stored),
+            (name, Hocus::SyncStatus(stored)) if name == read => dropped = Some(stored),
+            _ => {}
+        }
+    }
+    assert_eq!((kept, dropped), (Some(true), Some(false)));
+    // Acknowledged means stored: the content endpoint rebuilds it from the events.
+    assert_eq!(stored_text(&app, &ada, &org, &written).await, "kept");
+    assert_eq!(stored_text(&app, &ada, &org, &read).await, "");
+
+    // A token that names nobody: refused with a reason, the other documents stay open.
+    let stranger = new_doc_titled(&app, &ada, &org, "Third").await;
+    ws.send(hocus_auth(&stranger, "not-a-key"))
+        .await
+        .expect("send");
+    let refused = hocus_until(&mut ws, &stranger, |m| matches!(m, Hocus::Denied(_))).await;
+    assert!(matches!(&refused, Hocus::Denied(reason) if !reason.is_empty()));
+    // Stateless is accepted; the socket still carries the open document.
+    ws.send(hocus_frame(&written, |f| {
+        use yrs::encoding::write::Write;
+        f.write_var(5u64);
+        f.write_string("{\"hello\":1}");
+    }))
+    .await
+    .expect("send");
+    ws.send(hocus_sync(&written, SyncMessage::Update(typed("!"))))
+        .await
+        .expect("send");
+    let status = |m: &Hocus| matches!(m, Hocus::SyncStatus(_));
+    assert_eq!(
+        hocus_until(&mut ws, &written, status).await,
+        Hocus::SyncStatus(true)
+    );
+
+    // Before a token, at most 64 messages for a document (QUEUED_BEFORE_AUTH) ...
+    let mut flood = hocus_socket(&app).await;
+    for _ in 0..=64 {
+        if flood.send(hocus_sync(&written, step1())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut flood).await, Some(4401));
+    // ... and at most 16 documents waiting for theirs (PENDING_DOCUMENTS).
+    let mut wide = hocus_socket(&app).await;
+    for _ in 0..=16 {
+        let name = uuid::Uuid::new_v4().to_string();
+        if wide.send(hocus_sync(&name, step1())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut wide).await, Some(4401));
     app.stop().await;
 }
