@@ -12,7 +12,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use yrs::encoding::read::Cursor;
+use yrs::encoding::read::{Cursor, Read};
+use yrs::encoding::write::Write;
 use yrs::sync::{Message, MessageReader, SyncMessage};
 use yrs::updates::decoder::{Decode, DecoderV1};
 use yrs::updates::encoder::Encode;
@@ -284,17 +285,7 @@ async fn a_killed_server_loses_no_edit_a_peer_saw() {
     let key = key_with(&app, &ada, &["docs:read", "docs:write"]).await;
     // Another `cairn serve` on the same database serves the editors, then dies by SIGKILL.
     let node = crate::nodes::Node::start(&app.db.url(), "collab-b", &[]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{}/readyz", node.base()))
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node B never got ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    node.wait_ready(Duration::from_secs(30)).await;
     let mut writer = Client::connect_to(&node.base(), &key, &doc).await;
     let mut peer = Client::connect_to(&node.base(), &key, &doc).await;
     for word in ["one ", "two ", "three "] {
@@ -765,17 +756,7 @@ async fn two_nodes_converge_under_concurrent_edits() {
     let app = support::start_with(db, &vars).await;
     app.wait_ready(Duration::from_secs(20)).await;
     let other = crate::nodes::Node::start(&url, "collab-two", &vars).await;
-    let ready = tokio::time::Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{}/readyz", other.base()))
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(
-            tokio::time::Instant::now() < ready,
-            "node two never got ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    other.wait_ready(Duration::from_secs(20)).await;
     let ada = app.sign_in("ada@example.com").await;
     let org = app.create_org_as(&ada, "Two nodes").await;
     let doc = new_doc(&app, &ada, &org).await;
@@ -855,17 +836,7 @@ async fn awareness_from_a_node_that_died_is_cleared() {
     vars.push(("CAIRN_COLLAB_AWARENESS_TIMEOUT_SECONDS", "1".to_owned()));
     let app = support::start_with(db, &vars).await;
     app.wait_ready(Duration::from_secs(20)).await;
-    let ready = tokio::time::Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{}/readyz", two.base()))
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(
-            tokio::time::Instant::now() < ready,
-            "node two never got ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    two.wait_ready(Duration::from_secs(20)).await;
     let ada = app.sign_in("ada@example.com").await;
     let org = app.create_org_as(&ada, "A node dies").await;
     let doc = new_doc(&app, &ada, &org).await;
@@ -1057,7 +1028,6 @@ enum Hocus {
 
 /// `name` then `body`, as one `/collab` frame.
 fn hocus_frame(name: &str, body: impl FnOnce(&mut Vec<u8>)) -> WsMessage {
-    use yrs::encoding::write::Write;
     let mut out = Vec::new();
     out.write_string(name);
     body(&mut out);
@@ -1065,7 +1035,6 @@ fn hocus_frame(name: &str, body: impl FnOnce(&mut Vec<u8>)) -> WsMessage {
 }
 
 fn hocus_auth(name: &str, token: &str) -> WsMessage {
-    use yrs::encoding::write::Write;
     hocus_frame(name, |f| {
         f.write_var(2u64); // Auth
         f.write_var(0u64); // Token
@@ -1081,7 +1050,6 @@ fn hocus_sync(name: &str, message: SyncMessage) -> WsMessage {
 
 /// The next frame's document name and message, at most 10 s away.
 async fn hocus_next(ws: &mut Socket) -> (String, Hocus) {
-    use yrs::encoding::read::Read;
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -1224,7 +1192,6 @@ async fn the_hocuspocus_protocol_by_hand_scopes_queues_and_refusals() {
     assert!(matches!(&refused, Hocus::Denied(reason) if !reason.is_empty()));
     // Stateless is accepted; the socket still carries the open document.
     ws.send(hocus_frame(&written, |f| {
-        use yrs::encoding::write::Write;
         f.write_var(5u64);
         f.write_string("{\"hello\":1}");
     }))

@@ -78,6 +78,22 @@ impl Node {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Waits until its `/readyz` answers 200, failing the test after `within`.
+    pub(crate) async fn wait_ready(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while reqwest::get(format!("{}/readyz", self.base()))
+            .await
+            .map_or(true, |r| r.status() != 200)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {} never got ready",
+                self.base()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Kills it without a goodbye (SIGKILL).
     pub(crate) async fn kill(mut self) {
         self.child.start_kill().expect("kill the node");
