@@ -113,8 +113,9 @@ pub struct Config {
     /// a room has at most this many members on this node (0: never).
     pub ws_presence_limit: usize,
     /// `CAIRN_COLLAB_COMPACT_EVERY`: a document's room records its whole state
-    /// (`document.compacted`) once this many updates were stored since the last time (or
-    /// 4 MiB of them), so opening it reads one snapshot and a short tail.
+    /// (`document.compacted`) once this many updates were stored since the last time, and up
+    /// to a quarter more, drawn per room so that rooms opened together do not compact together
+    /// (or after 4 MiB of updates), so opening it reads one snapshot and a short tail.
     pub collab_compact_every: u64,
     /// `CAIRN_COLLAB_AWARENESS_TIMEOUT_SECONDS`: awareness (cursors, names) heard from another
     /// node is forgotten once it is this old without being renewed, so the clients of a node

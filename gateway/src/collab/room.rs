@@ -179,7 +179,8 @@ pub struct Rooms {
 pub type AccessEvent = Option<Arc<projections::consumers::bus::CloudEvent>>;
 
 impl Rooms {
-    /// No room open yet; each compacts after `compact_every` updates (or [`COMPACT_BYTES`]),
+    /// No room open yet; each compacts after `compact_every` updates and up to a quarter more
+    /// ([`jittered`]), or after [`COMPACT_BYTES`],
     /// meets the other nodes' rooms on `bus`, and forgets their clients' awareness once it is
     /// `awareness_timeout` old.
     pub fn new(compact_every: u64, awareness_timeout: Duration, bus: Arc<dyn Bus>) -> Self {
@@ -240,6 +241,7 @@ impl Rooms {
             sequence: 0,
             updates_since: 0,
             bytes_since: 0,
+            compact_after: jittered(self.compact_every),
             conns: BTreeMap::new(),
             awareness: HashMap::new(),
             outbox: Vec::new(),
@@ -315,6 +317,8 @@ struct Room {
     /// Updates stored since the last compaction, and their bytes.
     updates_since: u64,
     bytes_since: u64,
+    /// The updates after which this room compacts next ([`jittered`]).
+    compact_after: u64,
     conns: BTreeMap<u64, mpsc::Sender<Outbound>>,
     awareness: HashMap<yrs::block::ClientID, Seen>,
     /// What to send the other nodes' rooms next.
@@ -378,7 +382,7 @@ impl Room {
                     }
                     if !pending.is_empty() {
                         self.store(pending).await;
-                        if self.updates_since >= self.rooms.compact_every
+                        if self.updates_since >= self.compact_after
                             || self.bytes_since >= COMPACT_BYTES
                         {
                             self.compact().await;
@@ -708,6 +712,7 @@ impl Room {
                         .await;
                 }
                 (self.updates_since, self.bytes_since) = (0, 0);
+                self.compact_after = jittered(self.rooms.compact_every);
             }
             Err(e) => tracing::warn!(doc = %self.doc, error = %e, "could not compact the document"),
         }
@@ -820,6 +825,15 @@ impl Room {
             .collect();
         Some(Message::Awareness(AwarenessUpdate { clients }).encode_v1())
     }
+}
+
+/// When a room compacts next: after `every` updates and up to a quarter more, drawn anew each
+/// time. Rooms opened together (a meeting, a class, `cairn bench collab`) and typed into alike
+/// would otherwise compact together, forever: each compaction is the whole document, written,
+/// relayed and read by the projections, and fifty at once stalled every room's appends for a
+/// moment. Drawn apart, they stay apart.
+fn jittered(every: u64) -> u64 {
+    every + rand::random_range(0..=every / 4)
 }
 
 /// The next signal from the other nodes' rooms; never, without them.

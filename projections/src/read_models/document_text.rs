@@ -77,9 +77,16 @@ impl DocumentTextProjection {
                 use yrs::updates::decoder::Decode;
                 use yrs::Transact;
                 for event in events {
+                    // A compaction is the state as of an event before it, all of which this
+                    // document holds already: applying it (decoding the whole state, every
+                    // block found present) would change nothing, at the price of the whole
+                    // document's size, for every open document at once when they compact
+                    // together.
+                    if event.event_type == "document.compacted" {
+                        continue;
+                    }
                     let update = match crate::decode::<DocumentEvent>(event)? {
                         DocumentEvent::Edited { update, .. } => update,
-                        DocumentEvent::Compacted { state, .. } => state,
                         _ => continue,
                     };
                     // A stored update always decodes (the room checked it); one that does not
