@@ -180,9 +180,8 @@ pub type AccessEvent = Option<Arc<projections::consumers::bus::CloudEvent>>;
 
 impl Rooms {
     /// No room open yet; each compacts after `compact_every` updates and up to a quarter more
-    /// ([`jittered`]), or after [`COMPACT_BYTES`],
-    /// meets the other nodes' rooms on `bus`, and forgets their clients' awareness once it is
-    /// `awareness_timeout` old.
+    /// ([`jittered`]), or after [`COMPACT_BYTES`], meets the other nodes' rooms on `bus`, and
+    /// forgets their clients' awareness once it is `awareness_timeout` old.
     pub fn new(compact_every: u64, awareness_timeout: Duration, bus: Arc<dyn Bus>) -> Self {
         let access = tokio::sync::broadcast::channel(1024).0;
         // One task per node reads every bus event and passes on the few that may change

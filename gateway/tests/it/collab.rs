@@ -495,19 +495,19 @@ async fn compaction_keeps_the_content_and_history_and_opening_reads_the_snapshot
     // them: it holds every edit they cover already).
     let pool = app.db.pool(1).await;
     let doc_id = domain::DocId::from_uuid(doc.parse().expect("doc id"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let text = projections::read_models::document_text::text(&pool, doc_id)
+    let text = || async {
+        projections::read_models::document_text::text(&pool, doc_id)
             .await
-            .expect("text");
-        if text.as_deref() == Some(expected.as_str()) {
-            break;
-        }
+            .expect("text")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while text().await.as_deref() != Some(expected.as_str()) {
         assert!(
-            std::time::Instant::now() < deadline,
-            "document_text holds {text:?}"
+            tokio::time::Instant::now() < deadline,
+            "document_text holds {:?}",
+            text().await
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     pool.close().await;
     app.stop().await;
